@@ -1,0 +1,181 @@
+//! The on-disk format of `proxy.toml`: serde structs that mirror the file one to one.
+//!
+//! Nothing here is interpreted: every string keeps its span so that the conversion in
+//! `validate.rs` can point at the exact line and column of a bad value.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+
+/// A string as written in the file, with its byte span.
+pub type S = Spanned<String>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub tls: Tls,
+    pub acme: Option<Acme>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub forwarding: Forwarding,
+    #[serde(default)]
+    pub logging: Logging,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<Upstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub http: Option<S>,
+    pub https: Option<S>,
+    pub metrics: Option<S>,
+    pub public_https_port: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub threads: Option<Spanned<i64>>,
+    pub grace_period: Option<S>,
+    pub acme_webroot: Option<S>,
+    pub pid_file: Option<S>,
+    pub watch_config: Option<bool>,
+    pub dns_refresh: Option<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub default_certificate: Option<S>,
+    #[serde(default)]
+    pub certificates: Vec<Spanned<CertFiles>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    pub name: S,
+    #[serde(default)]
+    pub hosts: Vec<S>,
+    pub cert: S,
+    pub key: S,
+    pub if_missing: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    pub directory: Option<S>,
+    #[serde(default)]
+    pub fallback_directories: Vec<S>,
+    pub email: Option<S>,
+    pub storage: Option<S>,
+    pub ca_root: Option<S>,
+    pub https_proxy: Option<S>,
+    pub eab_kid: Option<S>,
+    pub eab_hmac_key: Option<S>,
+    #[serde(default)]
+    pub certificates: Vec<Spanned<AcmeCert>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeCert {
+    pub name: S,
+    pub names: Vec<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body: Option<SizeValue>,
+    pub max_header_bytes: Option<SizeValue>,
+    pub max_header_count: Option<Spanned<i64>>,
+    pub header_read_timeout: Option<S>,
+    pub keepalive_timeout: Option<S>,
+}
+
+/// A size may be written as a number of bytes or as a string such as `"500M"`.
+pub type SizeValue = Spanned<SizeRaw>;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeRaw {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    pub enabled: Option<bool>,
+    pub algorithms: Option<Vec<S>>,
+    pub level: Option<Spanned<i64>>,
+    pub min_length: Option<SizeValue>,
+    pub types: Option<Vec<S>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    pub headers: Option<BTreeMap<String, S>>,
+    pub hsts: Option<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    pub trusted_proxies: Option<Vec<S>>,
+    pub host_header: Option<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub access_log: Option<S>,
+    pub level: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub address: S,
+    pub keepalive: Option<Spanned<i64>>,
+    pub connect_timeout: Option<S>,
+    pub read_timeout: Option<S>,
+    pub write_timeout: Option<S>,
+    pub idle_timeout: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Option<S>,
+    pub host: Option<S>,
+    pub prefix: Option<S>,
+    pub exact: Option<S>,
+    pub upstream: S,
+    pub strip_prefix: Option<bool>,
+    pub rewrite: Option<S>,
+    pub websocket: Option<bool>,
+    pub compress: Option<bool>,
+    pub max_body: Option<SizeValue>,
+    pub connect_timeout: Option<S>,
+    pub read_timeout: Option<S>,
+    pub write_timeout: Option<S>,
+    pub idle_timeout: Option<S>,
+    pub headers: Option<BTreeMap<String, S>>,
+}

@@ -1,0 +1,276 @@
+//! The validated configuration: plain types, no serde, every value already checked.
+//!
+//! Everything downstream (routing, TLS, the proxy) reads only these types, so the file
+//! format can change without touching them.
+
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A fully validated `proxy.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from (used in messages only).
+    pub source: PathBuf,
+    pub listen: Listen,
+    pub server: Server,
+    pub tls: Tls,
+    pub acme: Option<Acme>,
+    pub limits: Limits,
+    pub compression: Compression,
+    /// Response headers added to every response, errors and redirects included.
+    pub security_headers: Vec<(String, String)>,
+    pub forwarding: Forwarding,
+    pub logging: Logging,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+impl Config {
+    /// Looks up an upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 challenges.
+    pub http: Option<SocketAddr>,
+    pub https: SocketAddr,
+    /// Prometheus `/metrics` and `/healthz`; never public.
+    pub metrics: Option<SocketAddr>,
+    /// The HTTPS port clients see (behind Docker port mapping it may differ from the bind port).
+    pub public_https_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub threads: usize,
+    /// Time given to in-flight requests after SIGTERM.
+    pub grace_period: Duration,
+    /// Directory served under `/.well-known/acme-challenge/` (certbot's webroot mode).
+    pub acme_webroot: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    /// Reload automatically when `proxy.toml` changes on disk.
+    pub watch_config: bool,
+    /// How often upstream host names are resolved again.
+    pub dns_refresh: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub certificates: Vec<CertFiles>,
+    /// Certificate served to clients without SNI or with an unknown name.
+    pub default_certificate: Option<String>,
+}
+
+/// What to do when a configured certificate file does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Refuse the configuration.
+    Error,
+    /// Serve a generated self-signed certificate until the files appear.
+    SelfSigned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub name: String,
+    /// SNI names served with this certificate; empty means "read them from the certificate".
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub if_missing: IfMissing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    pub directory: String,
+    pub fallback_directories: Vec<String>,
+    pub email: Option<String>,
+    pub storage: PathBuf,
+    pub ca_root: Option<PathBuf>,
+    pub https_proxy: Option<String>,
+    pub eab: Option<(String, String)>,
+    pub certificates: Vec<AcmeCert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeCert {
+    pub name: String,
+    pub names: Vec<String>,
+}
+
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body: u64,
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    pub header_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Gzip,
+    Brotli,
+    Zstd,
+}
+
+impl Algorithm {
+    /// The `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Algorithm::Gzip => "gzip",
+            Algorithm::Brotli => "br",
+            Algorithm::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    pub enabled: bool,
+    pub algorithms: Vec<Algorithm>,
+    pub level: u32,
+    pub min_length: u64,
+    /// MIME types (without parameters, lower case) that are compressed.
+    pub types: Vec<String>,
+}
+
+/// The reference `gzip_types`, plus `text/html`, which nginx always compresses.
+pub const DEFAULT_COMPRESSIBLE_TYPES: &[&str] = &[
+    "text/html",
+    "text/plain",
+    "text/css",
+    "text/xml",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/xml+rss",
+    "text/javascript",
+    "application/x-font-ttf",
+    "font/opentype",
+    "image/svg+xml",
+];
+
+/// Which `Host` header the upstream receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostHeader {
+    /// As the client sent it, port included.
+    Client,
+    /// nginx's `$host`: the name without its port, lower-cased.
+    NginxHost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forwarding {
+    pub trusted_proxies: Vec<IpNet>,
+    pub host_header: HostHeader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Json,
+    Combined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub access_log: AccessLog,
+    /// A `tracing` filter such as `info` or `gateway=debug,pingora=warn`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// Idle time allowed on an upgraded (WebSocket) or streaming connection, and on pooled
+    /// upstream connections.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// A host name (resolved at run time, never at parse time) or an IP literal.
+    pub host: String,
+    pub port: u16,
+    /// Idle connections kept per upstream.
+    pub keepalive: usize,
+    pub timeouts: Timeouts,
+}
+
+impl Upstream {
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: matches any name ending with it.
+    Suffix(String),
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathMatch {
+    /// nginx `location /prefix/`.
+    Prefix(String),
+    /// nginx `location = /path`.
+    Exact(String),
+}
+
+impl PathMatch {
+    pub fn path(&self) -> &str {
+        match self {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p,
+        }
+    }
+}
+
+impl std::fmt::Display for PathMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathMatch::Prefix(p) => write!(f, "{p}"),
+            PathMatch::Exact(p) => write!(f, "= {p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Label used in logs and metrics.
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    pub upstream: String,
+    /// Replacement for the matched part of the path (nginx `proxy_pass http://up/new/;`).
+    pub rewrite: Option<String>,
+    pub websocket: bool,
+    pub compress: bool,
+    pub max_body: u64,
+    pub timeouts: Timeouts,
+    pub response_headers: Vec<(String, String)>,
+}

@@ -1,0 +1,550 @@
+//! Conversion of the file format into the model, collecting every problem on the way.
+
+use crate::error::{ConfigError, ConfigErrors, Locator};
+use crate::file::{self, SizeRaw, SizeValue, S};
+use crate::model::*;
+use crate::values::{expand_env, parse_duration, parse_size};
+use serde_spanned::Spanned;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Ctx<'a> {
+    loc: &'a Locator<'a>,
+    base: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&mut self, at: usize, msg: impl Into<String>) -> Option<T> {
+        self.errors.push(self.loc.error(Some(at), msg));
+        None
+    }
+
+    /// The string with `${...}` expanded.
+    fn text(&mut self, s: &S) -> Option<String> {
+        match expand_env(s.get_ref(), self.env) {
+            Ok(v) => Some(v),
+            Err(msg) => self.err(s.span().start, msg),
+        }
+    }
+
+    fn duration(&mut self, s: &Option<S>, default: Duration) -> Duration {
+        let Some(s) = s else { return default };
+        let Some(t) = self.text(s) else { return default };
+        match parse_duration(&t) {
+            Ok(d) => d,
+            Err(m) => self.err(s.span().start, m).unwrap_or(default),
+        }
+    }
+
+    fn size(&mut self, v: &Option<SizeValue>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(v) => {
+                let at = v.span().start;
+                match v.get_ref() {
+                    SizeRaw::Bytes(n) => match u64::try_from(*n) {
+                        Ok(n) => n,
+                        Err(_) => self.err(at, "a size cannot be negative").unwrap_or(default),
+                    },
+                    SizeRaw::Text(s) => {
+                        let t = match expand_env(s, self.env) {
+                            Ok(t) => t,
+                            Err(m) => return self.err(at, m).unwrap_or(default),
+                        };
+                        match parse_size(&t) {
+                            Ok(n) => n,
+                            Err(m) => self.err(at, m).unwrap_or(default),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn int(&mut self, v: &Option<Spanned<i64>>, min: i64, max: i64, what: &str, default: i64) -> i64 {
+        match v {
+            None => default,
+            Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => self
+                .err(n.span().start, format!("{what} must be between {min} and {max}, not {}", n.get_ref()))
+                .unwrap_or(default),
+        }
+    }
+
+    fn addr(&mut self, s: &Option<S>, default: &str) -> Option<SocketAddr> {
+        let Some(s) = s else { return default.parse().ok() };
+        let t = self.text(s)?;
+        if t == "off" {
+            return None;
+        }
+        match t.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => self.err(
+                s.span().start,
+                format!("`{t}` is not a listen address; write an IP and a port such as `0.0.0.0:443` or `[::]:443`, or `off`"),
+            ),
+        }
+    }
+
+    fn path(&mut self, s: &S) -> Option<PathBuf> {
+        let t = self.text(s)?;
+        let p = PathBuf::from(t);
+        Some(if p.is_absolute() { p } else { self.base.join(p) })
+    }
+
+    fn headers(&mut self, map: &BTreeMap<String, S>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in map {
+            let Some(v) = self.text(value) else { continue };
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                self.err::<()>(value.span().start, format!("`{name}` is not a valid header name"));
+            } else if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                self.err::<()>(value.span().start, format!("the value of header `{name}` contains a line break or NUL"));
+            } else {
+                out.push((name.clone(), v));
+            }
+        }
+        out
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(s, _)| *s > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+pub(crate) fn convert(
+    f: file::File,
+    loc: &Locator<'_>,
+    source: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx { loc, base, env, errors: Vec::new() };
+
+    let listen = Listen {
+        http: cx.addr(&f.listen.http, "0.0.0.0:80"),
+        https: cx.addr(&f.listen.https, "0.0.0.0:443").unwrap_or_else(|| ([0, 0, 0, 0], 443).into()),
+        metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
+        public_https_port: cx.int(&f.listen.public_https_port, 1, 65535, "public_https_port", 443) as u16,
+    };
+    if let (Some(m), Some(s)) = (listen.metrics, &f.listen.metrics) {
+        if Some(m) == listen.http || m == listen.https {
+            cx.err::<()>(s.span().start, "the metrics listener must not share an address with a public listener");
+        }
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as i64;
+    let server = Server {
+        threads: cx.int(&f.server.threads, 1, 1024, "threads", cpus) as usize,
+        grace_period: cx.duration(&f.server.grace_period, Duration::from_secs(8)),
+        acme_webroot: f.server.acme_webroot.as_ref().and_then(|s| cx.path(s)),
+        pid_file: f.server.pid_file.as_ref().and_then(|s| cx.path(s)),
+        watch_config: f.server.watch_config.unwrap_or(true),
+        dns_refresh: cx.duration(&f.server.dns_refresh, Duration::from_secs(30)),
+    };
+
+    let limits = Limits {
+        max_body: cx.size(&f.limits.max_body, 500 << 20),
+        max_header_bytes: cx.size(&f.limits.max_header_bytes, 32 << 10) as usize,
+        max_header_count: cx.int(&f.limits.max_header_count, 1, 10_000, "max_header_count", 100) as usize,
+        header_read_timeout: cx.duration(&f.limits.header_read_timeout, Duration::from_secs(10)),
+        keepalive_timeout: cx.duration(&f.limits.keepalive_timeout, Duration::from_secs(65)),
+    };
+
+    let compression = compression(&mut cx, &f.compression);
+    let security_headers = security(&mut cx, &f.security);
+    let forwarding = forwarding(&mut cx, &f.forwarding);
+    let logging = logging(&mut cx, &f.logging);
+    let acme = f.acme.as_ref().map(|a| acme(&mut cx, a));
+    let tls = tls(&mut cx, &f.tls, acme.as_ref());
+    let upstreams = upstreams(&mut cx, &f.upstreams);
+    let routes = routes(&mut cx, &f.routes, &upstreams, &f.upstreams, &limits);
+
+    if !cx.errors.is_empty() {
+        cx.errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(cx.errors));
+    }
+    Ok(Config {
+        source: source.to_path_buf(),
+        listen,
+        server,
+        tls,
+        acme,
+        limits,
+        compression,
+        security_headers,
+        forwarding,
+        logging,
+        upstreams,
+        routes,
+    })
+}
+
+fn compression(cx: &mut Ctx<'_>, c: &file::Compression) -> Compression {
+    let mut algorithms = Vec::new();
+    for a in c.algorithms.iter().flatten() {
+        let Some(t) = cx.text(a) else { continue };
+        match t.as_str() {
+            "gzip" => algorithms.push(Algorithm::Gzip),
+            "br" | "brotli" => algorithms.push(Algorithm::Brotli),
+            "zstd" => algorithms.push(Algorithm::Zstd),
+            other => {
+                cx.err::<()>(a.span().start, format!("unknown compression `{other}`; use gzip, br or zstd"));
+            }
+        }
+    }
+    if c.algorithms.is_none() {
+        algorithms = vec![Algorithm::Gzip, Algorithm::Brotli, Algorithm::Zstd];
+    }
+    let types = match &c.types {
+        None => DEFAULT_COMPRESSIBLE_TYPES.iter().map(|s| s.to_string()).collect(),
+        Some(list) => list.iter().filter_map(|t| cx.text(t)).map(|t| t.trim().to_ascii_lowercase()).collect(),
+    };
+    Compression {
+        enabled: c.enabled.unwrap_or(true),
+        algorithms,
+        level: cx.int(&c.level, 1, 9, "compression level", 6) as u32,
+        min_length: cx.size(&c.min_length, 256),
+        types,
+    }
+}
+
+fn security(cx: &mut Ctx<'_>, s: &file::Security) -> Vec<(String, String)> {
+    let mut headers = match &s.headers {
+        Some(map) => cx.headers(map),
+        None => vec![
+            ("X-Frame-Options".into(), "SAMEORIGIN".into()),
+            ("X-Content-Type-Options".into(), "nosniff".into()),
+            ("X-XSS-Protection".into(), "1; mode=block".into()),
+        ],
+    };
+    if let Some(h) = &s.hsts {
+        if let Some(v) = cx.text(h) {
+            if !v.is_empty() {
+                headers.push(("Strict-Transport-Security".into(), v));
+            }
+        }
+    }
+    headers
+}
+
+fn forwarding(cx: &mut Ctx<'_>, f: &file::Forwarding) -> Forwarding {
+    let mut trusted = Vec::new();
+    for s in f.trusted_proxies.iter().flatten() {
+        let Some(t) = cx.text(s) else { continue };
+        let parsed = t
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => trusted.push(n),
+            Err(_) => {
+                cx.err::<()>(s.span().start, format!("`{t}` is not an IP address or CIDR such as `10.0.0.0/8`"));
+            }
+        }
+    }
+    let host_header = match &f.host_header {
+        None => HostHeader::Client,
+        Some(s) => match cx.text(s).as_deref() {
+            Some("client") => HostHeader::Client,
+            Some("nginx") => HostHeader::NginxHost,
+            Some(other) => cx
+                .err(s.span().start, format!("host_header is `client` (as sent, port kept) or `nginx` (name without port), not `{other}`"))
+                .unwrap_or(HostHeader::Client),
+            None => HostHeader::Client,
+        },
+    };
+    Forwarding { trusted_proxies: trusted, host_header }
+}
+
+fn logging(cx: &mut Ctx<'_>, l: &file::Logging) -> Logging {
+    let access_log = match &l.access_log {
+        None => AccessLog::Combined,
+        Some(s) => match cx.text(s).as_deref() {
+            Some("json") => AccessLog::Json,
+            Some("combined") => AccessLog::Combined,
+            Some("off") => AccessLog::Off,
+            Some(other) => cx
+                .err(s.span().start, format!("access_log is `json`, `combined` or `off`, not `{other}`"))
+                .unwrap_or(AccessLog::Combined),
+            None => AccessLog::Combined,
+        },
+    };
+    let level = l.level.as_ref().and_then(|s| cx.text(s)).unwrap_or_else(|| "info".into());
+    Logging { access_log, level }
+}
+
+fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
+    let url = |cx: &mut Ctx<'_>, s: &S| -> Option<String> {
+        let t = cx.text(s)?;
+        if t.starts_with("https://") || t.starts_with("http://") {
+            Some(t)
+        } else {
+            cx.err(s.span().start, format!("`{t}` is not an ACME directory URL (https://...)"))
+        }
+    };
+    let directory = a.directory.as_ref().and_then(|s| url(cx, s)).unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into());
+    let fallback_directories = a.fallback_directories.iter().filter_map(|s| url(cx, s)).collect();
+    let email = a.email.as_ref().and_then(|s| cx.text(s)).filter(|e| !e.is_empty());
+    let eab = match (&a.eab_kid, &a.eab_hmac_key) {
+        (Some(k), Some(h)) => Some((cx.text(k).unwrap_or_default(), cx.text(h).unwrap_or_default())),
+        (Some(s), None) | (None, Some(s)) => cx.err(s.span().start, "External Account Binding needs both `eab_kid` and `eab_hmac_key`"),
+        (None, None) => None,
+    };
+    let mut certificates: Vec<AcmeCert> = Vec::new();
+    for c in &a.certificates {
+        let Some(name) = cx.text(&c.get_ref().name) else { continue };
+        let mut names = Vec::new();
+        for n in &c.get_ref().names {
+            let Some(t) = cx.text(n) else { continue };
+            let t = t.to_ascii_lowercase();
+            if valid_hostname(t.trim_start_matches("*.")) {
+                names.push(t);
+            } else {
+                cx.err::<()>(n.span().start, format!("`{t}` is not a DNS name"));
+            }
+        }
+        if c.get_ref().names.is_empty() {
+            cx.err::<()>(c.span().start, format!("certificate `{name}` lists no names"));
+        }
+        if certificates.iter().any(|x| x.name == name) {
+            cx.err::<()>(c.get_ref().name.span().start, format!("two ACME certificates are named `{name}`"));
+        }
+        certificates.push(AcmeCert { name, names });
+    }
+    Acme {
+        directory,
+        fallback_directories,
+        email,
+        storage: a.storage.as_ref().and_then(|s| cx.path(s)).unwrap_or_else(|| cx.base.join("certs")),
+        ca_root: a.ca_root.as_ref().and_then(|s| cx.text(s).filter(|t| !t.is_empty()).map(|_| s)).and_then(|s| cx.path(s)),
+        https_proxy: a.https_proxy.as_ref().and_then(|s| cx.text(s)).filter(|t| !t.is_empty()),
+        eab,
+        certificates,
+    }
+}
+
+fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
+    let mut certificates: Vec<CertFiles> = Vec::new();
+    for c in &t.certificates {
+        let c_ref = c.get_ref();
+        let Some(name) = cx.text(&c_ref.name) else { continue };
+        let if_missing = match c_ref.if_missing.as_ref().map(|s| (s, cx.text(s))) {
+            None => IfMissing::Error,
+            Some((_, Some(v))) if v == "error" => IfMissing::Error,
+            Some((_, Some(v))) if v == "self-signed" => IfMissing::SelfSigned,
+            Some((s, v)) => cx
+                .err(s.span().start, format!("if_missing is `error` or `self-signed`, not `{}`", v.unwrap_or_default()))
+                .unwrap_or(IfMissing::Error),
+        };
+        let mut hosts = Vec::new();
+        for h in &c_ref.hosts {
+            let Some(v) = cx.text(h) else { continue };
+            let v = v.to_ascii_lowercase();
+            if valid_hostname(v.trim_start_matches("*.")) {
+                hosts.push(v);
+            } else {
+                cx.err::<()>(h.span().start, format!("`{v}` is not a DNS name"));
+            }
+        }
+        let (Some(cert), Some(key)) = (cx.path(&c_ref.cert), cx.path(&c_ref.key)) else { continue };
+        if if_missing == IfMissing::Error {
+            for (p, s) in [(&cert, &c_ref.cert), (&key, &c_ref.key)] {
+                if !p.is_file() {
+                    cx.err::<()>(
+                        s.span().start,
+                        format!("certificate file `{}` does not exist (set `if_missing = \"self-signed\"` to start without it)", p.display()),
+                    );
+                }
+            }
+        }
+        if hosts.is_empty() && if_missing == IfMissing::SelfSigned {
+            cx.err::<()>(c.span().start, format!("certificate `{name}` needs `hosts` to generate a self-signed stand-in"));
+        }
+        if certificates.iter().any(|x| x.name == name) {
+            cx.err::<()>(c_ref.name.span().start, format!("two certificates are named `{name}`"));
+        }
+        certificates.push(CertFiles { name, hosts, cert, key, if_missing });
+    }
+    let default_certificate = t.default_certificate.as_ref().and_then(|s| {
+        let v = cx.text(s)?;
+        let known = certificates.iter().map(|c| c.name.as_str()).chain(acme.into_iter().flat_map(|a| a.certificates.iter().map(|c| c.name.as_str())));
+        let names: Vec<&str> = known.collect();
+        if names.contains(&v.as_str()) {
+            Some(v)
+        } else {
+            let hint = closest(&v, names.iter().copied()).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+            cx.err(s.span().start, format!("default_certificate `{v}` names no certificate{hint}"))
+        }
+    });
+    Tls { certificates, default_certificate }
+}
+
+fn parse_authority(t: &str) -> Result<(String, u16), String> {
+    if t.contains("://") {
+        return Err(format!("write the upstream as `host:port` without a scheme, not `{t}`"));
+    }
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(|| format!("`{t}` is not `[ipv6]:port`"))?;
+        (h.to_owned(), p)
+    } else {
+        let (h, p) = t.rsplit_once(':').ok_or_else(|| format!("`{t}` has no port; write `host:port` such as `api:3001`"))?;
+        (h.to_ascii_lowercase(), p)
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("`{port}` is not a port (1-65535)"))?;
+    if host.parse::<std::net::IpAddr>().is_err() && !valid_hostname(&host) {
+        return Err(format!("`{host}` is not a host name or IP address"));
+    }
+    Ok((host, port))
+}
+
+fn upstreams(cx: &mut Ctx<'_>, ups: &BTreeMap<String, Spanned<file::Upstream>>) -> Vec<Upstream> {
+    let mut out = Vec::new();
+    for (name, u) in ups {
+        let at = u.span().start;
+        let u = u.get_ref();
+        let Some(addr) = cx.text(&u.address) else { continue };
+        let (host, port) = match parse_authority(&addr) {
+            Ok(hp) => hp,
+            Err(m) => {
+                cx.err::<()>(u.address.span().start, m);
+                continue;
+            }
+        };
+        if name.is_empty() {
+            cx.err::<()>(at, "an upstream needs a name");
+        }
+        out.push(Upstream {
+            name: name.clone(),
+            host,
+            port,
+            keepalive: cx.int(&u.keepalive, 0, 100_000, "keepalive", 32) as usize,
+            timeouts: Timeouts {
+                connect: cx.duration(&u.connect_timeout, Duration::from_secs(10)),
+                read: cx.duration(&u.read_timeout, Duration::from_secs(60)),
+                write: cx.duration(&u.write_timeout, Duration::from_secs(60)),
+                idle: cx.duration(&u.idle_timeout, Duration::from_secs(60)),
+            },
+        });
+    }
+    out
+}
+
+fn host_match(cx: &mut Ctx<'_>, s: &S) -> Option<HostMatch> {
+    let t = cx.text(s)?.to_ascii_lowercase();
+    if let Some(rest) = t.strip_prefix("*.") {
+        if valid_hostname(rest) {
+            return Some(HostMatch::Suffix(format!(".{rest}")));
+        }
+    } else if valid_hostname(&t) {
+        return Some(HostMatch::Exact(t));
+    }
+    cx.err(s.span().start, format!("`{t}` is not a host match; write `example.com` or `*.example.com`"))
+}
+
+fn routes(
+    cx: &mut Ctx<'_>,
+    routes: &[Spanned<file::Route>],
+    upstreams: &[Upstream],
+    upstream_spans: &BTreeMap<String, Spanned<file::Upstream>>,
+    limits: &Limits,
+) -> Vec<Route> {
+    let mut out: Vec<Route> = Vec::new();
+    let mut seen: HashMap<(Option<HostMatch>, PathMatch), usize> = HashMap::new();
+    for r in routes {
+        let at = r.span().start;
+        let r = r.get_ref();
+        let path = match (&r.prefix, &r.exact) {
+            (Some(p), None) => cx.text(p).map(|t| (PathMatch::Prefix(t), p.span().start)),
+            (None, Some(e)) => cx.text(e).map(|t| (PathMatch::Exact(t), e.span().start)),
+            (Some(_), Some(e)) => cx.err(e.span().start, "a route has either `prefix` or `exact`, not both"),
+            (None, None) => cx.err(at, "a route needs `prefix = \"/path/\"` or `exact = \"/path\"`"),
+        };
+        let Some((path, path_at)) = path else { continue };
+        if !path.path().starts_with('/') {
+            cx.err::<()>(path_at, format!("the path `{}` must start with `/`", path.path()));
+            continue;
+        }
+        let host = r.host.as_ref().and_then(|h| host_match(cx, h));
+        let Some(upstream_name) = cx.text(&r.upstream) else { continue };
+        let Some(up) = upstreams.iter().find(|u| u.name == upstream_name) else {
+            if !upstream_spans.contains_key(&upstream_name) {
+                let hint = closest(&upstream_name, upstream_spans.keys().map(String::as_str))
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_else(|| " (define it under [upstreams])".into());
+                cx.err::<()>(r.upstream.span().start, format!("route names upstream `{upstream_name}`, which is not defined{hint}"));
+            }
+            continue;
+        };
+        let rewrite = match (r.strip_prefix, &r.rewrite) {
+            (Some(true), Some(s)) => cx.err(s.span().start, "use either `strip_prefix` or `rewrite`, not both"),
+            (Some(true), None) => Some("/".to_owned()),
+            (_, Some(s)) => match cx.text(s) {
+                Some(t) if t.starts_with('/') => Some(t),
+                Some(t) => cx.err(s.span().start, format!("rewrite `{t}` must start with `/`")),
+                None => None,
+            },
+            (_, None) => None,
+        };
+        let name = match &r.name {
+            Some(n) => cx.text(n).unwrap_or_default(),
+            None => match &host {
+                Some(h) => format!("{h}{}", path.path()),
+                None => path.path().to_owned(),
+            },
+        };
+        let read = cx.duration(&r.read_timeout, up.timeouts.read);
+        let timeouts = Timeouts {
+            connect: cx.duration(&r.connect_timeout, up.timeouts.connect),
+            read,
+            write: cx.duration(&r.write_timeout, up.timeouts.write),
+            idle: cx.duration(&r.idle_timeout, read),
+        };
+        let response_headers = r.headers.as_ref().map(|h| cx.headers(h)).unwrap_or_default();
+        let key = (host.clone(), path.clone());
+        if let Some(first) = seen.get(&key) {
+            cx.err::<()>(path_at, format!("this route has the same host and path as route `{}`", out[*first].name));
+            continue;
+        }
+        if out.iter().any(|o| o.name == name) {
+            let at = r.name.as_ref().map_or(path_at, |n| n.span().start);
+            cx.err::<()>(at, format!("two routes are named `{name}`"));
+            continue;
+        }
+        seen.insert(key, out.len());
+        out.push(Route {
+            name,
+            host,
+            path,
+            upstream: upstream_name,
+            rewrite,
+            websocket: r.websocket.unwrap_or(true),
+            compress: r.compress.unwrap_or(true),
+            max_body: cx.size(&r.max_body, limits.max_body),
+            timeouts,
+            response_headers,
+        });
+    }
+    out
+}

@@ -1,0 +1,127 @@
+//! The shipped files validate, and each kind of broken file is reported at its line.
+
+use gateway_config::{parse, ConfigErrors, HostMatch, PathMatch};
+use std::path::Path;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "DOMAIN" => Some("example.com".into()),
+        _ => None,
+    }
+}
+
+fn errors(src: &str) -> ConfigErrors {
+    parse(src, Path::new("/etc/gateway/proxy.toml"), &env).expect_err("the file should be refused")
+}
+
+fn one_error(src: &str) -> (usize, usize, String) {
+    let e = errors(src);
+    assert_eq!(e.0.len(), 1, "expected one error, got: {e}");
+    (e.0[0].line, e.0[0].column, e.0[0].message.clone())
+}
+
+const UP: &str = "[upstreams.api]\naddress = \"api:3001\"\n";
+
+#[test]
+fn shipped_proxy_toml_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy.toml");
+    let cfg = gateway_config::load_with_env(&root, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.routes.len(), 9);
+    assert_eq!(cfg.limits.max_body, 500 << 20);
+    assert_eq!(cfg.tls.certificates[0].hosts, vec!["example.com".to_string()]);
+    let n8n = cfg.routes.iter().find(|r| r.name == "n8n").unwrap();
+    assert_eq!(n8n.path, PathMatch::Prefix("/n8n/".into()));
+    assert_eq!(n8n.rewrite.as_deref(), Some("/"));
+    assert_eq!(n8n.timeouts.read.as_secs(), 86400);
+    assert_eq!(cfg.security_headers.len(), 3);
+}
+
+#[test]
+fn deploy_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            gateway_config::load_with_env(&p, &env).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no example in {}", dir.display());
+}
+
+#[test]
+fn unknown_keys_are_all_reported_with_a_suggestion() {
+    let src = format!("[listen]\nhtps = \"0.0.0.0:443\"\n\n{UP}keepalve = 3\n");
+    let e = errors(&src);
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert_eq!((e.0[0].line, e.0[0].column), (2, 1));
+    assert!(e.0[0].message.contains("did you mean `https`"), "{}", e.0[0].message);
+    assert_eq!(e.0[1].line, 6);
+    assert!(e.0[1].message.contains("did you mean `keepalive`"), "{}", e.0[1].message);
+    let shown = e.to_string();
+    assert!(shown.starts_with("/etc/gateway/proxy.toml:2:1: error: unknown key `htps`"), "{shown}");
+}
+
+#[test]
+fn missing_upstream_is_reported_at_the_route() {
+    let src = format!("{UP}\n[[routes]]\nprefix = \"/\"\nupstream = \"apj\"\n");
+    let (line, col, msg) = one_error(&src);
+    assert_eq!((line, col), (6, 12));
+    assert!(msg.contains("`apj`") && msg.contains("did you mean `api`"), "{msg}");
+}
+
+#[test]
+fn duplicate_routes_are_refused() {
+    let src = format!("{UP}\n[[routes]]\nprefix = \"/a/\"\nupstream = \"api\"\n[[routes]]\nprefix = \"/a/\"\nupstream = \"api\"\n");
+    let (line, _, msg) = one_error(&src);
+    assert_eq!(line, 8);
+    assert!(msg.contains("same host and path"), "{msg}");
+}
+
+#[test]
+fn bad_addresses_and_durations() {
+    let src = format!("[listen]\nhttps = \"0.0.0.0:99999\"\n{UP}read_timeout = \"60\"\nconnect_timeout = \"soon\"\n");
+    let e = errors(&src);
+    let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![2, 5, 6], "{e}");
+    assert!(e.0[0].message.contains("not a listen address"));
+    assert!(e.0[1].message.contains("no unit"));
+    let (_, _, msg) = one_error("[upstreams.x]\naddress = \"http://api:3001\"\n");
+    assert!(msg.contains("without a scheme"), "{msg}");
+}
+
+#[test]
+fn missing_certificate_file() {
+    let src = "[[tls.certificates]]\nname = \"m\"\ncert = \"/nonexistent/fullchain.pem\"\nkey = \"/nonexistent/privkey.pem\"\n";
+    let e = errors(src);
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert_eq!(e.0[0].line, 3);
+    assert!(e.0[0].message.contains("does not exist"));
+}
+
+#[test]
+fn unset_environment_variable() {
+    let src = "[upstreams.api]\naddress = \"${API_ADDR}\"\n";
+    let (line, col, msg) = one_error(src);
+    assert_eq!((line, col), (2, 11));
+    assert!(msg.contains("`API_ADDR` is not set"), "{msg}");
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let (line, _, _) = one_error("[listen]\nhttps = \n");
+    assert_eq!(line, 2);
+}
+
+#[test]
+fn host_and_path_matches() {
+    let src = format!("{UP}[[routes]]\nhost = \"*.Example.com\"\nexact = \"/health\"\nupstream = \"api\"\nrewrite = \"/api/health\"\n");
+    let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
+    assert_eq!(cfg.routes[0].host, Some(HostMatch::Suffix(".example.com".into())));
+    assert_eq!(cfg.routes[0].path, PathMatch::Exact("/health".into()));
+    let (_, _, msg) = one_error(&format!("{UP}[[routes]]\nprefix = \"n8n/\"\nupstream = \"api\"\n"));
+    assert!(msg.contains("must start with `/`"));
+    let (_, _, msg) = one_error(&format!("{UP}[[routes]]\nupstream = \"api\"\n"));
+    assert!(msg.contains("needs `prefix"));
+}
