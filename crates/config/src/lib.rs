@@ -22,10 +22,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Like [`load`], with an explicit environment (tests, `gateway check` of another environment).
-pub fn load_with_env(
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigErrors> {
+pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let src = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -39,11 +36,7 @@ pub fn load_with_env(
 
 /// Validates configuration text. `path` names the file in messages and anchors relative
 /// paths (certificates, webroot) at its directory.
-pub fn parse(
-    src: &str,
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigErrors> {
+pub fn parse(src: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let loc = Locator::new(path, src);
     let file = deserialize(src, &loc)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -70,7 +70,10 @@ impl Ctx<'_> {
             None => default,
             Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => self
-                .err(n.span().start, format!("{what} must be between {min} and {max}, not {}", n.get_ref()))
+                .err(
+                    n.span().start,
+                    format!("{what} must be between {min} and {max}, not {}", n.get_ref()),
+                )
                 .unwrap_or(default),
         }
     }
@@ -103,7 +106,10 @@ impl Ctx<'_> {
             if name.is_empty() || !name.bytes().all(is_token_byte) {
                 self.err::<()>(value.span().start, format!("`{name}` is not a valid header name"));
             } else if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                self.err::<()>(value.span().start, format!("the value of header `{name}` contains a line break or NUL"));
+                self.err::<()>(
+                    value.span().start,
+                    format!("the value of header `{name}` contains a line break or NUL"),
+                );
             } else {
                 out.push((name.clone(), v));
             }
@@ -122,7 +128,8 @@ fn valid_hostname(h: &str) -> bool {
         && h.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -141,17 +148,27 @@ pub(crate) fn convert(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let mut cx = Ctx { loc, base, env, errors: Vec::new() };
+    let mut cx = Ctx {
+        loc,
+        base,
+        env,
+        errors: Vec::new(),
+    };
 
     let listen = Listen {
         http: cx.addr(&f.listen.http, "0.0.0.0:80"),
-        https: cx.addr(&f.listen.https, "0.0.0.0:443").unwrap_or_else(|| ([0, 0, 0, 0], 443).into()),
+        https: cx
+            .addr(&f.listen.https, "0.0.0.0:443")
+            .unwrap_or_else(|| ([0, 0, 0, 0], 443).into()),
         metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
         public_https_port: cx.int(&f.listen.public_https_port, 1, 65535, "public_https_port", 443) as u16,
     };
     if let (Some(m), Some(s)) = (listen.metrics, &f.listen.metrics) {
         if Some(m) == listen.http || m == listen.https {
-            cx.err::<()>(s.span().start, "the metrics listener must not share an address with a public listener");
+            cx.err::<()>(
+                s.span().start,
+                "the metrics listener must not share an address with a public listener",
+            );
         }
     }
 
@@ -211,7 +228,10 @@ fn compression(cx: &mut Ctx<'_>, c: &file::Compression) -> Compression {
             "br" | "brotli" => algorithms.push(Algorithm::Brotli),
             "zstd" => algorithms.push(Algorithm::Zstd),
             other => {
-                cx.err::<()>(a.span().start, format!("unknown compression `{other}`; use gzip, br or zstd"));
+                cx.err::<()>(
+                    a.span().start,
+                    format!("unknown compression `{other}`; use gzip, br or zstd"),
+                );
             }
         }
     }
@@ -220,7 +240,11 @@ fn compression(cx: &mut Ctx<'_>, c: &file::Compression) -> Compression {
     }
     let types = match &c.types {
         None => DEFAULT_COMPRESSIBLE_TYPES.iter().map(|s| s.to_string()).collect(),
-        Some(list) => list.iter().filter_map(|t| cx.text(t)).map(|t| t.trim().to_ascii_lowercase()).collect(),
+        Some(list) => list
+            .iter()
+            .filter_map(|t| cx.text(t))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect(),
     };
     Compression {
         enabled: c.enabled.unwrap_or(true),
@@ -260,7 +284,10 @@ fn forwarding(cx: &mut Ctx<'_>, f: &file::Forwarding) -> Forwarding {
         match parsed {
             Ok(n) => trusted.push(n),
             Err(_) => {
-                cx.err::<()>(s.span().start, format!("`{t}` is not an IP address or CIDR such as `10.0.0.0/8`"));
+                cx.err::<()>(
+                    s.span().start,
+                    format!("`{t}` is not an IP address or CIDR such as `10.0.0.0/8`"),
+                );
             }
         }
     }
@@ -275,7 +302,10 @@ fn forwarding(cx: &mut Ctx<'_>, f: &file::Forwarding) -> Forwarding {
             None => HostHeader::Client,
         },
     };
-    Forwarding { trusted_proxies: trusted, host_header }
+    Forwarding {
+        trusted_proxies: trusted,
+        host_header,
+    }
 }
 
 fn logging(cx: &mut Ctx<'_>, l: &file::Logging) -> Logging {
@@ -286,12 +316,19 @@ fn logging(cx: &mut Ctx<'_>, l: &file::Logging) -> Logging {
             Some("combined") => AccessLog::Combined,
             Some("off") => AccessLog::Off,
             Some(other) => cx
-                .err(s.span().start, format!("access_log is `json`, `combined` or `off`, not `{other}`"))
+                .err(
+                    s.span().start,
+                    format!("access_log is `json`, `combined` or `off`, not `{other}`"),
+                )
                 .unwrap_or(AccessLog::Combined),
             None => AccessLog::Combined,
         },
     };
-    let level = l.level.as_ref().and_then(|s| cx.text(s)).unwrap_or_else(|| "info".into());
+    let level = l
+        .level
+        .as_ref()
+        .and_then(|s| cx.text(s))
+        .unwrap_or_else(|| "info".into());
     Logging { access_log, level }
 }
 
@@ -301,20 +338,36 @@ fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
         if t.starts_with("https://") || t.starts_with("http://") {
             Some(t)
         } else {
-            cx.err(s.span().start, format!("`{t}` is not an ACME directory URL (https://...)"))
+            cx.err(
+                s.span().start,
+                format!("`{t}` is not an ACME directory URL (https://...)"),
+            )
         }
     };
-    let directory = a.directory.as_ref().and_then(|s| url(cx, s)).unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into());
+    let directory = a
+        .directory
+        .as_ref()
+        .and_then(|s| url(cx, s))
+        .unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into());
     let fallback_directories = a.fallback_directories.iter().filter_map(|s| url(cx, s)).collect();
-    let email = a.email.as_ref().and_then(|s| cx.text(s)).filter(|e| !e.is_empty());
+    let email = a
+        .email
+        .as_ref()
+        .and_then(|s| cx.text(s))
+        .filter(|e| !e.is_empty());
     let eab = match (&a.eab_kid, &a.eab_hmac_key) {
         (Some(k), Some(h)) => Some((cx.text(k).unwrap_or_default(), cx.text(h).unwrap_or_default())),
-        (Some(s), None) | (None, Some(s)) => cx.err(s.span().start, "External Account Binding needs both `eab_kid` and `eab_hmac_key`"),
+        (Some(s), None) | (None, Some(s)) => cx.err(
+            s.span().start,
+            "External Account Binding needs both `eab_kid` and `eab_hmac_key`",
+        ),
         (None, None) => None,
     };
     let mut certificates: Vec<AcmeCert> = Vec::new();
     for c in &a.certificates {
-        let Some(name) = cx.text(&c.get_ref().name) else { continue };
+        let Some(name) = cx.text(&c.get_ref().name) else {
+            continue;
+        };
         let mut names = Vec::new();
         for n in &c.get_ref().names {
             let Some(t) = cx.text(n) else { continue };
@@ -329,7 +382,10 @@ fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
             cx.err::<()>(c.span().start, format!("certificate `{name}` lists no names"));
         }
         if certificates.iter().any(|x| x.name == name) {
-            cx.err::<()>(c.get_ref().name.span().start, format!("two ACME certificates are named `{name}`"));
+            cx.err::<()>(
+                c.get_ref().name.span().start,
+                format!("two ACME certificates are named `{name}`"),
+            );
         }
         certificates.push(AcmeCert { name, names });
     }
@@ -337,9 +393,21 @@ fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
         directory,
         fallback_directories,
         email,
-        storage: a.storage.as_ref().and_then(|s| cx.path(s)).unwrap_or_else(|| cx.base.join("certs")),
-        ca_root: a.ca_root.as_ref().and_then(|s| cx.text(s).filter(|t| !t.is_empty()).map(|_| s)).and_then(|s| cx.path(s)),
-        https_proxy: a.https_proxy.as_ref().and_then(|s| cx.text(s)).filter(|t| !t.is_empty()),
+        storage: a
+            .storage
+            .as_ref()
+            .and_then(|s| cx.path(s))
+            .unwrap_or_else(|| cx.base.join("certs")),
+        ca_root: a
+            .ca_root
+            .as_ref()
+            .and_then(|s| cx.text(s).filter(|t| !t.is_empty()).map(|_| s))
+            .and_then(|s| cx.path(s)),
+        https_proxy: a
+            .https_proxy
+            .as_ref()
+            .and_then(|s| cx.text(s))
+            .filter(|t| !t.is_empty()),
         eab,
         certificates,
     }
@@ -349,13 +417,21 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
     let mut certificates: Vec<CertFiles> = Vec::new();
     for c in &t.certificates {
         let c_ref = c.get_ref();
-        let Some(name) = cx.text(&c_ref.name) else { continue };
+        let Some(name) = cx.text(&c_ref.name) else {
+            continue;
+        };
         let if_missing = match c_ref.if_missing.as_ref().map(|s| (s, cx.text(s))) {
             None => IfMissing::Error,
             Some((_, Some(v))) if v == "error" => IfMissing::Error,
             Some((_, Some(v))) if v == "self-signed" => IfMissing::SelfSigned,
             Some((s, v)) => cx
-                .err(s.span().start, format!("if_missing is `error` or `self-signed`, not `{}`", v.unwrap_or_default()))
+                .err(
+                    s.span().start,
+                    format!(
+                        "if_missing is `error` or `self-signed`, not `{}`",
+                        v.unwrap_or_default()
+                    ),
+                )
                 .unwrap_or(IfMissing::Error),
         };
         let mut hosts = Vec::new();
@@ -368,7 +444,9 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
                 cx.err::<()>(h.span().start, format!("`{v}` is not a DNS name"));
             }
         }
-        let (Some(cert), Some(key)) = (cx.path(&c_ref.cert), cx.path(&c_ref.key)) else { continue };
+        let (Some(cert), Some(key)) = (cx.path(&c_ref.cert), cx.path(&c_ref.key)) else {
+            continue;
+        };
         if if_missing == IfMissing::Error {
             for (p, s) in [(&cert, &c_ref.cert), (&key, &c_ref.key)] {
                 if !p.is_file() {
@@ -380,39 +458,72 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
             }
         }
         if hosts.is_empty() && if_missing == IfMissing::SelfSigned {
-            cx.err::<()>(c.span().start, format!("certificate `{name}` needs `hosts` to generate a self-signed stand-in"));
+            cx.err::<()>(
+                c.span().start,
+                format!("certificate `{name}` needs `hosts` to generate a self-signed stand-in"),
+            );
         }
         if certificates.iter().any(|x| x.name == name) {
-            cx.err::<()>(c_ref.name.span().start, format!("two certificates are named `{name}`"));
+            cx.err::<()>(
+                c_ref.name.span().start,
+                format!("two certificates are named `{name}`"),
+            );
         }
-        certificates.push(CertFiles { name, hosts, cert, key, if_missing });
+        certificates.push(CertFiles {
+            name,
+            hosts,
+            cert,
+            key,
+            if_missing,
+        });
     }
     let default_certificate = t.default_certificate.as_ref().and_then(|s| {
         let v = cx.text(s)?;
-        let known = certificates.iter().map(|c| c.name.as_str()).chain(acme.into_iter().flat_map(|a| a.certificates.iter().map(|c| c.name.as_str())));
+        let known = certificates.iter().map(|c| c.name.as_str()).chain(
+            acme.into_iter()
+                .flat_map(|a| a.certificates.iter().map(|c| c.name.as_str())),
+        );
         let names: Vec<&str> = known.collect();
         if names.contains(&v.as_str()) {
             Some(v)
         } else {
-            let hint = closest(&v, names.iter().copied()).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
-            cx.err(s.span().start, format!("default_certificate `{v}` names no certificate{hint}"))
+            let hint = closest(&v, names.iter().copied())
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            cx.err(
+                s.span().start,
+                format!("default_certificate `{v}` names no certificate{hint}"),
+            )
         }
     });
-    Tls { certificates, default_certificate }
+    Tls {
+        certificates,
+        default_certificate,
+    }
 }
 
 fn parse_authority(t: &str) -> Result<(String, u16), String> {
     if t.contains("://") {
-        return Err(format!("write the upstream as `host:port` without a scheme, not `{t}`"));
+        return Err(format!(
+            "write the upstream as `host:port` without a scheme, not `{t}`"
+        ));
     }
     let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").ok_or_else(|| format!("`{t}` is not `[ipv6]:port`"))?;
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("`{t}` is not `[ipv6]:port`"))?;
         (h.to_owned(), p)
     } else {
-        let (h, p) = t.rsplit_once(':').ok_or_else(|| format!("`{t}` has no port; write `host:port` such as `api:3001`"))?;
+        let (h, p) = t
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{t}` has no port; write `host:port` such as `api:3001`"))?;
         (h.to_ascii_lowercase(), p)
     };
-    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("`{port}` is not a port (1-65535)"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("`{port}` is not a port (1-65535)"))?;
     if host.parse::<std::net::IpAddr>().is_err() && !valid_hostname(&host) {
         return Err(format!("`{host}` is not a host name or IP address"));
     }
@@ -460,7 +571,10 @@ fn host_match(cx: &mut Ctx<'_>, s: &S) -> Option<HostMatch> {
     } else if valid_hostname(&t) {
         return Some(HostMatch::Exact(t));
     }
-    cx.err(s.span().start, format!("`{t}` is not a host match; write `example.com` or `*.example.com`"))
+    cx.err(
+        s.span().start,
+        format!("`{t}` is not a host match; write `example.com` or `*.example.com`"),
+    )
 }
 
 fn routes(
@@ -487,18 +601,25 @@ fn routes(
             continue;
         }
         let host = r.host.as_ref().and_then(|h| host_match(cx, h));
-        let Some(upstream_name) = cx.text(&r.upstream) else { continue };
+        let Some(upstream_name) = cx.text(&r.upstream) else {
+            continue;
+        };
         let Some(up) = upstreams.iter().find(|u| u.name == upstream_name) else {
             if !upstream_spans.contains_key(&upstream_name) {
                 let hint = closest(&upstream_name, upstream_spans.keys().map(String::as_str))
                     .map(|c| format!("; did you mean `{c}`?"))
                     .unwrap_or_else(|| " (define it under [upstreams])".into());
-                cx.err::<()>(r.upstream.span().start, format!("route names upstream `{upstream_name}`, which is not defined{hint}"));
+                cx.err::<()>(
+                    r.upstream.span().start,
+                    format!("route names upstream `{upstream_name}`, which is not defined{hint}"),
+                );
             }
             continue;
         };
         let rewrite = match (r.strip_prefix, &r.rewrite) {
-            (Some(true), Some(s)) => cx.err(s.span().start, "use either `strip_prefix` or `rewrite`, not both"),
+            (Some(true), Some(s)) => {
+                cx.err(s.span().start, "use either `strip_prefix` or `rewrite`, not both")
+            }
             (Some(true), None) => Some("/".to_owned()),
             (_, Some(s)) => match cx.text(s) {
                 Some(t) if t.starts_with('/') => Some(t),
@@ -524,7 +645,13 @@ fn routes(
         let response_headers = r.headers.as_ref().map(|h| cx.headers(h)).unwrap_or_default();
         let key = (host.clone(), path.clone());
         if let Some(first) = seen.get(&key) {
-            cx.err::<()>(path_at, format!("this route has the same host and path as route `{}`", out[*first].name));
+            cx.err::<()>(
+                path_at,
+                format!(
+                    "this route has the same host and path as route `{}`",
+                    out[*first].name
+                ),
+            );
             continue;
         }
         if out.iter().any(|o| o.name == name) {

@@ -55,9 +55,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("`{t}` has no unit: write `{t}s`, `{t}ms`, `{t}m` or `{t}h`"));
+        return Err(format!(
+            "`{t}` has no unit: write `{t}s`, `{t}ms`, `{t}m` or `{t}h`"
+        ));
     }
-    humantime::parse_duration(t).map_err(|e| format!("`{t}` is not a duration ({e}); examples: `30s`, `500ms`, `5m`, `1h`"))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{t}` is not a duration ({e}); examples: `30s`, `500ms`, `5m`, `1h`"))
 }
 
 /// Parses sizes the way nginx does: `500M` is 500 MiB; `k`/`K`, `m`/`M`, `g`/`G` with an
@@ -97,7 +100,9 @@ mod tests {
         assert_eq!(expand_env("${NOPE:-x.y}", &env).unwrap(), "x.y");
         assert_eq!(expand_env("${EMPTY:-d}", &env).unwrap(), "d");
         assert_eq!(expand_env("$$5 $x", &env).unwrap(), "$5 $x");
-        assert!(expand_env("${NOPE}", &env).unwrap_err().contains("`NOPE` is not set"));
+        assert!(expand_env("${NOPE}", &env)
+            .unwrap_err()
+            .contains("`NOPE` is not set"));
         assert!(expand_env("${DOMAIN", &env).is_err());
         assert!(expand_env("${a b}", &env).is_err());
     }

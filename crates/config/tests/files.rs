@@ -56,11 +56,22 @@ fn unknown_keys_are_all_reported_with_a_suggestion() {
     let e = errors(&src);
     assert_eq!(e.0.len(), 2, "{e}");
     assert_eq!((e.0[0].line, e.0[0].column), (2, 1));
-    assert!(e.0[0].message.contains("did you mean `https`"), "{}", e.0[0].message);
+    assert!(
+        e.0[0].message.contains("did you mean `https`"),
+        "{}",
+        e.0[0].message
+    );
     assert_eq!(e.0[1].line, 6);
-    assert!(e.0[1].message.contains("did you mean `keepalive`"), "{}", e.0[1].message);
+    assert!(
+        e.0[1].message.contains("did you mean `keepalive`"),
+        "{}",
+        e.0[1].message
+    );
     let shown = e.to_string();
-    assert!(shown.starts_with("/etc/gateway/proxy.toml:2:1: error: unknown key `htps`"), "{shown}");
+    assert!(
+        shown.starts_with("/etc/gateway/proxy.toml:2:1: error: unknown key `htps`"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -68,7 +79,10 @@ fn missing_upstream_is_reported_at_the_route() {
     let src = format!("{UP}\n[[routes]]\nprefix = \"/\"\nupstream = \"apj\"\n");
     let (line, col, msg) = one_error(&src);
     assert_eq!((line, col), (6, 12));
-    assert!(msg.contains("`apj`") && msg.contains("did you mean `api`"), "{msg}");
+    assert!(
+        msg.contains("`apj`") && msg.contains("did you mean `api`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -81,7 +95,9 @@ fn duplicate_routes_are_refused() {
 
 #[test]
 fn bad_addresses_and_durations() {
-    let src = format!("[listen]\nhttps = \"0.0.0.0:99999\"\n{UP}read_timeout = \"60\"\nconnect_timeout = \"soon\"\n");
+    let src = format!(
+        "[listen]\nhttps = \"0.0.0.0:99999\"\n{UP}read_timeout = \"60\"\nconnect_timeout = \"soon\"\n"
+    );
     let e = errors(&src);
     let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![2, 5, 6], "{e}");
@@ -120,7 +136,9 @@ fn host_and_path_matches() {
     let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
     assert_eq!(cfg.routes[0].host, Some(HostMatch::Suffix(".example.com".into())));
     assert_eq!(cfg.routes[0].path, PathMatch::Exact("/health".into()));
-    let (_, _, msg) = one_error(&format!("{UP}[[routes]]\nprefix = \"n8n/\"\nupstream = \"api\"\n"));
+    let (_, _, msg) = one_error(&format!(
+        "{UP}[[routes]]\nprefix = \"n8n/\"\nupstream = \"api\"\n"
+    ));
     assert!(msg.contains("must start with `/`"));
     let (_, _, msg) = one_error(&format!("{UP}[[routes]]\nupstream = \"api\"\n"));
     assert!(msg.contains("needs `prefix"));

@@ -1,0 +1,119 @@
+//! Property tests: matching is a function of the normalized path, and what is forwarded
+//! never holds a dot-segment. nginx's own parser (its Rust port) is the oracle.
+
+use gateway_config::{PathMatch, Route, Timeouts};
+use gateway_routing::{Decision, RouteTable};
+use proptest::prelude::*;
+use std::time::Duration;
+
+fn table() -> RouteTable {
+    let t = Duration::from_secs(1);
+    let mk = |name: &str, path: PathMatch, rewrite: Option<&str>| Route {
+        name: name.into(),
+        host: None,
+        path,
+        upstream: "u".into(),
+        rewrite: rewrite.map(Into::into),
+        websocket: false,
+        compress: false,
+        max_body: 0,
+        timeouts: Timeouts {
+            connect: t,
+            read: t,
+            write: t,
+            idle: t,
+        },
+        response_headers: vec![],
+    };
+    RouteTable::new(&[
+        mk("root", PathMatch::Prefix("/".into()), None),
+        mk("a", PathMatch::Prefix("/a/".into()), Some("/")),
+        mk("ab", PathMatch::Prefix("/a/b".into()), Some("/x/")),
+        mk("c", PathMatch::Exact("/c".into()), Some("/cc")),
+        mk("dots", PathMatch::Prefix("/d.d/".into()), None),
+    ])
+}
+
+/// Raw targets built from pieces that exercise nginx's normalizer.
+fn target() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        Just("c".to_string()),
+        Just("d.d".to_string()),
+        Just(".".to_string()),
+        Just("..".to_string()),
+        Just("%2e".to_string()),
+        Just("%2E%2e".to_string()),
+        Just("".to_string()),
+        Just("%61".to_string()),
+        Just("x%20y".to_string()),
+        Just("%2F".to_string()),
+        Just("..%2f".to_string()),
+        Just("%25".to_string()),
+        "[a-z.%0-9]{1,4}".prop_map(|s| s),
+    ];
+    (
+        proptest::collection::vec(piece, 0..8),
+        any::<bool>(),
+        proptest::option::of("[a-z=&]{0,5}"),
+    )
+        .prop_map(|(pieces, trailing, q)| {
+            let mut s = String::from("/");
+            s.push_str(&pieces.join("/"));
+            if trailing {
+                s.push('/');
+            }
+            if let Some(q) = q {
+                s.push('?');
+                s.push_str(&q);
+            }
+            s
+        })
+}
+
+fn has_dot_segment(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or("");
+    path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn route_is_the_route_of_the_normalized_path(t in target()) {
+        let table = table();
+        let oracle = url_parse_nginx::parse_origin_form(t.as_bytes(), true);
+        match (table.decide(None, &t), oracle) {
+            (Decision::BadRequest(_), Err(_)) => {}
+            (Decision::BadRequest(why), Ok(p)) => prop_assert!(false, "{t} rejected ({why}) but nginx gives {:?}", p.path),
+            (d, Err(_)) => prop_assert!(false, "{t}: nginx rejects it, we decided {d:?}"),
+            (d, Ok(parsed)) => {
+                let by_normalized = table.match_normalized(None, &parsed.path);
+                let chosen = match &d {
+                    Decision::Forward { index, .. } => Some(*index),
+                    Decision::Redirect { .. } => by_normalized,
+                    _ => None,
+                };
+                prop_assert_eq!(chosen, by_normalized);
+                // Deciding again on the normalized, re-encoded path gives the same answer.
+                let again = gateway_routing::encode_path(&parsed.path);
+                let d2 = table.decide(None, &again);
+                match (&d, &d2) {
+                    (Decision::Forward { index: a, .. }, Decision::Forward { index: b, .. }) => prop_assert_eq!(a, b),
+                    (Decision::Redirect { .. }, Decision::Redirect { .. }) => {}
+                    _ => prop_assert!(false, "{t} -> {d:?} but {again} -> {d2:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_paths_hold_no_dot_segment(t in target()) {
+        if let Decision::Forward { upstream_path, .. } = table().decide(None, &t) {
+            prop_assert!(!has_dot_segment(&upstream_path), "{t} -> {upstream_path}");
+            prop_assert!(upstream_path.starts_with('/'));
+            prop_assert!(!upstream_path.split('?').next().unwrap().contains("//"), "{t} -> {upstream_path}");
+        }
+    }
+}
