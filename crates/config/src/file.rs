@@ -105,6 +105,7 @@ pub struct Limits {
     pub max_header_bytes: Option<SizeValue>,
     pub max_header_count: Option<Spanned<i64>>,
     pub header_read_timeout: Option<S>,
+    pub body_read_timeout: Option<S>,
     pub keepalive_timeout: Option<S>,
 }
 

@@ -111,6 +111,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_header_count: usize,
     pub header_read_timeout: Duration,
+    /// Longest pause allowed between two reads of a request body (nginx `client_body_timeout`).
+    pub body_read_timeout: Duration,
     pub keepalive_timeout: Duration,
 }
 

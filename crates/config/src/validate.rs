@@ -187,6 +187,7 @@ pub(crate) fn convert(
         max_header_bytes: cx.size(&f.limits.max_header_bytes, 32 << 10) as usize,
         max_header_count: cx.int(&f.limits.max_header_count, 1, 10_000, "max_header_count", 100) as usize,
         header_read_timeout: cx.duration(&f.limits.header_read_timeout, Duration::from_secs(10)),
+        body_read_timeout: cx.duration(&f.limits.body_read_timeout, Duration::from_secs(60)),
         keepalive_timeout: cx.duration(&f.limits.keepalive_timeout, Duration::from_secs(65)),
     };
 

@@ -16,6 +16,17 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Serve: HTTPS with the configured routes, HTTP redirects, metrics.
+    Run {
+        #[arg(short, long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// Take the listening sockets over from a running gateway (zero-downtime upgrade).
+        #[arg(long)]
+        upgrade: bool,
+        /// Where the pid file and the upgrade socket live.
+        #[arg(long, default_value = "/tmp/gateway")]
+        run_dir: PathBuf,
+    },
     /// Validate the configuration and print the route table (exit 1 on any error), like `nginx -t`.
     Check {
         #[arg(short, long, default_value = "proxy.toml")]
@@ -27,5 +38,10 @@ pub enum Command {
         config: PathBuf,
         /// For example `https://example.com/n8n/rest/push`.
         url: String,
+    },
+    /// Ask the running gateway to reload proxy.toml and its certificates (SIGHUP).
+    Reload {
+        #[arg(long, default_value = "/tmp/gateway")]
+        run_dir: PathBuf,
     },
 }

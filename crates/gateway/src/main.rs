@@ -3,16 +3,50 @@
 //! This crate is the binary: the command line, signals, reload, metrics and telemetry.
 //! The decisions live in the library crates (config, routing, tls, proxy).
 
+mod admin;
 mod cli;
 mod inspect;
+mod reload;
+mod run;
+mod signal;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Pingora's rustls and instant-acme must agree on one provider: ring, installed first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check { config } => inspect::check(&config),
         cli::Command::Route { config, url } => inspect::route(&config, &url),
+        cli::Command::Run {
+            config,
+            upgrade,
+            run_dir,
+        } => {
+            match run::run(run::RunArgs {
+                config,
+                upgrade,
+                run_dir,
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gateway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cli::Command::Reload { run_dir } => match signal::send(&run_dir, nix::sys::signal::Signal::SIGHUP) {
+            Ok(pid) => {
+                println!("sent SIGHUP to gateway process {pid}; it logs the result");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway reload: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

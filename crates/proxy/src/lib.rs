@@ -1,1 +1,22 @@
-//! placeholder
+//! Pingora wiring for the gateway: the HTTPS listener and its `ProxyHttp` phases, the
+//! plain-HTTP redirect listener, and the background services they need.
+//!
+//! Decisions live elsewhere: routing in `gateway-routing`, certificates in `gateway-tls`,
+//! error statuses in [`respond::status_for`]. This crate connects them to Pingora.
+
+pub mod access;
+pub mod challenge;
+pub mod compress;
+pub mod dns;
+mod edge;
+pub mod headers;
+pub mod metrics;
+mod proxy;
+pub mod redirect;
+pub mod respond;
+mod server;
+pub mod state;
+
+pub use proxy::{Ctx, Gateway};
+pub use server::{add_services, server_conf};
+pub use state::{Shared, Snapshot};

@@ -1,0 +1,184 @@
+//! Reloading `proxy.toml` and certificate files while serving: on SIGHUP and when a watched
+//! file changes (debounced). A broken file keeps the running configuration.
+
+use async_trait::async_trait;
+use gateway_config::Config;
+use gateway_proxy::Shared;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+pub struct Reloader {
+    pub path: PathBuf,
+    pub shared: Arc<Shared>,
+}
+
+/// `(name, names)` of the ACME-managed certificates, kept by the store across reloads.
+pub fn managed(cfg: &Config) -> Vec<(String, Vec<String>)> {
+    cfg.acme
+        .iter()
+        .flat_map(|a| a.certificates.iter().map(|c| (c.name.clone(), c.names.clone())))
+        .collect()
+}
+
+/// Applies certificates from a configuration, logging what could not be loaded.
+pub fn apply_certs(shared: &Shared, cfg: &Config) {
+    for msg in shared.certs.configure(
+        &cfg.tls.certificates,
+        &managed(cfg),
+        cfg.tls.default_certificate.as_deref(),
+    ) {
+        tracing::warn!("{msg}");
+    }
+    publish_expiry(shared);
+}
+
+pub fn publish_expiry(shared: &Shared) {
+    for e in &shared.certs.snapshot().entries {
+        if let Some(c) = &e.cert {
+            let t = c
+                .not_after
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            shared.metrics.cert_expiry.with_label_values(&[&e.name]).set(t);
+        }
+    }
+}
+
+impl Reloader {
+    /// Reads the file again; on success swaps the snapshot, on failure keeps it.
+    pub fn reload(&self, why: &str) {
+        let m = &self.shared.metrics;
+        m.reloads.inc();
+        match gateway_config::load(&self.path) {
+            Ok(cfg) => {
+                let old = self.shared.snapshot.load_full();
+                if old.config.listen != cfg.listen || old.config.server.threads != cfg.server.threads {
+                    tracing::warn!(
+                        "listener addresses or threads changed: they need new sockets, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
+                    );
+                }
+                apply_certs(&self.shared, &cfg);
+                let routes = cfg.routes.len();
+                self.shared.apply(cfg);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                m.last_reload_success.set(now);
+                tracing::info!(trigger = why, routes, file = %self.path.display(), "configuration reloaded");
+            }
+            Err(errors) => {
+                m.reload_failures.inc();
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    trigger = why,
+                    "configuration refused; still serving the previous one"
+                );
+                // Certificates may have changed on their own (certbot renewal).
+                for msg in self.shared.certs.reload_files() {
+                    tracing::warn!("{msg}");
+                }
+                publish_expiry(&self.shared);
+            }
+        }
+    }
+
+    /// Paths whose change should trigger a reload: the config and every certificate file.
+    fn interesting(&self) -> Vec<PathBuf> {
+        let snap = self.shared.snapshot.load();
+        let mut v = vec![self.path.clone()];
+        for c in &snap.config.tls.certificates {
+            v.push(c.cert.clone());
+            v.push(c.key.clone());
+        }
+        v
+    }
+
+    fn watch(&self, tx: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
+        let interesting = self.interesting();
+        let wanted = interesting.clone();
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                if matches!(ev.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                // Editors replace files and certbot swaps symlinked directories: a change to
+                // the file or to any directory on its way counts.
+                let hit = ev
+                    .paths
+                    .iter()
+                    .any(|p| wanted.iter().any(|w| w == p || w.starts_with(p)));
+                if hit {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP or `gateway reload`"))
+        .ok()?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for p in &interesting {
+            let mut dir = p.parent().map(Path::to_path_buf);
+            while let Some(d) = dir {
+                if d.is_dir() {
+                    if !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
+                    break;
+                }
+                dir = d.parent().map(Path::to_path_buf);
+            }
+        }
+        for d in dirs {
+            if let Err(e) = w.watch(&d, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
+            }
+        }
+        Some(w)
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP");
+                None
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watch_enabled = self.shared.snapshot.load().config.server.watch_config;
+        let mut watcher = if watch_enabled {
+            self.watch(tx.clone())
+        } else {
+            None
+        };
+        loop {
+            let why = tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                Some(_) = rx.recv() => {
+                    // Debounce: editors and `docker cp` produce bursts of events.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    while rx.try_recv().is_ok() {}
+                    "file change"
+                }
+            };
+            self.reload(why);
+            if self.shared.snapshot.load().config.server.watch_config {
+                drop(watcher.take());
+                watcher = self.watch(tx.clone());
+            } else {
+                watcher = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `gateway run`: build the services from `proxy.toml` and serve until signalled.
+//!
+//! Signals: SIGTERM drains gracefully within `grace_period`; SIGINT stops at once; SIGHUP
+//! reloads; SIGQUIT hands the listening sockets to a new process started with `--upgrade`.
+
+use crate::{admin::Admin, reload};
+use anyhow::Context;
+use gateway_proxy::metrics::Metrics;
+use gateway_proxy::Shared;
+use gateway_tls::CertStore;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::path::{Path, PathBuf};
+
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub upgrade: bool,
+    pub run_dir: PathBuf,
+}
+
+pub fn pid_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("gateway.pid")
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = std::path::absolute(&args.config).unwrap_or(args.config.clone());
+    let cfg = match gateway_config::load(&config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            anyhow::bail!(
+                "{}: configuration refused ({} error(s))",
+                config.display(),
+                errors.0.len()
+            );
+        }
+    };
+    crate::telemetry::init(&cfg.logging.level);
+    std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating {}", args.run_dir.display()))?;
+
+    let certs = CertStore::new();
+    let shared = Shared::new(cfg.clone(), certs.clone(), Metrics::global());
+    reload::apply_certs(&shared, &cfg);
+    ensure_a_certificate(&certs, &cfg);
+    reload::publish_expiry(&shared);
+
+    let opt = Opt {
+        upgrade: args.upgrade,
+        ..Opt::default()
+    };
+    let mut server =
+        Server::new_with_opt_and_conf(Some(opt), gateway_proxy::server_conf(&cfg, &args.run_dir));
+    server.bootstrap();
+    gateway_proxy::add_services(&mut server, shared.clone());
+    if let Some(addr) = cfg.listen.metrics {
+        let mut admin = Service::new("metrics".into(), Admin);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    server.add_service(background_service(
+        "reload",
+        reload::Reloader {
+            path: config.clone(),
+            shared: shared.clone(),
+        },
+    ));
+
+    let pid = pid_path(&args.run_dir);
+    std::fs::write(&pid, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid.display()))?;
+    tracing::info!(
+        https = %cfg.listen.https,
+        http = ?cfg.listen.http,
+        metrics = ?cfg.listen.metrics,
+        routes = cfg.routes.len(),
+        config = %config.display(),
+        pid_file = %pid.display(),
+        "gateway starting"
+    );
+    server.run(pingora::server::RunArgs::default());
+    // A newer process may have taken over the pid file during an upgrade.
+    if std::fs::read_to_string(&pid).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
+        let _ = std::fs::remove_file(&pid);
+    }
+    Ok(())
+}
+
+/// The first start always serves HTTPS: with no usable certificate at all, a self-signed
+/// one for the configured names (or `localhost`) is generated and logged.
+fn ensure_a_certificate(certs: &CertStore, cfg: &gateway_config::Config) {
+    if certs.snapshot().lookup(None).is_some() {
+        return;
+    }
+    let mut names: Vec<String> = cfg
+        .routes
+        .iter()
+        .filter_map(|r| match &r.host {
+            Some(gateway_config::HostMatch::Exact(h)) => Some(h.clone()),
+            Some(gateway_config::HostMatch::Suffix(s)) => Some(format!("*{s}")),
+            None => None,
+        })
+        .chain(
+            cfg.acme
+                .iter()
+                .flat_map(|a| a.certificates.iter().flat_map(|c| c.names.clone())),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        names.push("localhost".into());
+    }
+    match gateway_tls::pem::self_signed(&names) {
+        Ok(c) => {
+            tracing::warn!(names = ?names, "no certificate available yet: serving a self-signed certificate (browsers will warn)");
+            certs.install("self-signed", &names, c);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot generate a self-signed certificate"),
+    }
+}

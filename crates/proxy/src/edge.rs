@@ -1,0 +1,220 @@
+//! The connection-level front of the HTTPS listener.
+//!
+//! Pingora reads request headers with a per-read timeout and a 1 MiB cap, so a client that
+//! trickles one byte at a time (slowloris) is never cut off and oversized headers get 400.
+//! For HTTP/1.1 this layer reads the request head itself under a total deadline (408) and
+//! the configured size and count limits (431), then hands the bytes to Pingora's HTTP
+//! session as an already-read prefix. HTTP/2 goes straight to Pingora.
+
+use crate::proxy::Gateway;
+use crate::state::Shared;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+
+pub struct Edge {
+    pub proxy: Arc<HttpProxy<Gateway>>,
+    pub shared: Arc<Shared>,
+}
+
+enum Head {
+    Ready(BytesMut),
+    Closed,
+    TooLarge,
+    TimedOut,
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard(prometheus::IntGauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Where the head ends (after the blank line) and how many header lines it has, scanning
+/// from `from` so a trickled request is not rescanned from the start.
+fn head_end(buf: &[u8], from: usize, lines: &mut usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut i = start;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        if nl >= from {
+            *lines += 1;
+        }
+        let blank = (nl >= 1 && buf[nl - 1] == b'\n') || (nl >= 3 && &buf[nl - 3..nl] == b"\r\n\r");
+        if blank && nl >= 1 {
+            return Some(nl + 1);
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+async fn read_head(
+    stream: &mut Stream,
+    idle: Duration,
+    deadline: Duration,
+    max_bytes: usize,
+    max_lines: usize,
+    shutdown: &mut ShutdownWatch,
+) -> Head {
+    let mut buf = BytesMut::with_capacity(4096);
+    // Waiting for the first byte is keepalive idleness, not a slow request: close quietly.
+    let first = tokio::select! {
+        r = timeout(idle, stream.read_buf(&mut buf)) => r,
+        _ = shutdown.changed() => return Head::Closed,
+    };
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return Head::Closed,
+    }
+    let until = Instant::now() + deadline;
+    let mut scanned = 0;
+    let mut lines = 0;
+    loop {
+        if let Some(end) = head_end(&buf, scanned, &mut lines) {
+            // Request line + headers + blank line.
+            if end > max_bytes || lines > max_lines + 2 {
+                return Head::TooLarge;
+            }
+            return Head::Ready(buf);
+        }
+        scanned = buf.len();
+        if buf.len() > max_bytes || lines > max_lines + 2 {
+            return Head::TooLarge;
+        }
+        match timeout_at(until, stream.read_buf(&mut buf)).await {
+            Err(_) => return Head::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+impl Edge {
+    async fn reject(&self, mut stream: Stream, status: u16) {
+        let snap = self.shared.snapshot.load();
+        let reason = crate::respond::reason(status);
+        let body = format!("{status} {reason}\n");
+        let mut head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (n, v) in &snap.security_headers {
+            head.push_str(&format!("{}: {}\r\n", n, v.to_str().unwrap_or_default()));
+        }
+        head.push_str("\r\n");
+        head.push_str(&body);
+        let _ = timeout(Duration::from_secs(5), async {
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&["none", "OTHER", crate::metrics::status_class(status)])
+            .inc();
+    }
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let m = &self.shared.metrics;
+        m.open_connections.inc();
+        let _open = OpenGuard(m.open_connections.clone());
+        if stream.get_ssl_digest().is_some() {
+            m.tls_handshakes.inc();
+        }
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let mut shutdown_rx = shutdown.clone();
+        let mut stream = stream;
+        let mut persistent: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let limits = self.shared.snapshot.load().config.limits.clone();
+            let idle = if first {
+                limits.header_read_timeout
+            } else {
+                limits.keepalive_timeout
+            };
+            let head = read_head(
+                &mut stream,
+                idle,
+                limits.header_read_timeout,
+                limits.max_header_bytes,
+                limits.max_header_count,
+                &mut shutdown_rx,
+            )
+            .await;
+            let prefix = match head {
+                Head::Ready(b) => b,
+                Head::Closed => return None,
+                Head::TooLarge => {
+                    self.reject(stream, 431).await;
+                    return None;
+                }
+                Head::TimedOut => {
+                    self.reject(stream, 408).await;
+                    return None;
+                }
+            };
+            first = false;
+            let mut session = ServerSession::new_http1(stream);
+            match persistent.take() {
+                Some(p) => p.apply_to_session(&mut session),
+                None => session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1))),
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            session.set_pipelined_prefix(prefix);
+            let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;
+            let (s, p) = reused.consume();
+            stream = s;
+            persistent = p;
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    #[test]
+    fn finds_the_end_of_a_head_read_in_pieces() {
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\nbody";
+        let mut lines = 0;
+        assert_eq!(head_end(req, 0, &mut lines), Some(req.len() - 4));
+        assert_eq!(lines, 4);
+        let mut lines = 0;
+        let mut found = None;
+        for n in 1..=req.len() {
+            if let Some(e) = head_end(&req[..n], n - 1, &mut lines) {
+                found = Some(e);
+                break;
+            }
+        }
+        assert_eq!(found, Some(req.len() - 4));
+        assert_eq!(lines, 4);
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0, &mut 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0, &mut 0), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Header rewriting between client and upstream: hop-by-hop stripping, forwarding headers,
+//! framing checks. Pure functions over Pingora's header types.
+
+use gateway_config::{Forwarding, HostHeader};
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The host the client asked for: `Host`, or the HTTP/2 `:authority`.
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// Content-Length together with Transfer-Encoding (request smuggling), or several
+/// different Content-Length values: nginx refuses both with 400.
+pub fn is_ambiguous_framing(req: &RequestHeader) -> bool {
+    let cl = req.headers.get_all(header::CONTENT_LENGTH);
+    let mut values = cl.iter();
+    let first = values.next();
+    if first.is_some() && req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    values.any(|v| Some(v) != first)
+}
+
+/// Names listed in `Connection`, which are hop-by-hop too.
+fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Rewrites the request sent upstream: hop-by-hop removed, `Host` and the forwarding headers set.
+pub fn to_upstream(
+    req: &mut RequestHeader,
+    fwd: &Forwarding,
+    client: Option<IpAddr>,
+    host: Option<&str>,
+    allow_upgrade: bool,
+) {
+    let upgrade = if allow_upgrade {
+        req.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in connection_listed(&req.headers) {
+        req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+    if let Some(up) = upgrade {
+        let _ = req.insert_header(header::UPGRADE, up);
+        let _ = req.insert_header(header::CONNECTION, "upgrade");
+    }
+    if let Some(h) = host {
+        let value = match fwd.host_header {
+            HostHeader::Client => h.to_owned(),
+            HostHeader::NginxHost => gateway_routing::normalize_host(h).into_owned(),
+        };
+        let _ = req.insert_header(header::HOST, value);
+        let _ = req.insert_header("X-Forwarded-Host", h);
+    }
+    let trusted = client.is_some_and(|ip| fwd.trusted_proxies.iter().any(|n| n.contains(&ip)));
+    let incoming: Vec<String> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let client_text = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let xff = if trusted && !incoming.is_empty() {
+        format!("{}, {client_text}", incoming.join(", "))
+    } else {
+        client_text.clone()
+    };
+    // Behind a trusted proxy, the real client is the last address it did not add itself.
+    let real_ip = if trusted {
+        xff.rsplit(',')
+            .map(str::trim)
+            .find(|a| {
+                a.parse::<IpAddr>()
+                    .is_ok_and(|ip| !fwd.trusted_proxies.iter().any(|n| n.contains(&ip)))
+            })
+            .unwrap_or(&client_text)
+            .to_owned()
+    } else {
+        client_text
+    };
+    let _ = req.insert_header("X-Forwarded-For", xff);
+    let _ = req.insert_header("X-Real-IP", real_ip);
+    let _ = req.insert_header("X-Forwarded-Proto", "https");
+}
+
+/// Removes hop-by-hop headers from an upstream response (kept on a 101 upgrade).
+pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader, upgraded: bool) {
+    if upgraded {
+        return;
+    }
+    for name in connection_listed(&resp.headers) {
+        if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
+            resp.remove_header(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        resp.remove_header(name);
+    }
+}
+
+pub fn add_vary_accept_encoding(resp: &mut ResponseHeader) -> pingora_core::Result<()> {
+    let already = resp
+        .headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*");
+    if !already {
+        resp.append_header(header::VARY, HeaderValue::from_static("Accept-Encoding"))?;
+    }
+    Ok(())
+}
+
+/// Headers for a body that is now encoded and streamed: no length, no ranges, a weak ETag.
+pub fn mark_encoded(resp: &mut ResponseHeader, token: &'static str) -> pingora_core::Result<()> {
+    resp.remove_header(&header::CONTENT_LENGTH);
+    resp.remove_header(&header::ACCEPT_RANGES);
+    resp.insert_header(header::CONTENT_ENCODING, token)?;
+    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    if let Some(etag) = resp
+        .headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        if etag.starts_with('"') {
+            resp.insert_header(header::ETAG, format!("W/{etag}"))?;
+        } else if !etag.starts_with("W/") {
+            resp.remove_header(&header::ETAG);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(trusted: &[&str]) -> Forwarding {
+        Forwarding {
+            trusted_proxies: trusted.iter().map(|s| s.parse().unwrap()).collect(),
+            host_header: HostHeader::Client,
+        }
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in headers {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_client() {
+        let mut r = req(&[
+            ("Host", "ex.com:8443"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("Connection", "close, X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "5"),
+        ]);
+        to_upstream(
+            &mut r,
+            &fwd(&[]),
+            Some("1.2.3.4".parse().unwrap()),
+            Some("ex.com:8443"),
+            false,
+        );
+        let h = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(h("x-forwarded-for").as_deref(), Some("1.2.3.4"));
+        assert_eq!(h("x-real-ip").as_deref(), Some("1.2.3.4"));
+        assert_eq!(h("x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(h("host").as_deref(), Some("ex.com:8443"));
+        assert_eq!(h("x-forwarded-host").as_deref(), Some("ex.com:8443"));
+        assert!(h("x-secret").is_none() && h("connection").is_none() && h("keep-alive").is_none());
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_appended() {
+        let mut r = req(&[("X-Forwarded-For", "9.9.9.9, 10.0.0.7")]);
+        let mut f = fwd(&["10.0.0.0/8"]);
+        f.host_header = HostHeader::NginxHost;
+        to_upstream(
+            &mut r,
+            &f,
+            Some("10.0.0.2".parse().unwrap()),
+            Some("Ex.com:8443"),
+            false,
+        );
+        assert_eq!(
+            r.headers.get("x-forwarded-for").unwrap(),
+            "9.9.9.9, 10.0.0.7, 10.0.0.2"
+        );
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "9.9.9.9");
+        assert_eq!(r.headers.get("host").unwrap(), "ex.com");
+    }
+
+    #[test]
+    fn upgrade_is_kept_only_when_allowed() {
+        let mut r = req(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        to_upstream(&mut r, &fwd(&[]), None, None, true);
+        assert_eq!(r.headers.get("upgrade").unwrap(), "websocket");
+        assert_eq!(r.headers.get("connection").unwrap(), "upgrade");
+        let mut r = req(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        to_upstream(&mut r, &fwd(&[]), None, None, false);
+        assert!(r.headers.get("upgrade").is_none());
+    }
+
+    #[test]
+    fn smuggling_shapes_are_detected() {
+        assert!(is_ambiguous_framing(&req(&[
+            ("Content-Length", "5"),
+            ("Transfer-Encoding", "chunked")
+        ])));
+        assert!(is_ambiguous_framing(&req(&[
+            ("Content-Length", "5"),
+            ("Content-Length", "6")
+        ])));
+        assert!(!is_ambiguous_framing(&req(&[("Content-Length", "5")])));
+    }
+}

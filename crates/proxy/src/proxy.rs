@@ -1,0 +1,420 @@
+//! The `ProxyHttp` phases. Each phase is thin: decisions come from the routing crate, the
+//! compression policy and `respond::status_for`; this file only wires them to Pingora.
+
+use crate::access;
+use crate::compress::Encoder;
+use crate::headers;
+use crate::metrics::{method_label, status_class};
+use crate::respond;
+use crate::state::{Shared, Snapshot};
+use async_trait::async_trait;
+use bytes::Bytes;
+use gateway_routing::Decision;
+use http::header;
+use pingora_core::modules::http::HttpModules;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The reverse proxy behind the HTTPS listener.
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request state, typed.
+pub struct Ctx {
+    pub snap: Arc<Snapshot>,
+    pub started: Instant,
+    pub route: Option<usize>,
+    pub upstream_path: String,
+    pub request_body: u64,
+    pub encoder: Option<Encoder>,
+    pub upgraded: bool,
+    pub sse: bool,
+    pub status: u16,
+    pub peer: Option<SocketAddr>,
+    /// Set when the request was refused before routing (status already sent).
+    pub answered: bool,
+}
+
+impl Ctx {
+    fn route_name(&self) -> &str {
+        self.route
+            .and_then(|i| self.snap.config.routes.get(i))
+            .map_or("none", |r| r.name.as_str())
+    }
+
+    fn upstream_name(&self) -> &str {
+        self.route
+            .and_then(|i| self.snap.route_upstream.get(i))
+            .map_or("-", |u| u.name.as_str())
+    }
+}
+
+fn http_error(status: u16) -> Box<Error> {
+    let mut e = Error::new(ErrorType::HTTPStatus(status));
+    e.esource = ErrorSource::Downstream;
+    e
+}
+
+impl Gateway {
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, status: u16) -> Result<bool> {
+        ctx.status = status;
+        ctx.answered = true;
+        // The body may be unread: the connection cannot be reused safely.
+        session.set_keepalive(None);
+        respond::send(session, status, &[], None, &ctx.snap.security_headers).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snap: self.shared.snapshot.load_full(),
+            started: Instant::now(),
+            route: None,
+            upstream_path: String::new(),
+            request_body: 0,
+            encoder: None,
+            upgraded: false,
+            sse: false,
+            status: 0,
+            peer: None,
+            answered: false,
+        }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // Compression is done in the body filter below, not by Pingora's module.
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.started = Instant::now();
+        let limits = &ctx.snap.config.limits;
+        let req = session.req_header();
+        if req.headers.len() > limits.max_header_count {
+            return Err(http_error(431));
+        }
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > limits.max_header_bytes {
+            return Err(http_error(431));
+        }
+        if headers::is_ambiguous_framing(req) {
+            return Err(http_error(400));
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = ctx.snap.clone();
+        let req = session.req_header();
+        let host = headers::request_host(req);
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        match snap.table.decide(host, target) {
+            Decision::Forward {
+                index, upstream_path, ..
+            } => {
+                ctx.route = Some(index);
+                ctx.upstream_path = upstream_path;
+            }
+            Decision::Redirect { location } => {
+                let host = host.unwrap_or("localhost");
+                let abs = format!("https://{host}{location}");
+                ctx.status = 301;
+                ctx.answered = true;
+                respond::send(
+                    session,
+                    301,
+                    &[(header::LOCATION, abs)],
+                    None,
+                    &snap.security_headers,
+                )
+                .await?;
+                return Ok(true);
+            }
+            Decision::NotFound => return self.refuse(session, ctx, 404).await,
+            Decision::BadRequest(_) => return self.refuse(session, ctx, 400).await,
+        }
+        let route = &snap.config.routes[ctx.route.unwrap_or_default()];
+        let declared = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > route.max_body) {
+            return self.refuse(session, ctx, 413).await;
+        }
+        if session.is_upgrade_req() && route.websocket {
+            // Pingora's downstream read timeout would otherwise cut idle WebSockets.
+            session.set_read_timeout(Some(route.timeouts.idle));
+        } else {
+            session.set_read_timeout(Some(snap.config.limits.body_read_timeout));
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.request_body += b.len() as u64;
+            let limit = ctx.route.map_or(0, |i| ctx.snap.config.routes[i].max_body);
+            if ctx.request_body > limit && !ctx.upgraded {
+                return Err(http_error(413));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(i) = ctx.route else {
+            return Err(http_error(404));
+        };
+        let up = &ctx.snap.route_upstream[i];
+        let route = &ctx.snap.config.routes[i];
+        let addr = self.shared.dns.resolve(&up.host, up.port).await.map_err(|msg| {
+            self.shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&up.name, "dns"])
+                .inc();
+            let mut e = Error::explain(ErrorType::ConnectNoRoute, msg);
+            e.esource = ErrorSource::Upstream;
+            e
+        })?;
+        ctx.peer = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(route.timeouts.connect);
+        o.total_connection_timeout = Some(route.timeouts.connect);
+        o.read_timeout = Some(route.timeouts.read);
+        o.write_timeout = Some(route.timeouts.write);
+        o.idle_timeout = Some(if up.keepalive == 0 {
+            Duration::ZERO
+        } else {
+            up.timeouts.idle
+        });
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(i) = ctx.route else { return Ok(()) };
+        let route = &ctx.snap.config.routes[i];
+        let uri = http::Uri::try_from(ctx.upstream_path.as_str()).map_err(|_| http_error(400))?;
+        upstream.set_uri(uri);
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let downstream_host = headers::request_host(session.req_header()).map(str::to_owned);
+        let allow_upgrade = route.websocket && session.is_upgrade_req();
+        headers::to_upstream(
+            upstream,
+            &ctx.snap.config.forwarding,
+            client,
+            downstream_host.as_deref(),
+            allow_upgrade,
+        );
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        let upgraded = ctx.status == 101;
+        headers::strip_hop_by_hop_response(resp, upgraded);
+        let snap = ctx.snap.clone();
+        for (n, v) in &snap.security_headers {
+            resp.insert_header(n.clone(), v.clone())?;
+        }
+        if let Some(i) = ctx.route {
+            for (n, v) in &snap.route_headers[i] {
+                resp.insert_header(n.clone(), v.clone())?;
+            }
+        }
+        if upgraded {
+            ctx.upgraded = true;
+            self.shared.metrics.open_websockets.inc();
+            return Ok(());
+        }
+        let is_sse = resp
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            });
+        if is_sse {
+            ctx.sse = true;
+            self.shared.metrics.open_sse.inc();
+            // Streamed event by event: never compressed, never buffered.
+            resp.remove_header("X-Accel-Buffering");
+            return Ok(());
+        }
+        let compress = ctx.route.is_some_and(|i| snap.config.routes[i].compress);
+        if compress {
+            let mut vary = false;
+            let chosen = snap.compression.choose(session.req_header(), resp, &mut vary);
+            if vary {
+                headers::add_vary_accept_encoding(resp)?;
+            }
+            if let Some(alg) = chosen {
+                headers::mark_encoded(resp, alg.token())?;
+                ctx.encoder = Some(snap.compression.encoder(alg));
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let Some(enc) = ctx.encoder.as_mut() else {
+            return Ok(None);
+        };
+        let input = body.take().unwrap_or_default();
+        let mut out = enc
+            .encode(&input)
+            .map_err(|e| Error::because(ErrorType::InternalError, "compressing the response", e))?;
+        if end_of_stream {
+            if let Some(enc) = ctx.encoder.take() {
+                let tail = enc
+                    .finish()
+                    .map_err(|e| Error::because(ErrorType::InternalError, "compressing the response", e))?;
+                let mut v = Vec::with_capacity(out.len() + tail.len());
+                v.extend_from_slice(&out);
+                v.extend_from_slice(&tail);
+                out = Bytes::from(v);
+            }
+        }
+        *body = Some(out);
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A restarted container gets a new address: resolve again now.
+        self.shared.dns.invalidate();
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout => "connect_timeout",
+            ErrorType::ConnectRefused => "connect_refused",
+            _ => "connect_error",
+        };
+        self.shared
+            .metrics
+            .upstream_errors
+            .with_label_values(&[ctx.upstream_name(), kind])
+            .inc();
+        e.set_retry(false);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let status = respond::status_for(e);
+        tracing::debug!(error = %e, source = ?e.esource(), etype = ?e.etype(), status, "fail_to_proxy");
+        if *e.esource() == ErrorSource::Upstream
+            && !matches!(
+                e.etype(),
+                ErrorType::ConnectRefused
+                    | ErrorType::ConnectTimedout
+                    | ErrorType::ConnectError
+                    | ErrorType::ConnectNoRoute
+            )
+        {
+            let kind = if status == 504 { "timeout" } else { "response" };
+            self.shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[ctx.upstream_name(), kind])
+                .inc();
+        }
+        if status > 0 {
+            ctx.status = status;
+            if session.response_written().is_none() {
+                session.set_keepalive(None);
+                let _ = respond::send(session, status, &[], None, &ctx.snap.security_headers).await;
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let m = &self.shared.metrics;
+        if ctx.upgraded {
+            m.open_websockets.dec();
+        }
+        if ctx.sse {
+            m.open_sse.dec();
+        }
+        let status = if ctx.status == 0 {
+            session.response_written().map_or(0, |r| r.status.as_u16())
+        } else {
+            ctx.status
+        };
+        let route = ctx.route_name();
+        let elapsed = ctx.started.elapsed();
+        let method = method_label(&session.req_header().method);
+        m.requests
+            .with_label_values(&[route, method, status_class(status)])
+            .inc();
+        m.duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let sent = session.body_bytes_sent() as u64;
+        m.bytes_sent.inc_by(sent);
+        m.bytes_received.inc_by(ctx.request_body);
+        if let Some(e) = e {
+            if status >= 500 {
+                tracing::warn!(route, upstream = ctx.upstream_name(), peer = ?ctx.peer, status, error = %e, "request failed");
+            }
+        }
+        access::log(
+            ctx.snap.config.logging.access_log,
+            &access::Entry {
+                client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                req: session.req_header(),
+                status,
+                bytes: sent,
+                duration: elapsed,
+                route,
+                upstream: ctx.upstream_name(),
+            },
+        );
+    }
+}

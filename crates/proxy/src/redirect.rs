@@ -1,0 +1,88 @@
+//! The plain-HTTP listener: `301 https://$host$request_uri` for every method, except ACME
+//! HTTP-01 challenges, answered from memory (built-in ACME) or a certbot webroot.
+
+use crate::state::Shared;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use std::sync::Arc;
+
+const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+pub struct Redirect {
+    pub shared: Arc<Shared>,
+}
+
+/// The `Location` for a plain-HTTP request: same host (port dropped), same target.
+pub fn location(host: Option<&str>, target: &str, https_port: u16) -> String {
+    let name = host
+        .map(gateway_routing::normalize_host)
+        .unwrap_or_else(|| "localhost".into());
+    let name = if name.contains(':') && !name.starts_with('[') {
+        format!("[{name}]")
+    } else {
+        name.into_owned()
+    };
+    if https_port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{https_port}{target}")
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Redirect {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let snap = self.shared.snapshot.load();
+        let req = session.req_header();
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let host = crate::headers::request_host(req).map(str::to_owned);
+        let (status, body, location) = if let Some(token) = req.uri.path().strip_prefix(CHALLENGE_PREFIX) {
+            match self
+                .shared
+                .challenges
+                .answer(token, snap.config.server.acme_webroot.as_deref())
+            {
+                Some(body) => (StatusCode::OK, body, None),
+                None => (StatusCode::NOT_FOUND, b"404 Not Found\n".to_vec(), None),
+            }
+        } else {
+            let loc = location(host.as_deref(), &target, snap.config.listen.public_https_port);
+            (
+                StatusCode::MOVED_PERMANENTLY,
+                b"301 Moved Permanently\n".to_vec(),
+                Some(loc),
+            )
+        };
+        let mut b = Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "text/plain");
+        for (n, v) in &snap.security_headers {
+            b = b.header(n, v);
+        }
+        if let Some(l) = location {
+            b = b.header(http::header::LOCATION, l);
+        }
+        let body = if session.req_header().method == http::Method::HEAD {
+            Vec::new()
+        } else {
+            body
+        };
+        b.header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::location;
+
+    #[test]
+    fn redirect_location() {
+        assert_eq!(location(Some("ex.com:80"), "/a?b=1", 443), "https://ex.com/a?b=1");
+        assert_eq!(location(Some("ex.com"), "/", 8443), "https://ex.com:8443/");
+        assert_eq!(location(None, "/x", 443), "https://localhost/x");
+    }
+}

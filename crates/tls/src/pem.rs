@@ -1,0 +1,143 @@
+//! Reading and checking certificate/key pairs before rustls ever sees them.
+//!
+//! Pingora's rustls settings panic on a bad certificate; everything here returns an error
+//! instead, so a broken file can be refused while the last good certificate keeps serving.
+
+use crate::TlsError;
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A usable certificate with what we know about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub key: Arc<CertifiedKey>,
+    /// DNS names from the subject alternative names (lower case, `*.x` kept).
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Generated here, not issued by a CA.
+    pub self_signed: bool,
+}
+
+impl Loaded {
+    /// True when the certificate is valid for `host` (exact or one-label wildcard).
+    pub fn covers(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.names.iter().any(|n| match n.strip_prefix("*.") {
+            Some(suffix) => host.split_once('.').is_some_and(|(_, rest)| rest == suffix),
+            None => *n == host,
+        })
+    }
+}
+
+/// Reads `fullchain.pem` and `privkey.pem` and checks that they belong together.
+pub fn load_files(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(|e| TlsError::Read(cert.to_path_buf(), e))?;
+    let key_pem = std::fs::read(key).map_err(|e| TlsError::Read(key.to_path_buf(), e))?;
+    from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+        TlsError::Invalid(msg) => TlsError::Invalid(format!("{} / {}: {msg}", cert.display(), key.display())),
+        other => other,
+    })
+}
+
+/// Builds a certificate from PEM text.
+pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid(format!("bad PEM certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Invalid("no certificate in the PEM file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::Invalid(format!("no usable private key: {e}")))?;
+    from_der(chain, key, false)
+}
+
+pub(crate) fn from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    self_signed: bool,
+) -> Result<Loaded, TlsError> {
+    let (names, issuer, not_before, not_after) = describe(&chain[0])?;
+    let key = CertifiedKey::from_der(chain, key, &default_provider())
+        .map_err(|e| TlsError::Invalid(format!("the key does not fit the certificate: {e}")))?;
+    Ok(Loaded {
+        key: Arc::new(key),
+        names,
+        issuer,
+        not_before,
+        not_after,
+        self_signed,
+    })
+}
+
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, SystemTime, SystemTime), TlsError> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| TlsError::Invalid(format!("unreadable X.509 certificate: {e}")))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_ascii_lowercase());
+            }
+        }
+    }
+    let ts = |t: i64| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+    Ok((
+        names,
+        cert.issuer().to_string(),
+        ts(cert.validity().not_before.timestamp()),
+        ts(cert.validity().not_after.timestamp()),
+    ))
+}
+
+/// A self-signed stand-in so that HTTPS works before any real certificate exists.
+pub fn self_signed(names: &[String]) -> Result<Loaded, TlsError> {
+    let names: Vec<String> = if names.is_empty() {
+        vec!["localhost".into()]
+    } else {
+        names.to_vec()
+    };
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Invalid(format!("rcgen: {e}")))?;
+    let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
+        .map_err(|e| TlsError::Invalid(format!("generated key: {e}")))?;
+    from_der(vec![generated.cert.der().clone()], key, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_covers_its_names() {
+        let c = self_signed(&["example.com".into(), "*.example.com".into()]).unwrap();
+        assert!(c.covers("example.com") && c.covers("A.example.com"));
+        assert!(!c.covers("a.b.example.com") && !c.covers("other.org"));
+        assert!(c.not_after > SystemTime::now());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(from_pem(b"not pem", b"nope").is_err());
+        let a = rcgen::generate_simple_self_signed(vec!["a".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b".to_string()]).unwrap();
+        let err = from_pem(a.cert.pem().as_bytes(), b.signing_key.serialize_pem().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        assert!(from_pem(a.cert.pem().as_bytes(), a.signing_key.serialize_pem().as_bytes()).is_ok());
+    }
+}
