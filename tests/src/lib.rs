@@ -1,1 +1,42 @@
-//! Integration tests live in tests/*.rs.
+//! Test harness: the real gateway binary started on free loopback ports, real upstream
+//! servers written here, and clients. Everything started is stopped on drop.
+
+pub mod client;
+pub mod gateway;
+pub mod upstream;
+
+pub use gateway::Gateway;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound, then released for the gateway to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// Polls `f` until it returns `Some`, up to `limit`. Readiness is polled, never slept for.
+pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -30,6 +30,30 @@ enum Head {
     Closed,
     TooLarge,
     TimedOut,
+    Ambiguous,
+}
+
+/// Content-Length with Transfer-Encoding, or conflicting Content-Length values: request
+/// smuggling shapes that nginx refuses and Pingora would accept.
+fn ambiguous_framing(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return false; // Pingora answers malformed requests itself.
+    }
+    let mut cl: Option<&[u8]> = None;
+    let mut te = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if cl.is_some_and(|v| v != h.value) {
+                return true;
+            }
+            cl = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+        }
+    }
+    cl.is_some() && te
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -86,6 +110,9 @@ async fn read_head(
             // Request line + headers + blank line.
             if end > max_bytes || lines > max_lines + 2 {
                 return Head::TooLarge;
+            }
+            if ambiguous_framing(&buf[..end]) {
+                return Head::Ambiguous;
             }
             return Head::Ready(buf);
         }
@@ -171,6 +198,10 @@ impl ServerApp for Edge {
                     self.reject(stream, 408).await;
                     return None;
                 }
+                Head::Ambiguous => {
+                    self.reject(stream, 400).await;
+                    return None;
+                }
             };
             first = false;
             let mut session = ServerSession::new_http1(stream);
@@ -216,5 +247,22 @@ mod tests {
         assert_eq!(lines, 4);
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0, &mut 0), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0, &mut 0), None);
+    }
+
+    #[test]
+    fn smuggling_shapes() {
+        use super::ambiguous_framing;
+        assert!(ambiguous_framing(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(ambiguous_framing(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+        ));
+        assert!(!ambiguous_framing(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
+        ));
+        assert!(!ambiguous_framing(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
     }
 }

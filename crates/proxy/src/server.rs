@@ -18,25 +18,26 @@ use std::sync::Arc;
 ///
 /// `run_dir` holds the pid file and the upgrade socket used for zero-downtime upgrades.
 pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
-    let mut c = ServerConf::default();
-    c.threads = cfg.server.threads;
     // Pingora waits the whole grace period, then gives runtimes a final timeout: split the
     // configured grace so the process is gone within it (docker kills after 10 s).
     let grace = cfg.server.grace_period.as_secs();
-    c.grace_period_seconds = Some(grace.saturating_sub(1));
-    c.graceful_shutdown_timeout_seconds = Some(1.min(grace));
-    // Pingora's pool is one LRU keyed by peer; size it to hold every upstream's keepalive.
-    c.upstream_keepalive_pool_size = cfg.upstreams.iter().map(|u| u.keepalive).sum::<usize>().max(1);
-    // Total attempts, not retries: one try, and errors are marked non-retryable (fast 502).
-    c.max_retries = 1;
     let pid = cfg
         .server
         .pid_file
         .clone()
         .unwrap_or_else(|| run_dir.join("gateway.pid"));
-    c.pid_file = pid.display().to_string();
-    c.upgrade_sock = run_dir.join("gateway_upgrade.sock").display().to_string();
-    c
+    ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(grace.saturating_sub(1)),
+        graceful_shutdown_timeout_seconds: Some(1.min(grace)),
+        // Pingora's pool is one LRU keyed by peer; size it to hold every upstream's keepalive.
+        upstream_keepalive_pool_size: cfg.upstreams.iter().map(|u| u.keepalive).sum::<usize>().max(1),
+        // Total attempts, not retries: one try, and errors are marked non-retryable (fast 502).
+        max_retries: 1,
+        pid_file: pid.display().to_string(),
+        upgrade_sock: run_dir.join("gateway_upgrade.sock").display().to_string(),
+        ..ServerConf::default()
+    }
 }
 
 /// Adds the HTTPS, plain-HTTP and background services to `server`.

@@ -28,12 +28,23 @@ pub enum Source {
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub name: String,
-    /// SNI names this certificate answers for.
+    /// SNI names this certificate answers for; empty means the certificate's own names.
     pub hosts: Vec<String>,
     pub source: Source,
     pub cert: Option<Loaded>,
     /// Why the last load failed, if it did (the previous certificate is still served).
     pub last_error: Option<String>,
+}
+
+impl Entry {
+    /// The configured hosts, or the certificate's own names when none are configured.
+    pub fn served_names<'a>(&'a self, cert: &'a Loaded) -> &'a [String] {
+        if self.hosts.is_empty() {
+            &cert.names
+        } else {
+            &self.hosts
+        }
+    }
 }
 
 /// An immutable view used on the handshake path.
@@ -53,10 +64,8 @@ impl Snapshot {
             ..Default::default()
         };
         for (i, e) in s.entries.iter().enumerate() {
-            if e.cert.is_none() {
-                continue;
-            }
-            for h in &e.hosts {
+            let Some(cert) = &e.cert else { continue };
+            for h in e.served_names(cert) {
                 match h.strip_prefix("*.") {
                     Some(suffix) => s.wildcard.entry(suffix.to_owned()).or_insert(i),
                     None => s.exact.entry(h.clone()).or_insert(i),
@@ -190,9 +199,6 @@ impl CertStore {
             let missing = !cert.exists() && !key.exists();
             match pem::load_files(cert, key) {
                 Ok(loaded) => {
-                    if e.hosts.is_empty() {
-                        e.hosts = loaded.names.clone();
-                    }
                     if loaded.not_after < SystemTime::now() {
                         problems.push(format!(
                             "certificate `{}` ({}) has expired; serving it anyway",

@@ -1,0 +1,121 @@
+//! Clients: reqwest over rustls (HTTP/1.1 and h2), raw TLS for malformed input and SNI.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A reqwest client that accepts the test certificates and resolves `localhost` to loopback.
+pub fn http(h2: bool) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let b = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(60));
+    let b = if h2 {
+        b.http2_adaptive_window(true)
+    } else {
+        b.http1_only()
+    };
+    b.build().expect("client")
+}
+
+/// Accepts any certificate and remembers the one presented.
+#[derive(Debug, Default)]
+pub struct Capture(pub Mutex<Option<CertificateDer<'static>>>);
+
+impl ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.clone().into_owned());
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Opens a TLS connection with `sni` (HTTP/1.1 ALPN) and returns it with the server's certificate.
+pub async fn tls(addr: SocketAddr, sni: &str) -> (TlsStream<TcpStream>, CertificateDer<'static>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let capture = Arc::new(Capture::default());
+    let mut cfg = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(sni.to_owned()).expect("server name");
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let cert = capture.0.lock().unwrap().clone().expect("a certificate");
+    (stream, cert)
+}
+
+/// DNS names of a certificate.
+pub fn cert_names(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).expect("parse certificate");
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return vec![];
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sends raw bytes over TLS and reads the response head (or until the connection closes).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let (mut s, _) = tls(addr, "localhost").await;
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}

@@ -1,0 +1,231 @@
+//! The gateway binary as a child process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Path of the `gateway` binary built by this workspace, rebuilt once per test process so
+/// `cargo test -p gateway-tests` never runs a stale binary.
+pub fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>/gateway
+            let dir = exe.parent().and_then(Path::parent).expect("target dir");
+            let release = dir.file_name().is_some_and(|n| n == "release");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--quiet", "-p", "gateway"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo build -p gateway");
+            assert!(status.success(), "building the gateway binary failed");
+            dir.join("gateway")
+        })
+        .clone()
+}
+
+/// A running gateway; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Gateway {
+    /// Writes `toml` (with `{HTTPS}`, `{HTTP}`, `{METRICS}`, `{DIR}` filled in) and starts it.
+    pub async fn start(toml: &str) -> Gateway {
+        Self::start_with_env(toml, &[]).await
+    }
+
+    pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (https, http, metrics) = (crate::free_addr(), crate::free_addr(), crate::free_addr());
+        let text = toml
+            .replace("{HTTPS}", &https.to_string())
+            .replace("{HTTP}", &http.to_string())
+            .replace("{METRICS}", &metrics.to_string())
+            .replace("{DIR}", &dir.path().display().to_string());
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(&config, text).expect("write config");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .replace("{HTTPS}", &https.to_string())
+                    .replace("{HTTP}", &http.to_string())
+                    .replace("{METRICS}", &metrics.to_string())
+                    .replace("{DIR}", &dir.path().display().to_string());
+                (k.to_string(), v)
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut g = Gateway {
+            child: None,
+            dir,
+            config,
+            https,
+            http,
+            metrics,
+        };
+        g.spawn(false, &env);
+        g.wait_ready().await;
+        g
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Starts the process (again, or as the `--upgrade` successor).
+    pub fn spawn(&mut self, upgrade: bool, env: &[(&str, &str)]) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stdout.log"))
+            .unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--run-dir")
+            .arg(self.run_dir());
+        if upgrade {
+            cmd.arg("--upgrade");
+        }
+        cmd.env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        self.child = Some(cmd.spawn().expect("start gateway"));
+    }
+
+    /// Polls the HTTPS and metrics listeners until they accept connections.
+    pub async fn wait_ready(&mut self) {
+        let (https, metrics) = (self.https, self.metrics);
+        let logs = self.dir.path().join("stderr.log");
+        let child = self.child.as_mut().expect("started");
+        crate::poll_until(Duration::from_secs(30), "the gateway to listen", || {
+            let exited = child.try_wait().ok().flatten();
+            let logs = logs.clone();
+            async move {
+                if let Some(status) = exited {
+                    panic!(
+                        "gateway exited early ({status}):\n{}",
+                        std::fs::read_to_string(logs).unwrap_or_default()
+                    );
+                }
+                let a = tokio::net::TcpStream::connect(https).await.ok()?;
+                let b = tokio::net::TcpStream::connect(metrics).await.ok()?;
+                drop((a, b));
+                Some(())
+            }
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https.port())
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Rewrites the configuration file in place (the gateway watches it).
+    pub fn write_config(&self, toml: &str) {
+        let text = toml
+            .replace("{HTTPS}", &self.https.to_string())
+            .replace("{HTTP}", &self.http.to_string())
+            .replace("{METRICS}", &self.metrics.to_string())
+            .replace("{DIR}", &self.dir.path().display().to_string());
+        let tmp = self.dir.path().join("proxy.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, &self.config).unwrap();
+    }
+
+    /// Stops with SIGTERM and waits up to `limit`; returns whether it exited in time.
+    pub fn stop(&mut self, limit: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Takes the current child, leaving the gateway object free to spawn a successor.
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- gateway stderr ---\n{}", self.stderr());
+        }
+    }
+}
+
+/// A minimal gateway configuration for tests: one catch-all route to `upstream`.
+pub fn simple_config(upstream: SocketAddr, extra_routes: &str) -> String {
+    format!(
+        r#"
+[listen]
+https = "{{HTTPS}}"
+http = "{{HTTP}}"
+metrics = "{{METRICS}}"
+[server]
+grace_period = "2s"
+threads = 2
+[logging]
+access_log = "combined"
+[upstreams.echo]
+address = "{upstream}"
+{extra_routes}
+[[routes]]
+name = "all"
+prefix = "/"
+upstream = "echo"
+"#
+    )
+}

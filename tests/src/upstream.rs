@@ -1,0 +1,246 @@
+//! Upstream servers for the tests, on 127.0.0.1:0.
+//!
+//! `echo` reports what it received as JSON and has a few special paths (large HTML, SSE,
+//! already-encoded bodies); `ws_echo` is a WebSocket echo; `hang` accepts and never
+//! answers; `closed` is a port with nothing listening.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What the echo upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A 48 KB HTML page, compressible like a real one.
+pub fn big_html() -> String {
+    let mut s = String::from("<!doctype html><html><head><title>bench</title></head><body>\n");
+    let mut i = 0;
+    while s.len() < 48 * 1024 - 32 {
+        s.push_str(&format!(
+            "<div class=\"row r{}\"><span>item {i}</span><a href=\"/items/{i}\">details</a></div>\n",
+            i % 7
+        ));
+        i += 1;
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: u16, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let body: Bytes = body.into();
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .header("content-length", body.len())
+        .body(Full::new(body).boxed())
+        .unwrap()
+}
+
+async fn echo_handler(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let path = req.uri().path().to_owned();
+    let mut body = req.into_body();
+    let mut body_len = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len()),
+            Err(_) => break,
+        }
+    }
+    let record = Seen {
+        method: method.clone(),
+        uri: uri.clone(),
+        headers: headers.clone(),
+        body_len,
+    };
+    seen.lock().unwrap().push(record);
+    let resp = match path.as_str() {
+        "/big.html" | "/n8n-big.html" => full(200, "text/html; charset=utf-8", big_html()),
+        "/json" => full(
+            200,
+            "application/json",
+            r#"{"status":"ok","service":"api","n":42}"#,
+        ),
+        "/tiny.css" => full(200, "text/css", "a{b:c}"),
+        "/image.png" => full(200, "image/png", vec![7u8; 4096]),
+        "/encoded" => {
+            let mut r = full(200, "text/plain", vec![b'x'; 2000]);
+            r.headers_mut()
+                .insert("content-encoding", "identity-test".parse().unwrap());
+            r
+        }
+        "/no-transform" => {
+            let mut r = full(200, "text/plain", "y".repeat(2000));
+            r.headers_mut()
+                .insert("cache-control", "no-transform".parse().unwrap());
+            r
+        }
+        "/sse" | "/api/events" => {
+            let stream = futures_util::stream::unfold(0u32, |i| async move {
+                if i >= 5 {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let ev = format!("id: {i}\ndata: event {i} {}\n\n", "padding ".repeat(40));
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(ev))), i + 1))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .header("x-accel-buffering", "yes")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .unwrap()
+        }
+        p if p.starts_with("/status/") => {
+            let code: u16 = p[8..].parse().unwrap_or(500);
+            full(code, "text/plain", format!("status {code}\n"))
+        }
+        _ => {
+            let v = serde_json::json!({
+                "method": method, "uri": uri, "body_len": body_len,
+                "headers": headers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>(),
+            });
+            let mut r = full(200, "application/json", v.to_string());
+            r.headers_mut().insert("x-upstream", "echo".parse().unwrap());
+            r.headers_mut().insert("connection", "x-drop-me".parse().unwrap());
+            r.headers_mut().insert("x-drop-me", "1".parse().unwrap());
+            r
+        }
+    };
+    Ok(resp)
+}
+
+/// The echo upstream.
+pub async fn echo() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| echo_handler(req, seen.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, seen, task }
+}
+
+/// A WebSocket echo upstream (any path).
+pub async fn ws_echo() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    } else if msg.is_close() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Upstream { addr, seen, task }
+}
+
+/// Accepts connections and never answers (for timeouts).
+pub async fn hang() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    Upstream {
+        addr,
+        seen: Arc::default(),
+        task,
+    }
+}
+
+/// An address with nothing listening.
+pub fn closed() -> SocketAddr {
+    crate::free_addr()
+}

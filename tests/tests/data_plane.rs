@@ -1,0 +1,490 @@
+//! The data plane end to end: real upstreams, the gateway binary, real clients.
+
+use futures_util::{SinkExt, StreamExt};
+use gateway_tests::gateway::simple_config;
+use gateway_tests::{client, upstream, Gateway};
+use std::io::Read;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn proxies_with_forwarding_headers_over_h1_and_h2() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    for h2 in [false, true] {
+        let r = client::http(h2)
+            .get(gw.url("/some/path?x=1"))
+            .header("Connection", "keep-alive")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.version(),
+            if h2 {
+                reqwest::Version::HTTP_2
+            } else {
+                reqwest::Version::HTTP_11
+            }
+        );
+        assert_eq!(header(&r, "x-frame-options"), Some("SAMEORIGIN"));
+        assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header(&r, "x-upstream"), Some("echo"));
+        assert!(
+            header(&r, "x-drop-me").is_none(),
+            "headers named in Connection are hop-by-hop"
+        );
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(s.uri, "/some/path?x=1");
+        assert_eq!(s.header("x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(s.header("x-real-ip"), Some("127.0.0.1"));
+        assert_eq!(s.header("x-forwarded-proto"), Some("https"));
+        let host = format!("localhost:{}", gw.https.port());
+        assert_eq!(
+            s.header("host"),
+            Some(host.as_str()),
+            "Host as the client sent it, port kept"
+        );
+        assert_eq!(s.header("x-forwarded-host"), Some(host.as_str()));
+    }
+    assert!(
+        gw.stdout().contains("\"GET /some/path?x=1 HTTP/1.1\" 200"),
+        "access log: {}",
+        gw.stdout()
+    );
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_for_is_replaced_unless_trusted() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    client::http(false)
+        .get(gw.url("/"))
+        .header("X-Forwarded-For", "6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.seen()[0].header("x-forwarded-for"), Some("127.0.0.1"));
+    let cfg = simple_config(
+        up.addr,
+        "[forwarding]\ntrusted_proxies = [\"127.0.0.0/8\"]\nhost_header = \"nginx\"",
+    );
+    let gw = Gateway::start(&cfg).await;
+    client::http(false)
+        .get(gw.url("/"))
+        .header("X-Forwarded-For", "6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    let s = up.seen().pop().unwrap();
+    assert_eq!(s.header("x-forwarded-for"), Some("6.6.6.6, 127.0.0.1"));
+    assert_eq!(s.header("x-real-ip"), Some("6.6.6.6"));
+    assert_eq!(
+        s.header("host"),
+        Some("localhost"),
+        "nginx's $host drops the port"
+    );
+}
+
+#[tokio::test]
+async fn sse_events_arrive_one_by_one_and_uncompressed() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    for h2 in [false, true] {
+        let mut r = client::http(h2)
+            .get(gw.url("/sse"))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), Some("text/event-stream"));
+        assert!(header(&r, "content-encoding").is_none());
+        let start = Instant::now();
+        let mut arrivals = Vec::new();
+        let mut text = String::new();
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while arrivals.len() < text.matches("\n\n").count() {
+                arrivals.push(start.elapsed());
+            }
+        }
+        assert_eq!(arrivals.len(), 5, "{text}");
+        // Events are 200 ms apart upstream; buffering would deliver them together.
+        let spread = arrivals[4] - arrivals[0];
+        assert!(
+            spread >= Duration::from_millis(600),
+            "first and last event arrived {spread:?} apart: buffered"
+        );
+    }
+}
+
+async fn wss(
+    gw: &Gateway,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let (tls, _) = client::tls(gw.https, "localhost").await;
+    let url = format!("wss://localhost:{}{path}", gw.https.port());
+    let (ws, resp) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[tokio::test]
+async fn websocket_stays_open_past_the_downstream_read_timeout() {
+    let up = upstream::echo().await;
+    let ws_up = upstream::ws_echo().await;
+    let routes = format!(
+        "[limits]\nbody_read_timeout = \"1s\"\n[upstreams.ws]\naddress = \"{}\"\n[[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nwebsocket = true\nread_timeout = \"60s\"\n",
+        ws_up.addr
+    );
+    let gw = Gateway::start(&simple_config(up.addr, &routes)).await;
+    let mut ws = wss(&gw, "/ws/echo").await;
+    ws.send("hello".into()).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap(), "hello");
+    // Idle for longer than the 1 s body read timeout: the connection must survive.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ws.send("still here".into()).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an answer")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap(), "still here");
+    ws.close(None).await.ok();
+}
+
+#[tokio::test]
+async fn compression_follows_type_length_and_preference() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let c = client::http(false);
+    let r = c
+        .get(gw.url("/big.html"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&r, "vary"), Some("Accept-Encoding"));
+    let bytes = r.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, upstream::big_html());
+    assert!(bytes.len() < text.len() / 4, "{} -> {}", text.len(), bytes.len());
+
+    let r = c
+        .get(gw.url("/big.html"))
+        .header("Accept-Encoding", "gzip;q=0.5, br;q=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-encoding"), Some("br"));
+    let r = c
+        .get(gw.url("/big.html"))
+        .header("Accept-Encoding", "zstd, gzip;q=0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-encoding"), Some("zstd"));
+    let r = c.get(gw.url("/big.html")).send().await.unwrap();
+    assert!(header(&r, "content-encoding").is_none());
+    assert_eq!(
+        header(&r, "vary"),
+        Some("Accept-Encoding"),
+        "Vary even when not compressed"
+    );
+
+    for path in ["/image.png", "/tiny.css", "/encoded", "/no-transform"] {
+        let r = c
+            .get(gw.url(path))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        let enc = header(&r, "content-encoding").unwrap_or("none").to_owned();
+        assert!(enc == "none" || enc == "identity-test", "{path} got {enc}");
+    }
+    let r = c
+        .head(gw.url("/big.html"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&r, "content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn oversized_upload_by_content_length_is_refused_before_the_upstream() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let (s, _) = client::tls(gw.https, "localhost").await;
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let total: u64 = 600 * 1024 * 1024;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {total}\r\n\r\n");
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Stream the body until the gateway answers.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < total {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        sent
+    });
+    let mut buf = vec![0u8; 4096];
+    let n = rd.read(&mut buf).await.unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let sent = writer.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(sent < total, "the gateway answered only after the whole body");
+    assert!(up.seen().is_empty(), "the upstream saw {:?}", up.seen());
+}
+
+#[tokio::test]
+async fn oversized_chunked_upload_is_cut_when_it_passes_the_limit() {
+    let up = upstream::echo().await;
+    let routes = "[[routes]]\nprefix = \"/upload/\"\nupstream = \"echo\"\nmax_body = \"1M\"\n";
+    let gw = Gateway::start(&simple_config(up.addr, routes)).await;
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+        (0..600).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 1024 * 1024]))),
+    ));
+    let r = client::http(false)
+        .post(gw.url("/upload/big"))
+        .body(body)
+        .send()
+        .await;
+    // The gateway may close while the client is still writing; then only the log says 413.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    let started = Instant::now();
+    gateway_tests::poll_until(Duration::from_secs(10), "the 413 in the access log", || {
+        let out = gw.stdout();
+        async move { out.contains("\"POST /upload/big HTTP/1.1\" 413").then_some(()) }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let seen = up.seen();
+    assert!(
+        seen.iter().all(|s| s.body_len < 600 * 1024 * 1024),
+        "the upstream never gets the whole body"
+    );
+}
+
+#[tokio::test]
+async fn slowloris_gets_408() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "[limits]\nheader_read_timeout = \"1s\"")).await;
+    let (mut s, _) = client::tls(gw.https, "localhost").await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // Trickle a header line every 300 ms; each read alone is fast, the whole head is not.
+    for i in 0..40 {
+        let line = format!("X-Slow-{i}: a\r\n");
+        if s.write_all(line.as_bytes()).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "got: {text}");
+    assert!(text.to_ascii_lowercase().contains("x-frame-options: sameorigin"));
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(
+        up.addr,
+        "[limits]\nmax_header_bytes = \"8K\"\nmax_header_count = 50",
+    ))
+    .await;
+    let smuggle = b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let r = client::raw(gw.https, smuggle).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "CL+TE: {r}");
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let r = client::raw(gw.https, big.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "large header: {r}");
+
+    let many: String = (0..80).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = client::raw(
+        gw.https,
+        format!("GET / HTTP/1.1\r\nHost: localhost\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 431"), "many headers: {r}");
+
+    let r = client::raw(gw.https, b"GET /../x HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "dot-dot: {r}");
+    let r = client::raw(gw.https, b"GET /a%00b HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "NUL: {r}");
+    let r = client::raw(gw.https, b"NONSENSE\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "garbage: {r}");
+    assert!(up.seen().is_empty(), "{:?}", up.seen());
+
+    // Other traffic is unaffected.
+    let ok = client::http(false).get(gw.url("/fine")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn dead_and_hung_upstreams() {
+    let up = upstream::echo().await;
+    let hung = upstream::hang().await;
+    let closed = upstream::closed();
+    let routes = format!(
+        "[upstreams.hung]\naddress = \"{}\"\nread_timeout = \"1s\"\n[upstreams.dead]\naddress = \"{closed}\"\nconnect_timeout = \"30s\"\n\
+         [[routes]]\nprefix = \"/hung/\"\nupstream = \"hung\"\n[[routes]]\nprefix = \"/dead/\"\nupstream = \"dead\"\n",
+        hung.addr
+    );
+    let gw = Gateway::start(&simple_config(up.addr, &routes)).await;
+    let c = client::http(false);
+    let r = c.get(gw.url("/hung/x")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(
+        header(&r, "x-frame-options"),
+        Some("SAMEORIGIN"),
+        "errors carry security headers"
+    );
+    // A refused connection is answered at once, not after the 30 s connect timeout.
+    let r = tokio::time::timeout(Duration::from_secs(10), c.get(gw.url("/dead/x")).send())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let r = c.get(gw.url("/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "other traffic is unaffected");
+}
+
+#[tokio::test]
+async fn not_found_and_slash_redirect() {
+    let up = upstream::echo().await;
+    let cfg = format!(
+        "[listen]\nhttps = \"{{HTTPS}}\"\nhttp = \"{{HTTP}}\"\nmetrics = \"{{METRICS}}\"\n[upstreams.u]\naddress = \"{}\"\n[[routes]]\nprefix = \"/n8n/\"\nupstream = \"u\"\nstrip_prefix = true\n",
+        up.addr
+    );
+    let gw = Gateway::start(&cfg).await;
+    let c = client::http(true);
+    let r = c.get(gw.url("/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
+    let r = c.get(gw.url("/n8n?a=1")).send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        header(&r, "location"),
+        Some(format!("https://localhost:{}/n8n/?a=1", gw.https.port()).as_str())
+    );
+    let r = c.get(gw.url("/n8n/rest/push")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.seen()[0].uri, "/rest/push");
+}
+
+#[tokio::test]
+async fn http_listener_redirects_and_answers_challenges() {
+    let up = upstream::echo().await;
+    let cfg = simple_config(up.addr, "").replace("[server]", "[server]\nacme_webroot = \"{DIR}/webroot\"");
+    let gw = Gateway::start(&cfg).await;
+    let token_dir = gw.dir.path().join("webroot/.well-known/acme-challenge");
+    std::fs::create_dir_all(&token_dir).unwrap();
+    std::fs::write(token_dir.join("tok_123-x"), "tok_123-x.thumbprint").unwrap();
+    let c = client::http(false);
+    let base = format!("http://{}", gw.http);
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    ] {
+        let r = c
+            .request(method.clone(), format!("{base}/a/b?c=d"))
+            .header("Host", "example.com:8080")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 301, "{method}");
+        assert_eq!(header(&r, "location"), Some("https://example.com/a/b?c=d"));
+        assert_eq!(header(&r, "x-frame-options"), Some("SAMEORIGIN"));
+    }
+    let r = c
+        .get(format!("{base}/.well-known/acme-challenge/tok_123-x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tok_123-x.thumbprint");
+    let r = c
+        .get(format!("{base}/.well-known/acme-challenge/unknown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .get(format!("{base}/.well-known/acme-challenge/..%2f..%2fproxy.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn graceful_stop_on_sigterm_within_the_grace_period() {
+    let up = upstream::echo().await;
+    let mut gw = Gateway::start(&simple_config(up.addr, "")).await;
+    assert_eq!(
+        client::http(false)
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // grace_period = "2s" in the test config; docker would SIGKILL after 10 s.
+    assert!(
+        gw.stop(Duration::from_secs(6)),
+        "the gateway did not exit within its grace period"
+    );
+}
+
+#[tokio::test]
+async fn upstream_names_resolve_at_run_time_and_unknown_names_fail_cleanly() {
+    let up = upstream::echo().await;
+    let routes = format!(
+        "[upstreams.named]\naddress = \"localhost:{}\"\n[upstreams.nowhere]\naddress = \"no-such-host.invalid:80\"\n\
+         [[routes]]\nprefix = \"/named/\"\nupstream = \"named\"\n[[routes]]\nprefix = \"/nowhere/\"\nupstream = \"nowhere\"\n",
+        up.addr.port()
+    );
+    let gw = Gateway::start(&simple_config(up.addr, &routes)).await;
+    let c = client::http(false);
+    assert_eq!(c.get(gw.url("/named/x")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/nowhere/x")).send().await.unwrap().status(), 502);
+    assert_eq!(c.get(gw.url("/named/y")).send().await.unwrap().status(), 200);
+}

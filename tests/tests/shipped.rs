@@ -1,0 +1,89 @@
+//! The shipped proxy.toml, its compose names pointed at test upstreams, serves every
+//! route of the reference nginx.conf.
+
+use gateway_tests::{client, upstream, Gateway};
+use std::collections::HashMap;
+use std::path::Path;
+
+#[tokio::test]
+async fn shipped_proxy_toml_serves_every_reference_route() {
+    let mut ups = HashMap::new();
+    for name in ["api", "n8n", "open-webui", "nodered", "grafana"] {
+        ups.insert(name, upstream::echo().await);
+    }
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy.toml")).unwrap();
+    let mut text = shipped;
+    for (name, port) in [
+        ("api", 3001),
+        ("n8n", 5678),
+        ("open-webui", 8080),
+        ("nodered", 1880),
+        ("grafana", 3000),
+    ] {
+        let from = format!("address = \"{name}:{port}\"");
+        assert!(text.contains(&from), "the shipped file names {name}:{port}");
+        text = text.replace(&from, &format!("address = \"{}\"", ups[name].addr));
+    }
+    // The shipped file reads its listen addresses from the environment; certificates go
+    // under the test directory.
+    let text = text.replace("certs/main/", "{DIR}/certs/main/");
+    let env = [
+        ("GATEWAY_HTTPS_ADDR", "{HTTPS}"),
+        ("GATEWAY_HTTP_ADDR", "{HTTP}"),
+        ("GATEWAY_METRICS_ADDR", "{METRICS}"),
+        ("DOMAIN", "localhost"),
+    ];
+    let gw = Gateway::start_with_env(&text, &env).await;
+
+    // (request path, upstream, path the upstream sees) from nginx.conf's locations.
+    let cases = [
+        ("/", "api", "/"),
+        ("/index.html?v=2", "api", "/index.html?v=2"),
+        ("/api/devices/7", "api", "/api/devices/7"),
+        ("/docs/guide/", "api", "/docs/guide/"),
+        ("/n8n/rest/push", "n8n", "/rest/push"),
+        ("/webhook/abc-123", "n8n", "/webhook/abc-123"),
+        ("/ai/c/42", "open-webui", "/c/42"),
+        ("/nodered/flows", "nodered", "/flows"),
+        ("/grafana/d/home", "grafana", "/d/home"),
+        ("/health", "api", "/api/health"),
+        ("/api/../n8n/x", "n8n", "/x"),
+    ];
+    let c = client::http(true);
+    for (path, up, seen_path) in cases {
+        let before = ups[up].seen().len();
+        let r = c.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers().get("x-frame-options").unwrap(), "SAMEORIGIN");
+        assert_eq!(r.headers().get("x-xss-protection").unwrap(), "1; mode=block");
+        let seen = ups[up].seen();
+        assert_eq!(seen.len(), before + 1, "{path} did not reach {up}");
+        let last = seen.last().unwrap();
+        assert_eq!(last.uri, seen_path, "{path}");
+        assert_eq!(last.header("x-forwarded-proto"), Some("https"));
+        assert_eq!(last.header("x-real-ip"), Some("127.0.0.1"));
+    }
+    let r = c.get(gw.url("/n8n")).send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    let r = c
+        .get(gw.url("/big.html"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers().get("content-encoding").unwrap(), "gzip");
+
+    // HTTP redirects to HTTPS.
+    let r = c
+        .get(format!("http://{}/grafana/?x=1", gw.http))
+        .header("Host", "localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers().get("location").unwrap(),
+        "https://localhost/grafana/?x=1"
+    );
+}
