@@ -14,7 +14,9 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn proxies_with_forwarding_headers_over_h1_and_h2() {
     let up = upstream::echo().await;
-    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let extra =
+        "[[routes]]\nprefix = \"/some/\"\nupstream = \"echo\"\nheaders = { \"X-Route\" = \"some\" }\n";
+    let gw = Gateway::start(&simple_config(up.addr, extra)).await;
     for h2 in [false, true] {
         let r = client::http(h2)
             .get(gw.url("/some/path?x=1"))
@@ -34,6 +36,11 @@ async fn proxies_with_forwarding_headers_over_h1_and_h2() {
         assert_eq!(header(&r, "x-frame-options"), Some("SAMEORIGIN"));
         assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
         assert_eq!(header(&r, "x-upstream"), Some("echo"));
+        assert_eq!(
+            header(&r, "x-route"),
+            Some("some"),
+            "the route's extra response header"
+        );
         assert!(
             header(&r, "x-drop-me").is_none(),
             "headers named in Connection are hop-by-hop"
@@ -349,6 +356,10 @@ async fn malformed_and_oversized_requests() {
     assert!(r.starts_with("HTTP/1.1 400"), "NUL: {r}");
     let r = client::raw(gw.https, b"NONSENSE\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "garbage: {r}");
+    assert!(
+        r.to_ascii_lowercase().contains("x-frame-options: sameorigin"),
+        "{r}"
+    );
     assert!(up.seen().is_empty(), "{:?}", up.seen());
 
     // Other traffic is unaffected.

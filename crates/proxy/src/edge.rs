@@ -30,16 +30,18 @@ enum Head {
     Closed,
     TooLarge,
     TimedOut,
-    Ambiguous,
+    /// Unparseable, or framed ambiguously: 400.
+    Bad,
 }
 
-/// Content-Length with Transfer-Encoding, or conflicting Content-Length values: request
-/// smuggling shapes that nginx refuses and Pingora would accept.
-fn ambiguous_framing(head: &[u8]) -> bool {
+/// A head that does not parse, or Content-Length with Transfer-Encoding, or conflicting
+/// Content-Length values (request smuggling shapes that nginx refuses, Pingora accepts).
+/// Refused here so that the 400 carries the security headers like every other response.
+fn bad_head(head: &[u8]) -> bool {
     let mut headers = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut headers);
-    if req.parse(head).is_err() {
-        return false; // Pingora answers malformed requests itself.
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return true;
     }
     let mut cl: Option<&[u8]> = None;
     let mut te = false;
@@ -111,8 +113,8 @@ async fn read_head(
             if end > max_bytes || lines > max_lines + 2 {
                 return Head::TooLarge;
             }
-            if ambiguous_framing(&buf[..end]) {
-                return Head::Ambiguous;
+            if bad_head(&buf[..end]) {
+                return Head::Bad;
             }
             return Head::Ready(buf);
         }
@@ -198,7 +200,7 @@ impl ServerApp for Edge {
                     self.reject(stream, 408).await;
                     return None;
                 }
-                Head::Ambiguous => {
+                Head::Bad => {
                     self.reject(stream, 400).await;
                     return None;
                 }
@@ -251,17 +253,17 @@ mod tests {
 
     #[test]
     fn smuggling_shapes() {
-        use super::ambiguous_framing;
-        assert!(ambiguous_framing(
+        use super::bad_head;
+        assert!(bad_head(
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
         ));
-        assert!(ambiguous_framing(
+        assert!(bad_head(
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
         ));
-        assert!(!ambiguous_framing(
+        assert!(!bad_head(
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
         ));
-        assert!(!ambiguous_framing(
+        assert!(!bad_head(
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
         ));
     }
