@@ -87,6 +87,8 @@ pub struct Acme {
     pub https_proxy: Option<S>,
     pub eab_kid: Option<S>,
     pub eab_hmac_key: Option<S>,
+    pub retry_min: Option<S>,
+    pub retry_max: Option<S>,
     #[serde(default)]
     pub certificates: Vec<Spanned<AcmeCert>>,
 }

@@ -95,6 +95,9 @@ pub struct Acme {
     pub https_proxy: Option<String>,
     pub eab: Option<(String, String)>,
     pub certificates: Vec<AcmeCert>,
+    /// First wait after a failed attempt; doubles per failure up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -411,6 +411,8 @@ fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
             .filter(|t| !t.is_empty()),
         eab,
         certificates,
+        retry_min: cx.duration(&a.retry_min, Duration::from_secs(60)),
+        retry_max: cx.duration(&a.retry_max, Duration::from_secs(86400)),
     }
 }
 

@@ -39,6 +39,11 @@ pub enum Command {
         /// For example `https://example.com/n8n/rest/push`.
         url: String,
     },
+    /// List certificates: names, issuer, expiry, next renewal, last error.
+    Certs {
+        #[arg(short, long, default_value = "proxy.toml")]
+        config: PathBuf,
+    },
     /// Ask the running gateway to reload proxy.toml and its certificates (SIGHUP).
     Reload {
         #[arg(long, default_value = "/tmp/gateway")]

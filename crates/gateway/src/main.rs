@@ -3,6 +3,7 @@
 //! This crate is the binary: the command line, signals, reload, metrics and telemetry.
 //! The decisions live in the library crates (config, routing, tls, proxy).
 
+mod acme;
 mod admin;
 mod cli;
 mod inspect;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Command::Certs { config } => acme::certs(&config),
         cli::Command::Reload { run_dir } => match signal::send(&run_dir, nix::sys::signal::Signal::SIGHUP) {
             Ok(pid) => {
                 println!("sent SIGHUP to gateway process {pid}; it logs the result");

@@ -7,7 +7,9 @@ use crate::{admin::Admin, reload};
 use anyhow::Context;
 use gateway_proxy::metrics::Metrics;
 use gateway_proxy::Shared;
+use gateway_tls::acme::AcmeManager;
 use gateway_tls::CertStore;
+use std::sync::Arc;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -43,6 +45,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let certs = CertStore::new();
     let shared = Shared::new(cfg.clone(), certs.clone(), Metrics::global());
     reload::apply_certs(&shared, &cfg);
+    let acme = cfg.acme.as_ref().filter(|a| !a.certificates.is_empty()).map(|a| {
+        let m = Arc::new(AcmeManager::new(
+            a.clone(),
+            certs.clone(),
+            shared.challenges.clone(),
+            Arc::new(crate::acme::MetricsObserver(shared.metrics.clone())),
+        ));
+        m.prepare();
+        m
+    });
     ensure_a_certificate(&certs, &cfg);
     reload::publish_expiry(&shared);
 
@@ -58,6 +70,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut admin = Service::new("metrics".into(), Admin);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
+    }
+    if let Some(m) = acme {
+        server.add_service(background_service("acme", crate::acme::AcmeService(m)));
     }
     server.add_service(background_service(
         "reload",

@@ -42,3 +42,13 @@ impl Challenges {
         std::fs::read(path).ok()
     }
 }
+
+impl gateway_tls::acme::ChallengeTokens for Challenges {
+    fn publish(&self, token: &str, key_authorization: &str) {
+        self.insert(token, key_authorization);
+    }
+
+    fn withdraw(&self, token: &str) {
+        self.remove(token);
+    }
+}

@@ -1,8 +1,11 @@
 //! Certificates for the HTTPS listener: a store that picks a certificate per SNI name and
 //! can be swapped while serving, PEM loading that validates before rustls sees anything,
-//! a self-signed stand-in for the first start, and (see `acme`) automatic issuance.
+//! a self-signed stand-in for the first start, and automatic issuance over ACME.
 
+pub mod acme;
+mod acme_http;
 pub mod pem;
+pub mod storage;
 pub mod store;
 
 pub use pem::Loaded;
