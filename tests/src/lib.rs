@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod pebble;
 pub mod upstream;
 
 pub use gateway::Gateway;

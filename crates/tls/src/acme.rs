@@ -67,6 +67,10 @@ fn describe(e: &instant_acme::Error) -> String {
     }
 }
 
+fn is_unknown_account(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+}
+
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
 }
@@ -201,12 +205,12 @@ impl AcmeManager {
             tracing::info!(certificate = %c.name, names = ?c.names, reason, directory = %self.current_directory(), "ordering certificate");
             self.observer.attempt(&c.name);
             match self.obtain(&c).await {
-                Ok(loaded) => {
+                Ok((loaded, store_error)) => {
                     failures = 0;
                     tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = ?loaded.not_after, "certificate issued and now served");
                     self.observer.issued(&c.name, loaded.not_after);
                     self.store.install(&c.name, &c.names, loaded);
-                    if let Err(e) = self.persist_check(&c) {
+                    if let Some(e) = store_error {
                         self.store.set_error(&c.name, Some(e.clone()));
                         self.write_status(&c, None, Some(e));
                     }
@@ -227,14 +231,6 @@ impl AcmeManager {
         }
     }
 
-    /// Reports a storage error found while saving (kept in memory until the next success).
-    fn persist_check(&self, c: &AcmeCert) -> Result<(), String> {
-        match storage::load(&self.cfg.storage, &c.name) {
-            Some(l) if c.names.iter().all(|n| l.covers(n)) => Ok(()),
-            _ => Err(format!("the new certificate for `{}` is served but could not be stored in {}", c.name, self.cfg.storage.display())),
-        }
-    }
-
     fn write_status(&self, c: &AcmeCert, next: Option<SystemTime>, error: Option<String>) {
         let mut st = storage::read_status(&self.cfg.storage, &c.name).unwrap_or_default();
         if let Some(n) = next {
@@ -249,12 +245,12 @@ impl AcmeManager {
     }
 
     /// One issuance, retried at once a few times when only the nonce was rejected.
-    async fn obtain(&self, c: &AcmeCert) -> Result<Loaded, String> {
+    async fn obtain(&self, c: &AcmeCert) -> Result<(Loaded, Option<String>), String> {
         let mut last = String::new();
         for _ in 0..10 {
             match self.issue(c).await {
                 Ok(l) => return Ok(l),
-                Err(IssueError::Acme(e)) if is_bad_nonce(&e) => last = describe(&e),
+                Err(IssueError::Acme(e)) if is_bad_nonce(&e) || is_unknown_account(&e) => last = describe(&e),
                 Err(IssueError::Acme(e)) => return Err(describe(&e)),
                 Err(IssueError::Other(m)) => return Err(m),
             }
@@ -262,7 +258,9 @@ impl AcmeManager {
         Err(last)
     }
 
-    async fn issue(&self, c: &AcmeCert) -> Result<Loaded, IssueError> {
+    /// Orders, validates, downloads and stores one certificate. A storage failure does not
+    /// fail the issuance (the certificate is served from memory); it is returned for reporting.
+    async fn issue(&self, c: &AcmeCert) -> Result<(Loaded, Option<String>), IssueError> {
         let directory = self.current_directory();
         let account = self.account(&directory).await?;
         let ids: Vec<Identifier> = c.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
@@ -274,39 +272,110 @@ impl AcmeManager {
         if let Some(r) = replaces.clone() {
             new_order = new_order.replaces(r);
         }
-        let mut order = match account.new_order(&new_order).await {
-            // Not every CA supports ARI's `replaces`; order without it.
-            Err(instant_acme::Error::Unsupported(_)) => account.new_order(&NewOrder::new(&ids)).await?,
-            other => other?,
-        };
-        let mut published = Vec::new();
-        let mut auths = order.authorizations();
-        while let Some(a) = auths.next().await {
-            let mut a = a?;
-            match a.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => return Err(IssueError::Other(format!("authorization is {other:?}"))),
+        // Every request is retried on its own when the CA rejects only its nonce (RFC 8555
+        // 6.5: badNonce is always retryable), so one unlucky request does not restart the order.
+        const NONCE_TRIES: usize = 60;
+        let mut order = None;
+        for _ in 0..NONCE_TRIES {
+            match account.new_order(&new_order).await {
+                Ok(o) => {
+                    order = Some(o);
+                    break;
+                }
+                Err(e) if is_bad_nonce(&e) => continue,
+                // Not every CA supports ARI's `replaces`; order without it.
+                Err(instant_acme::Error::Unsupported(_)) if replaces.is_some() => new_order = NewOrder::new(&ids),
+                Err(e) if is_unknown_account(&e) => {
+                    // The CA forgot the account (a test CA restarted, or it was deactivated):
+                    // set the stored one aside and register again on the next attempt.
+                    self.accounts.lock().await.remove(&directory);
+                    let path = storage::account_path(&self.cfg.storage, &directory);
+                    let _ = std::fs::rename(&path, path.with_extension("json.unknown-to-ca"));
+                    tracing::warn!(directory = %directory, "the CA does not know the stored account; registering a new one");
+                    return Err(IssueError::Acme(e));
+                }
+                Err(e) => return Err(e.into()),
             }
-            let mut ch = a
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| IssueError::Other("the CA offers no HTTP-01 challenge".into()))?;
-            let token = ch.token.clone();
-            self.tokens.publish(&token, ch.key_authorization().as_str());
-            published.push(token);
-            ch.set_ready().await?;
         }
-        drop(auths);
+        let Some(mut order) = order else { return Err(IssueError::Other("the CA kept rejecting nonces".into())) };
+        let mut published: Vec<String> = Vec::new();
+        let mut readied: Vec<String> = Vec::new();
+        let mut auth_error = None;
+        'attempts: for _ in 0..NONCE_TRIES {
+            // A fresh pass re-yields the authorizations already fetched without a request.
+            let mut auths = order.authorizations();
+            while let Some(a) = auths.next().await {
+                let mut a = match a {
+                    Ok(a) => a,
+                    Err(e) if is_bad_nonce(&e) => continue 'attempts,
+                    Err(e) => {
+                        auth_error = Some(IssueError::Acme(e));
+                        break 'attempts;
+                    }
+                };
+                match a.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    other => {
+                        auth_error = Some(IssueError::Other(format!("authorization is {other:?}")));
+                        break 'attempts;
+                    }
+                }
+                let Some(mut ch) = a.challenge(ChallengeType::Http01) else {
+                    auth_error = Some(IssueError::Other("the CA offers no HTTP-01 challenge".into()));
+                    break 'attempts;
+                };
+                let token = ch.token.clone();
+                if readied.contains(&token) {
+                    continue;
+                }
+                if !published.contains(&token) {
+                    self.tokens.publish(&token, ch.key_authorization().as_str());
+                    published.push(token.clone());
+                }
+                match ch.set_ready().await {
+                    Ok(()) => readied.push(token),
+                    Err(e) if is_bad_nonce(&e) => continue 'attempts,
+                    Err(e) => {
+                        auth_error = Some(IssueError::Acme(e));
+                        break 'attempts;
+                    }
+                }
+            }
+            break;
+        }
         let policy = RetryPolicy::new().initial_delay(Duration::from_millis(250)).timeout(Duration::from_secs(90));
-        let status = order.poll_ready(&policy).await;
         let result = async {
+            if let Some(e) = auth_error {
+                return Err(e);
+            }
+            let mut status = Err(instant_acme::Error::Str("not polled"));
+            for _ in 0..NONCE_TRIES {
+                status = order.poll_ready(&policy).await;
+                if !matches!(&status, Err(e) if is_bad_nonce(e)) {
+                    break;
+                }
+            }
             let status = status?;
             if status != OrderStatus::Ready {
                 return Err(IssueError::Other(self.validation_errors(&mut order, status).await));
             }
-            let key_pem = order.finalize().await?;
-            let chain_pem = order.poll_certificate(&policy).await?;
-            Ok((chain_pem, key_pem))
+            let mut key_pem = Err(instant_acme::Error::Str("not finalized"));
+            for _ in 0..NONCE_TRIES {
+                key_pem = order.finalize().await;
+                if !matches!(&key_pem, Err(e) if is_bad_nonce(e)) {
+                    break;
+                }
+            }
+            let key_pem = key_pem?;
+            let mut chain_pem = Err(instant_acme::Error::Str("not downloaded"));
+            for _ in 0..NONCE_TRIES {
+                chain_pem = order.poll_certificate(&policy).await;
+                if !matches!(&chain_pem, Err(e) if is_bad_nonce(e)) {
+                    break;
+                }
+            }
+            Ok((chain_pem?, key_pem))
         }
         .await;
         for t in &published {
@@ -314,10 +383,14 @@ impl AcmeManager {
         }
         let (chain_pem, key_pem) = result?;
         let loaded = pem::from_pem(chain_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| IssueError::Other(e.to_string()))?;
-        if let Err(e) = storage::save(&self.cfg.storage, &c.name, chain_pem.as_bytes(), key_pem.as_bytes()) {
-            tracing::error!(certificate = %c.name, error = %e, "cannot store the new certificate; the old files are left intact");
-        }
-        Ok(loaded)
+        let store_error = match storage::save(&self.cfg.storage, &c.name, chain_pem.as_bytes(), key_pem.as_bytes()) {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(certificate = %c.name, error = %e, "cannot store the new certificate; the old files are left intact");
+                Some(format!("the new certificate is served but could not be stored in {}: {e}", self.cfg.storage.display()))
+            }
+        };
+        Ok((loaded, store_error))
     }
 
     /// The CA's words on why validation failed, per name.
@@ -365,7 +438,14 @@ impl AcmeManager {
                     None => None,
                 };
                 let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
-                let (account, creds) = self.builder()?.create(&new, directory.to_owned(), eab.as_ref()).await?;
+                let mut created = Err(instant_acme::Error::Str("not created"));
+                for _ in 0..60 {
+                    created = self.builder()?.create(&new, directory.to_owned(), eab.as_ref()).await;
+                    if !matches!(&created, Err(e) if is_bad_nonce(e)) {
+                        break;
+                    }
+                }
+                let (account, creds) = created?;
                 let json = serde_json::to_vec_pretty(&creds).map_err(|e| IssueError::Other(e.to_string()))?;
                 match storage::write_atomic(&path, &json, 0o600) {
                     Ok(()) => tracing::info!(directory, file = %path.display(), "created ACME account"),
