@@ -25,7 +25,8 @@ impl Pebble {
     /// `PEBBLE_WFE_NONCEREJECT`).
     pub async fn start(http_port: u16, env: &[(&str, &str)]) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
         std::fs::write(dir.path().join("listener.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.path().join("listener.key"), cert.signing_key.serialize_pem()).unwrap();
         let (acme, mgmt, dns_addr) = (crate::free_addr(), crate::free_addr(), crate::free_addr());
@@ -44,8 +45,24 @@ impl Pebble {
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let dns = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &dns_addr.to_string(), "-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &crate::free_addr().to_string(), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args([
+                "-dns01",
+                &dns_addr.to_string(),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args([
+                "-management",
+                &crate::free_addr().to_string(),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ])
             .stdout(log("dns.log"))
             .stderr(Stdio::null())
             .spawn()
@@ -67,7 +84,11 @@ impl Pebble {
     /// (Re)starts the Pebble process on the same ports. A restarted Pebble has a new CA and
     /// forgets every account and order.
     pub async fn launch(&mut self) {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("pebble.log")).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("pebble.log"))
+            .unwrap();
         let child = Command::new("pebble")
             .arg("-config")
             .arg(self.dir.path().join("pebble.json"))
@@ -105,8 +126,17 @@ impl Pebble {
 
     /// The root that signs issued certificates (changes on every Pebble start).
     pub async fn issuing_root(&self) -> String {
-        let c = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
-        c.get(format!("https://{}/roots/0", self.mgmt)).send().await.unwrap().text().await.unwrap()
+        let c = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        c.get(format!("https://{}/roots/0", self.mgmt))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn log(&self) -> String {

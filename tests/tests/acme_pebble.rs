@@ -56,12 +56,21 @@ async fn verified(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for der in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(der.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        roots
+            .add(der.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
-    let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.map_err(|e| e.to_string())
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn wait_issued(gw: &Gateway, pebble: &Pebble) -> String {
@@ -92,7 +101,8 @@ async fn get(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, hos
 /// gone, so the gateway renews it at once (and serves it meanwhile).
 fn store_near_expiry(storage: &Path) -> Vec<u8> {
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(80);
     params.not_after = now + time::Duration::days(10);
@@ -116,21 +126,40 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
         let mut s = verified(gw.https, n, &root).await.unwrap();
         assert!(get(&mut s, n).await.starts_with("HTTP/1.1 200"));
     }
-    let account = std::fs::read_dir(storage.path().join("accounts")).unwrap().next().unwrap().unwrap().path();
+    let account = std::fs::read_dir(storage.path().join("accounts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&account).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "account credentials are private");
     let account_before = std::fs::read(&account).unwrap();
     let cert_before = std::fs::read(storage.path().join("main/fullchain.pem")).unwrap();
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.metrics)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("gateway_certificate_expiry_timestamp_seconds{certificate=\"main\"}"), "{metrics}");
-    assert!(metrics.contains("gateway_acme_renewals_total{certificate=\"main\"} 1"), "{metrics}");
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_certificate_expiry_timestamp_seconds{certificate=\"main\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_acme_renewals_total{certificate=\"main\"} 1"),
+        "{metrics}"
+    );
     let out = std::process::Command::new(gateway_tests::gateway::binary())
         .args(["certs", "--config"])
         .arg(&gw.config)
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("a.gateway.test, b.gateway.test") && listing.contains("Pebble"), "{listing}");
+    assert!(
+        listing.contains("a.gateway.test, b.gateway.test") && listing.contains("Pebble"),
+        "{listing}"
+    );
     assert!(listing.contains("error:    none"), "{listing}");
 
     // Restart: the stored account and certificate are used, no new order is placed.
@@ -138,12 +167,20 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
     let stderr_before = gw.stderr();
     gw.spawn(false, &[]);
     gw.wait_ready().await;
-    let mut s = verified(gw.https, NAMES[1], &root).await.expect("the stored certificate is served at once");
+    let mut s = verified(gw.https, NAMES[1], &root)
+        .await
+        .expect("the stored certificate is served at once");
     assert!(get(&mut s, NAMES[1]).await.starts_with("HTTP/1.1 200"));
     let after = gw.stderr()[stderr_before.len()..].to_string();
-    assert!(!after.contains("ordering certificate"), "a restart placed a new order:\n{after}");
+    assert!(
+        !after.contains("ordering certificate"),
+        "a restart placed a new order:\n{after}"
+    );
     assert_eq!(std::fs::read(&account).unwrap(), account_before);
-    assert_eq!(std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(), cert_before);
+    assert_eq!(
+        std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(),
+        cert_before
+    );
 }
 
 #[tokio::test]
@@ -157,14 +194,21 @@ async fn pebble_forced_renewal_swaps_the_certificate_while_a_connection_stays_op
     pebble.stop();
     let gw = Gateway::start(&config(&pebble, storage.path(), up.addr)).await;
     let (mut open, served) = client::tls(gw.https, NAMES[0]).await;
-    assert_eq!(served.as_ref(), &old[..], "the stored certificate is served until renewed");
+    assert_eq!(
+        served.as_ref(),
+        &old[..],
+        "the stored certificate is served until renewed"
+    );
     assert!(get(&mut open, NAMES[0]).await.starts_with("HTTP/1.1 200"));
     pebble.launch().await;
     let root = wait_issued(&gw, &pebble).await;
     // The connection opened before the swap still works.
     assert!(get(&mut open, NAMES[0]).await.starts_with("HTTP/1.1 200"));
     assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
-    assert_ne!(std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(), old);
+    assert_ne!(
+        std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(),
+        old
+    );
 }
 
 #[tokio::test]
@@ -184,14 +228,24 @@ async fn pebble_down_keeps_the_current_certificate_and_retries_with_backoff() {
     let mut pebble = Pebble::start(free_port(), &[]).await;
     pebble.stop();
     let gw = Gateway::start(&config(&pebble, storage.path(), up.addr)).await;
-    poll_until(Duration::from_secs(30), "three failed attempts in the log", || {
-        let log = gw.stderr();
-        async move { (log.matches("retrying with backoff").count() >= 3).then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(30),
+        "three failed attempts in the log",
+        || {
+            let log = gw.stderr();
+            async move { (log.matches("retrying with backoff").count() >= 3).then_some(()) }
+        },
+    )
     .await;
     let log = gw.stderr();
-    assert!(log.contains("cannot reach the CA"), "the log says what failed:\n{log}");
-    let waits: Vec<&str> = log.lines().filter(|l| l.contains("retrying with backoff")).collect();
+    assert!(
+        log.contains("cannot reach the CA"),
+        "the log says what failed:\n{log}"
+    );
+    let waits: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("retrying with backoff"))
+        .collect();
     assert!(waits.len() >= 3);
     let (_, served) = client::tls(gw.https, NAMES[0]).await;
     assert_eq!(served.as_ref(), &old[..], "the current certificate is kept");
@@ -219,19 +273,74 @@ async fn pebble_unwritable_storage_keeps_old_files_and_reports() {
     // creating this directory right after the process starts.
     gw.spawn(false, &[]);
     let pid = gw.pid();
-    std::fs::create_dir_all(storage.path().join(format!("main/.privkey.pem.tmp-{pid}/blocker"))).unwrap();
+    std::fs::create_dir_all(
+        storage
+            .path()
+            .join(format!("main/.privkey.pem.tmp-{pid}/blocker")),
+    )
+    .unwrap();
     gw.wait_ready().await;
-    poll_until(Duration::from_secs(60), "the storage error to be reported", || {
-        let log = gw.stderr();
-        async move { log.contains("cannot store the new certificate").then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(60),
+        "the storage error to be reported",
+        || {
+            let log = gw.stderr();
+            async move { log.contains("cannot store the new certificate").then_some(()) }
+        },
+    )
     .await;
-    assert_eq!(std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(), old_files.0);
-    assert_eq!(std::fs::read(storage.path().join("main/privkey.pem")).unwrap(), old_files.1);
+    assert_eq!(
+        std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(),
+        old_files.0
+    );
+    assert_eq!(
+        std::fs::read(storage.path().join("main/privkey.pem")).unwrap(),
+        old_files.1
+    );
     let status = std::fs::read_to_string(storage.path().join("main/status.json")).unwrap_or_default();
     assert!(status.contains("could not be stored"), "status: {status}");
     // The new certificate is still served from memory.
     let root = pebble.issuing_root().await;
     assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
     let _ = old;
+}
+
+#[tokio::test]
+async fn pebble_behind_a_dead_primary_directory_is_reached_through_the_fallback() {
+    let storage = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(free_port(), &[]).await;
+    let up = upstream::echo().await;
+    let dead = format!("https://localhost:{}/dir", free_port());
+    let cfg = config(&pebble, storage.path(), up.addr).replace(
+        &format!("directory = \"{}\"", pebble.directory()),
+        &format!(
+            "directory = \"{dead}\"\nfallback_directories = [\"{}\"]",
+            pebble.directory()
+        ),
+    );
+    let gw = Gateway::start(&cfg).await;
+    wait_issued(&gw, &pebble).await;
+    assert!(
+        gw.stderr().contains("switching to the next ACME directory"),
+        "{}",
+        gw.stderr()
+    );
+}
+
+#[tokio::test]
+async fn pebble_is_reached_through_an_https_proxy() {
+    let storage = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(free_port(), &[]).await;
+    let up = upstream::echo().await;
+    let (proxy, tunnels, _task) = upstream::connect_proxy().await;
+    let cfg = config(&pebble, storage.path(), up.addr).replace(
+        "retry_min",
+        &format!("https_proxy = \"http://{proxy}\"\nretry_min"),
+    );
+    let gw = Gateway::start(&cfg).await;
+    wait_issued(&gw, &pebble).await;
+    assert!(
+        tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the CA was reached through the proxy"
+    );
 }

@@ -27,7 +27,8 @@ async fn shipped_proxy_toml_serves_every_reference_route() {
     }
     // The shipped file reads its listen addresses from the environment; certificates go
     // under the test directory.
-    let text = text.replace("certs/main/", "{DIR}/certs/main/");
+    assert!(text.contains("storage = \"certs\""));
+    let text = text.replace("storage = \"certs\"", "storage = \"{DIR}/certs\"");
     let env = [
         ("GATEWAY_HTTPS_ADDR", "{HTTPS}"),
         ("GATEWAY_HTTP_ADDR", "{HTTP}"),

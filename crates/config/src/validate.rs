@@ -480,6 +480,14 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
             if_missing,
         });
     }
+    if let Some(a) = acme {
+        for c in &t.certificates {
+            let name = c.get_ref().name.get_ref();
+            if a.certificates.iter().any(|x| x.name == *name) {
+                cx.err::<()>(c.get_ref().name.span().start, format!("certificate `{name}` is defined both here and under [acme]; give one of them another name"));
+            }
+        }
+    }
     let default_certificate = t.default_certificate.as_ref().and_then(|s| {
         let v = cx.text(s)?;
         let known = certificates.iter().map(|c| c.name.as_str()).chain(

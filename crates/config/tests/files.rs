@@ -28,7 +28,10 @@ fn shipped_proxy_toml_is_valid() {
     let cfg = gateway_config::load_with_env(&root, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.routes.len(), 9);
     assert_eq!(cfg.limits.max_body, 500 << 20);
-    assert_eq!(cfg.tls.certificates[0].hosts, vec!["example.com".to_string()]);
+    let acme = cfg.acme.as_ref().unwrap();
+    assert_eq!(acme.certificates[0].names, vec!["example.com".to_string()]);
+    assert_eq!(acme.directory, gateway_config::LETS_ENCRYPT_PRODUCTION);
+    assert!(acme.ca_root.is_none(), "an empty ACME_CA_ROOT means none");
     let n8n = cfg.routes.iter().find(|r| r.name == "n8n").unwrap();
     assert_eq!(n8n.path, PathMatch::Prefix("/n8n/".into()));
     assert_eq!(n8n.rewrite.as_deref(), Some("/"));

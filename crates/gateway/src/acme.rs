@@ -21,7 +21,9 @@ impl Observer for MetricsObserver {
         self.0.acme_failures.with_label_values(&[certificate]).inc();
     }
     fn issued(&self, certificate: &str, not_after: SystemTime) {
-        let t = not_after.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let t = not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         self.0.cert_expiry.with_label_values(&[certificate]).set(t);
     }
 }
@@ -55,7 +57,11 @@ pub fn certs(config: &Path) -> ExitCode {
         println!("  files:    {} / {}", c.cert.display(), c.key.display());
         match gateway_tls::pem::load_files(&c.cert, &c.key) {
             Ok(l) => {
-                let names = if c.hosts.is_empty() { l.names.clone() } else { c.hosts.clone() };
+                let names = if c.hosts.is_empty() {
+                    l.names.clone()
+                } else {
+                    c.hosts.clone()
+                };
                 println!("  names:    {}", names.join(", "));
                 println!("  issuer:   {}", l.issuer);
                 println!("  expires:  {}", when(l.not_after));
@@ -70,9 +76,18 @@ pub fn certs(config: &Path) -> ExitCode {
             println!("certificate {} (ACME, {})", r.name, acme.directory);
             println!("  names:    {}", r.names.join(", "));
             println!("  stored:   {}", r.path.display());
-            println!("  issuer:   {}", r.issuer.as_deref().unwrap_or("(not issued yet)"));
-            println!("  expires:  {}", r.not_after.map(when).unwrap_or_else(|| "-".into()));
-            println!("  renewal:  {}", r.status.next_renewal.as_deref().unwrap_or("at the next start"));
+            println!(
+                "  issuer:   {}",
+                r.issuer.as_deref().unwrap_or("(not issued yet)")
+            );
+            println!(
+                "  expires:  {}",
+                r.not_after.map(when).unwrap_or_else(|| "-".into())
+            );
+            println!(
+                "  renewal:  {}",
+                r.status.next_renewal.as_deref().unwrap_or("at the next start")
+            );
             println!("  error:    {}", r.status.last_error.as_deref().unwrap_or("none"));
         }
     }

@@ -63,6 +63,11 @@ impl Reloader {
                         "listener addresses or threads changed: they need new sockets, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
                     );
                 }
+                if old.config.acme != cfg.acme {
+                    tracing::warn!(
+                        "the [acme] section changed: it takes effect after `gateway upgrade` or a restart"
+                    );
+                }
                 apply_certs(&self.shared, &cfg);
                 let routes = cfg.routes.len();
                 self.shared.apply(cfg);

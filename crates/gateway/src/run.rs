@@ -9,12 +9,12 @@ use gateway_proxy::metrics::Metrics;
 use gateway_proxy::Shared;
 use gateway_tls::acme::AcmeManager;
 use gateway_tls::CertStore;
-use std::sync::Arc;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub struct RunArgs {
     pub config: PathBuf,

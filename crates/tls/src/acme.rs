@@ -50,8 +50,15 @@ fn describe(e: &instant_acme::Error) -> String {
     use instant_acme::Error as E;
     match e {
         E::Api(p) => {
-            let kind = p.r#type.as_deref().unwrap_or("error").trim_start_matches("urn:ietf:params:acme:error:");
-            let mut s = format!("the CA refused ({kind}): {}", p.detail.as_deref().unwrap_or("no detail"));
+            let kind = p
+                .r#type
+                .as_deref()
+                .unwrap_or("error")
+                .trim_start_matches("urn:ietf:params:acme:error:");
+            let mut s = format!(
+                "the CA refused ({kind}): {}",
+                p.detail.as_deref().unwrap_or("no detail")
+            );
             for sub in &p.subproblems {
                 s.push_str(&format!("; {}", sub.detail.as_deref().unwrap_or("")));
             }
@@ -67,6 +74,29 @@ fn describe(e: &instant_acme::Error) -> String {
     }
 }
 
+/// Names no public CA will issue for (as Caddy decides): localhost, `.local`, `.internal`,
+/// `.home.arpa`, IP addresses.
+pub fn is_public_name(name: &str) -> bool {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    let internal = [
+        "localhost",
+        ".localhost",
+        ".local",
+        ".internal",
+        ".home.arpa",
+        ".lan",
+    ];
+    !(n.parse::<std::net::IpAddr>().is_ok()
+        || !n.contains('.')
+        || internal.iter().any(|s| {
+            if s.starts_with('.') {
+                n.ends_with(s)
+            } else {
+                n == *s
+            }
+        }))
+}
+
 fn is_unknown_account(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
 }
@@ -76,7 +106,12 @@ fn is_bad_nonce(e: &instant_acme::Error) -> bool {
 }
 
 impl AcmeManager {
-    pub fn new(cfg: Acme, store: Arc<CertStore>, tokens: Arc<dyn ChallengeTokens>, observer: Arc<dyn Observer>) -> Self {
+    pub fn new(
+        cfg: Acme,
+        store: Arc<CertStore>,
+        tokens: Arc<dyn ChallengeTokens>,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
         Self {
             cfg,
             store,
@@ -88,7 +123,9 @@ impl AcmeManager {
     }
 
     fn directories(&self) -> Vec<String> {
-        std::iter::once(self.cfg.directory.clone()).chain(self.cfg.fallback_directories.iter().cloned()).collect()
+        std::iter::once(self.cfg.directory.clone())
+            .chain(self.cfg.fallback_directories.iter().cloned())
+            .collect()
     }
 
     fn current_directory(&self) -> String {
@@ -124,7 +161,9 @@ impl AcmeManager {
                             tracing::warn!(certificate = %c.name, names = ?c.names, "no certificate yet: serving a self-signed placeholder until the CA issues one");
                             self.store.install(&c.name, &c.names, p);
                         }
-                        Err(e) => tracing::error!(certificate = %c.name, error = %e, "cannot generate a placeholder"),
+                        Err(e) => {
+                            tracing::error!(certificate = %c.name, error = %e, "cannot generate a placeholder")
+                        }
                     }
                 }
             }
@@ -135,6 +174,10 @@ impl AcmeManager {
     pub async fn run(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tasks = Vec::new();
         for c in self.cfg.certificates.clone() {
+            if let Some(n) = c.names.iter().find(|n| !is_public_name(n)) {
+                tracing::warn!(certificate = %c.name, name = %n, "not a public DNS name, so no CA can validate it: serving the self-signed certificate (set DOMAIN to a real name)");
+                continue;
+            }
             let me = self.clone();
             let sd = shutdown.clone();
             tasks.push(tokio::spawn(async move { me.manage(c, sd).await }));
@@ -145,7 +188,12 @@ impl AcmeManager {
     }
 
     fn current(&self, name: &str) -> Option<Loaded> {
-        self.store.snapshot().entries.iter().find(|e| e.name == name).and_then(|e| e.cert.clone())
+        self.store
+            .snapshot()
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.cert.clone())
     }
 
     /// When the current certificate should be renewed; `None` means now.
@@ -188,8 +236,13 @@ impl AcmeManager {
                     Some(t) => (t, "renewal"),
                 }
             } else {
-                let base = self.cfg.retry_min.mul_f64(2f64.powi(failures.saturating_sub(1).min(30) as i32));
-                let wait = base.min(self.cfg.retry_max).mul_f64(rand::rng().random_range(0.8..1.2));
+                let base = self
+                    .cfg
+                    .retry_min
+                    .mul_f64(2f64.powi(failures.saturating_sub(1).min(30) as i32));
+                let wait = base
+                    .min(self.cfg.retry_max)
+                    .mul_f64(rand::rng().random_range(0.8..1.2));
                 tracing::warn!(certificate = %c.name, failures, retry_in = ?wait, "ACME attempt failed; retrying with backoff");
                 (SystemTime::now() + wait, "retry")
             };
@@ -221,7 +274,7 @@ impl AcmeManager {
                     tracing::error!(certificate = %c.name, attempt = failures, error = %msg, "could not obtain certificate; still serving the current one");
                     self.store.set_error(&c.name, Some(msg.clone()));
                     self.write_status(&c, None, Some(msg));
-                    if failures % 3 == 0 {
+                    if failures.is_multiple_of(3) {
                         if let Some(d) = self.next_directory() {
                             tracing::warn!(certificate = %c.name, directory = %d, "switching to the next ACME directory");
                         }
@@ -264,10 +317,13 @@ impl AcmeManager {
         let directory = self.current_directory();
         let account = self.account(&directory).await?;
         let ids: Vec<Identifier> = c.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-        let replaces = self
-            .current(&c.name)
-            .filter(|l| !l.self_signed)
-            .and_then(|l| l.key.cert.first().and_then(|d| CertificateIdentifier::try_from(d).ok()).map(|i| i.into_owned()));
+        let replaces = self.current(&c.name).filter(|l| !l.self_signed).and_then(|l| {
+            l.key
+                .cert
+                .first()
+                .and_then(|d| CertificateIdentifier::try_from(d).ok())
+                .map(|i| i.into_owned())
+        });
         let mut new_order = NewOrder::new(&ids);
         if let Some(r) = replaces.clone() {
             new_order = new_order.replaces(r);
@@ -284,7 +340,9 @@ impl AcmeManager {
                 }
                 Err(e) if is_bad_nonce(&e) => continue,
                 // Not every CA supports ARI's `replaces`; order without it.
-                Err(instant_acme::Error::Unsupported(_)) if replaces.is_some() => new_order = NewOrder::new(&ids),
+                Err(instant_acme::Error::Unsupported(_)) if replaces.is_some() => {
+                    new_order = NewOrder::new(&ids)
+                }
                 Err(e) if is_unknown_account(&e) => {
                     // The CA forgot the account (a test CA restarted, or it was deactivated):
                     // set the stored one aside and register again on the next attempt.
@@ -297,7 +355,9 @@ impl AcmeManager {
                 Err(e) => return Err(e.into()),
             }
         }
-        let Some(mut order) = order else { return Err(IssueError::Other("the CA kept rejecting nonces".into())) };
+        let Some(mut order) = order else {
+            return Err(IssueError::Other("the CA kept rejecting nonces".into()));
+        };
         let mut published: Vec<String> = Vec::new();
         let mut readied: Vec<String> = Vec::new();
         let mut auth_error = None;
@@ -344,7 +404,9 @@ impl AcmeManager {
             }
             break;
         }
-        let policy = RetryPolicy::new().initial_delay(Duration::from_millis(250)).timeout(Duration::from_secs(90));
+        let policy = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .timeout(Duration::from_secs(90));
         let result = async {
             if let Some(e) = auth_error {
                 return Err(e);
@@ -358,7 +420,9 @@ impl AcmeManager {
             }
             let status = status?;
             if status != OrderStatus::Ready {
-                return Err(IssueError::Other(self.validation_errors(&mut order, status).await));
+                return Err(IssueError::Other(
+                    self.validation_errors(&mut order, status).await,
+                ));
             }
             let mut key_pem = Err(instant_acme::Error::Str("not finalized"));
             for _ in 0..NONCE_TRIES {
@@ -382,12 +446,21 @@ impl AcmeManager {
             self.tokens.withdraw(t);
         }
         let (chain_pem, key_pem) = result?;
-        let loaded = pem::from_pem(chain_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| IssueError::Other(e.to_string()))?;
-        let store_error = match storage::save(&self.cfg.storage, &c.name, chain_pem.as_bytes(), key_pem.as_bytes()) {
+        let loaded = pem::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())
+            .map_err(|e| IssueError::Other(e.to_string()))?;
+        let store_error = match storage::save(
+            &self.cfg.storage,
+            &c.name,
+            chain_pem.as_bytes(),
+            key_pem.as_bytes(),
+        ) {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(certificate = %c.name, error = %e, "cannot store the new certificate; the old files are left intact");
-                Some(format!("the new certificate is served but could not be stored in {}: {e}", self.cfg.storage.display()))
+                Some(format!(
+                    "the new certificate is served but could not be stored in {}: {e}",
+                    self.cfg.storage.display()
+                ))
             }
         };
         Ok((loaded, store_error))
@@ -400,7 +473,11 @@ impl AcmeManager {
         while let Some(Ok(a)) = auths.next().await {
             for ch in &a.challenges {
                 if let Some(p) = &ch.error {
-                    msgs.push(format!("{:?}: {}", a.identifier().identifier, p.detail.as_deref().unwrap_or("validation failed")));
+                    msgs.push(format!(
+                        "{:?}: {}",
+                        a.identifier().identifier,
+                        p.detail.as_deref().unwrap_or("validation failed")
+                    ));
                 }
             }
         }
@@ -412,7 +489,8 @@ impl AcmeManager {
     }
 
     fn builder(&self) -> Result<AccountBuilder, IssueError> {
-        crate::acme_http::builder(self.cfg.ca_root.as_deref(), self.cfg.https_proxy.as_deref()).map_err(IssueError::Other)
+        crate::acme_http::builder(self.cfg.ca_root.as_deref(), self.cfg.https_proxy.as_deref())
+            .map_err(IssueError::Other)
     }
 
     /// The account for `directory`: stored credentials when present, else a new account
@@ -423,8 +501,9 @@ impl AcmeManager {
             return Ok(a.clone());
         }
         let path = storage::account_path(&self.cfg.storage, directory);
-        let stored: Option<AccountCredentials> =
-            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let stored: Option<AccountCredentials> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let account = match stored {
             Some(creds) => {
                 tracing::info!(directory, file = %path.display(), "using the stored ACME account");
@@ -437,10 +516,17 @@ impl AcmeManager {
                     Some((kid, hmac)) => Some(ExternalAccountKey::new(kid.clone(), &decode_b64url(hmac)?)),
                     None => None,
                 };
-                let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
+                let new = NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                };
                 let mut created = Err(instant_acme::Error::Str("not created"));
                 for _ in 0..60 {
-                    created = self.builder()?.create(&new, directory.to_owned(), eab.as_ref()).await;
+                    created = self
+                        .builder()?
+                        .create(&new, directory.to_owned(), eab.as_ref())
+                        .await;
                     if !matches!(&created, Err(e) if is_bad_nonce(e)) {
                         break;
                     }
@@ -449,7 +535,9 @@ impl AcmeManager {
                 let json = serde_json::to_vec_pretty(&creds).map_err(|e| IssueError::Other(e.to_string()))?;
                 match storage::write_atomic(&path, &json, 0o600) {
                     Ok(()) => tracing::info!(directory, file = %path.display(), "created ACME account"),
-                    Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot store the ACME account"),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot store the ACME account")
+                    }
                 }
                 account
             }
@@ -510,4 +598,25 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_public_name;
+
+    #[test]
+    fn public_names() {
+        assert!(is_public_name("example.com") && is_public_name("a.gateway.test"));
+        for n in [
+            "localhost",
+            "x.localhost",
+            "printer.local",
+            "db.internal",
+            "10.0.0.1",
+            "api",
+            "h.home.arpa",
+        ] {
+            assert!(!is_public_name(n), "{n}");
+        }
+    }
 }

@@ -15,9 +15,13 @@ fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     match ca_root {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for der in CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_root {}: {e}", path.display()))? {
+            for der in
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_root {}: {e}", path.display()))?
+            {
                 let der = der.map_err(|e| format!("ca_root {}: {e}", path.display()))?;
-                roots.add(der).map_err(|e| format!("ca_root {}: {e}", path.display()))?;
+                roots
+                    .add(der)
+                    .map_err(|e| format!("ca_root {}: {e}", path.display()))?;
             }
             Ok(builder.with_root_certificates(roots).with_no_client_auth())
         }
@@ -35,7 +39,9 @@ fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
 pub fn builder(ca_root: Option<&Path>, proxy: Option<&str>) -> Result<AccountBuilder, String> {
     match (ca_root, proxy) {
         (None, None) => Account::builder().map_err(|e| e.to_string()),
-        (Some(root), None) => Account::builder_with_root(root).map_err(|e| format!("ca_root {}: {e}", root.display())),
+        (Some(root), None) => {
+            Account::builder_with_root(root).map_err(|e| format!("ca_root {}: {e}", root.display()))
+        }
         (_, Some(proxy)) => {
             let proxy_uri: http::Uri = proxy.parse().map_err(|e| format!("https_proxy `{proxy}`: {e}"))?;
             let mut http = HttpConnector::new();

@@ -33,7 +33,13 @@ pub fn account_path(storage: &Path, directory: &str) -> PathBuf {
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     storage.join("accounts").join(format!("{key}.json"))
 }
@@ -48,7 +54,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -107,11 +118,24 @@ mod tests {
     fn atomic_writes_and_modes() {
         let d = tempfile::tempdir().unwrap();
         let c = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
-        save(d.path(), "main", c.cert.pem().as_bytes(), c.signing_key.serialize_pem().as_bytes()).unwrap();
-        let mode = std::fs::metadata(d.path().join("main/privkey.pem")).unwrap().permissions().mode();
+        save(
+            d.path(),
+            "main",
+            c.cert.pem().as_bytes(),
+            c.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let mode = std::fs::metadata(d.path().join("main/privkey.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(load(d.path(), "main").unwrap().covers("a.test"));
-        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("main")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("main"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
         assert!(leftovers.is_empty());
     }
 
@@ -119,11 +143,22 @@ mod tests {
     fn an_unwritable_directory_leaves_the_old_files_intact() {
         let d = tempfile::tempdir().unwrap();
         let old = rcgen::generate_simple_self_signed(vec!["old.test".to_string()]).unwrap();
-        save(d.path(), "main", old.cert.pem().as_bytes(), old.signing_key.serialize_pem().as_bytes()).unwrap();
+        save(
+            d.path(),
+            "main",
+            old.cert.pem().as_bytes(),
+            old.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
         let dir = d.path().join("main");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
         let new = rcgen::generate_simple_self_signed(vec!["new.test".to_string()]).unwrap();
-        let r = save(d.path(), "main", new.cert.pem().as_bytes(), new.signing_key.serialize_pem().as_bytes());
+        let r = save(
+            d.path(),
+            "main",
+            new.cert.pem().as_bytes(),
+            new.signing_key.serialize_pem().as_bytes(),
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         // Root ignores directory permissions; the check only means something for other users.
         if r.is_err() {
@@ -134,6 +169,9 @@ mod tests {
     #[test]
     fn account_file_names_are_path_safe() {
         let p = account_path(Path::new("/c"), "https://acme-v02.api.letsencrypt.org/directory");
-        assert_eq!(p, Path::new("/c/accounts/acme-v02.api.letsencrypt.org_directory.json"));
+        assert_eq!(
+            p,
+            Path::new("/c/accounts/acme-v02.api.letsencrypt.org_directory.json")
+        );
     }
 }
