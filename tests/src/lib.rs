@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod load;
 pub mod pebble;
 pub mod upstream;
 

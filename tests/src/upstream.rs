@@ -151,6 +151,20 @@ async fn echo_handler(
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .unwrap()
         }
+        "/sse-long" => {
+            let stream = futures_util::stream::unfold(0u32, |i| async move {
+                if i >= 600 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: tick {i}\n\n")))), i + 1))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .unwrap()
+        }
         p if p.starts_with("/status/") => {
             let code: u16 = p[8..].parse().unwrap_or(500);
             full(code, "text/plain", format!("status {code}\n"))

@@ -39,6 +39,20 @@ pub enum Command {
         /// For example `https://example.com/n8n/rest/push`.
         url: String,
     },
+    /// Zero-downtime replacement of the running gateway: a new process (a new binary, or this
+    /// one) takes the listening sockets over, the old one drains and exits.
+    Upgrade {
+        #[arg(short, long, default_value = "proxy.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = "/tmp/gateway")]
+        run_dir: PathBuf,
+        /// The new binary (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Where the new process writes its output (default: this terminal).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// List certificates: names, issuer, expiry, next renewal, last error.
     Certs {
         #[arg(short, long, default_value = "proxy.toml")]

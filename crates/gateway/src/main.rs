@@ -11,6 +11,7 @@ mod reload;
 mod run;
 mod signal;
 mod telemetry;
+mod upgrade;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -40,6 +41,15 @@ fn main() -> ExitCode {
             }
         }
         cli::Command::Certs { config } => acme::certs(&config),
+        cli::Command::Upgrade { config, run_dir, binary, log } => {
+            match upgrade::upgrade(upgrade::UpgradeArgs { config, run_dir, binary, log }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gateway upgrade: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         cli::Command::Reload { run_dir } => match signal::send(&run_dir, nix::sys::signal::Signal::SIGHUP) {
             Ok(pid) => {
                 println!("sent SIGHUP to gateway process {pid}; it logs the result");

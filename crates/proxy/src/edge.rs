@@ -93,12 +93,21 @@ async fn read_head(
     max_bytes: usize,
     max_lines: usize,
     shutdown: &mut ShutdownWatch,
+    linger: Duration,
 ) -> Head {
     let mut buf = BytesMut::with_capacity(4096);
     // Waiting for the first byte is keepalive idleness, not a slow request: close quietly.
+    // On shutdown an idle connection lingers a little: a client about to reuse it gets one
+    // more answer, with `Connection: close`, instead of racing a closing socket.
+    let stopping = async {
+        if !*shutdown.borrow() {
+            let _ = shutdown.changed().await;
+        }
+        tokio::time::sleep(linger).await;
+    };
     let first = tokio::select! {
         r = timeout(idle, stream.read_buf(&mut buf)) => r,
-        _ = shutdown.changed() => return Head::Closed,
+        _ = stopping => return Head::Closed,
     };
     match first {
         Ok(Ok(n)) if n > 0 => {}
@@ -174,7 +183,10 @@ impl ServerApp for Edge {
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
-            let limits = self.shared.snapshot.load().config.limits.clone();
+            let snap = self.shared.snapshot.load();
+            let limits = snap.config.limits.clone();
+            let grace = snap.config.server.grace_period;
+            drop(snap);
             let idle = if first {
                 limits.header_read_timeout
             } else {
@@ -187,6 +199,7 @@ impl ServerApp for Edge {
                 limits.max_header_bytes,
                 limits.max_header_count,
                 &mut shutdown_rx,
+                grace / 2,
             )
             .await;
             let prefix = match head {
