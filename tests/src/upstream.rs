@@ -157,7 +157,10 @@ async fn echo_handler(
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: tick {i}\n\n")))), i + 1))
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: tick {i}\n\n")))),
+                    i + 1,
+                ))
             });
             Response::builder()
                 .status(200)

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn versioned(up: SocketAddr, ws: SocketAddr, version: usize) -> String {
-    let only_even = if version % 2 == 0 {
+    let only_even = if version.is_multiple_of(2) {
         "[[routes]]\nprefix = \"/only-even/\"\nupstream = \"echo\"\nheaders = { \"X-Even\" = \"yes\" }\n"
     } else {
         ""
@@ -43,11 +43,18 @@ headers = {{ "X-Config" = "{version}" }}
 
 async fn config_version(c: &reqwest::Client, gw: &Gateway) -> Option<String> {
     let r = c.get(gw.url("/probe")).send().await.ok()?;
-    r.headers().get("x-config").map(|v| v.to_str().unwrap_or("").to_owned())
+    r.headers()
+        .get("x-config")
+        .map(|v| v.to_str().unwrap_or("").to_owned())
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", gw.metrics)).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", gw.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())
@@ -64,9 +71,10 @@ async fn twenty_reloads_under_load_drop_nothing() {
 
     // Long-lived streams opened before the first reload.
     let (tls, _) = client::tls(gw.https, "localhost").await;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{}/ws/x", gw.https.port()), tls)
-        .await
-        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws/x", gw.https.port()), tls)
+            .await
+            .unwrap();
     let mut sse = client::http(true).get(gw.url("/sse-long")).send().await.unwrap();
     assert_eq!(sse.status(), 200);
     sse.chunk().await.unwrap().expect("a first event");
@@ -83,7 +91,11 @@ async fn twenty_reloads_under_load_drop_nothing() {
         })
         .await;
         let r = c.get(gw.url("/only-even/x")).send().await.unwrap();
-        assert_eq!(r.headers().contains_key("x-even"), version % 2 == 0, "the route exists in even versions only ({version})");
+        assert_eq!(
+            r.headers().contains_key("x-even"),
+            version.is_multiple_of(2),
+            "the route exists in even versions only ({version})"
+        );
     }
     tally.stop();
     for w in workers {
@@ -93,9 +105,18 @@ async fn twenty_reloads_under_load_drop_nothing() {
     assert!(tally.ok() > 100, "the load loop ran ({} requests)", tally.ok());
 
     ws.send("after twenty reloads".into()).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap(), "after twenty reloads");
-    let more = tokio::time::timeout(Duration::from_secs(5), sse.chunk()).await.unwrap().unwrap();
-    assert!(more.is_some_and(|b| b.starts_with(b"data: tick")), "the SSE stream is still flowing");
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_text().unwrap(),
+        "after twenty reloads"
+    );
+    let more = tokio::time::timeout(Duration::from_secs(5), sse.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        more.is_some_and(|b| b.starts_with(b"data: tick")),
+        "the SSE stream is still flowing"
+    );
     assert!(metric(&gw, "gateway_config_reloads_total").await >= 20.0);
 }
 
@@ -110,7 +131,17 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
     let c = client::http(false);
     assert_eq!(config_version(&c, &gw).await.as_deref(), Some("7"));
 
-    let broken = good.replace("prefix = \"/ws/\"", "prefixx = \"/ws/\"").replace("address = \"", "address = \"nope");
+    let health = Command::new(gateway_tests::gateway::binary())
+        .arg("healthcheck")
+        .arg("--config")
+        .arg(&gw.config)
+        .status()
+        .unwrap();
+    assert!(health.success(), "the container healthcheck passes");
+
+    let broken = good
+        .replace("prefix = \"/ws/\"", "prefixx = \"/ws/\"")
+        .replace("address = \"", "address = \"nope");
     gw.write_config(&broken);
     let out = Command::new(gateway_tests::gateway::binary())
         .arg("reload")
@@ -126,9 +157,16 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
     .await;
     let log = gw.stderr();
     let file = gw.config.display().to_string();
-    assert!(log.contains(&format!("{file}:")) && log.contains("unknown key `prefixx`; did you mean `prefix`?"), "{log}");
+    assert!(
+        log.contains(&format!("{file}:")) && log.contains("unknown key `prefixx`; did you mean `prefix`?"),
+        "{log}"
+    );
     assert_eq!(metric(&gw, "gateway_config_reload_failures_total").await, 1.0);
-    assert_eq!(config_version(&c, &gw).await.as_deref(), Some("7"), "the old configuration still serves");
+    assert_eq!(
+        config_version(&c, &gw).await.as_deref(),
+        Some("7"),
+        "the old configuration still serves"
+    );
     assert_eq!(c.get(gw.url("/x")).send().await.unwrap().status(), 200);
 
     // A listener change is reported, not silently ignored.
@@ -139,7 +177,11 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
         async move { log.contains("need new sockets").then_some(()) }
     })
     .await;
-    assert_eq!(config_version(&c, &gw).await.as_deref(), Some("8"), "the rest was applied");
+    assert_eq!(
+        config_version(&c, &gw).await.as_deref(),
+        Some("8"),
+        "the rest was applied"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +194,11 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
         assert_eq!(c.get(gw.url("/scraped")).send().await.unwrap().status(), 200);
     }
     // Unknown hosts and paths must not create series.
-    let _ = c.get(gw.url("/random/path/12345")).header("Host", "evil.example").send().await;
+    let _ = c
+        .get(gw.url("/random/path/12345"))
+        .header("Host", "evil.example")
+        .send()
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let web = gateway_tests::free_addr();
     let cfg = format!(
@@ -161,8 +207,14 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
     );
     std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
     let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
@@ -177,31 +229,40 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
     }
     let _guard = Kill(&mut prom);
     let plain = reqwest::Client::new();
-    let body = poll_until(Duration::from_secs(60), "prometheus to scrape the gateway", || {
-        let plain = plain.clone();
-        async move {
-            let r = plain
-                .get(format!("http://{web}/api/v1/query"))
-                .query(&[("query", "gateway_requests_total")])
-                .send()
-                .await
-                .ok()?;
-            let body = r.text().await.ok()?;
-            body.contains("\"route\":\"all\"").then_some(body)
-        }
-    })
+    let body = poll_until(
+        Duration::from_secs(60),
+        "prometheus to scrape the gateway",
+        || {
+            let plain = plain.clone();
+            async move {
+                let r = plain
+                    .get(format!("http://{web}/api/v1/query"))
+                    .query(&[("query", "gateway_requests_total")])
+                    .send()
+                    .await
+                    .ok()?;
+                let body = r.text().await.ok()?;
+                body.contains("\"route\":\"all\"").then_some(body)
+            }
+        },
+    )
     .await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let results = v["data"]["result"].as_array().unwrap();
     let all_2xx = results
         .iter()
-        .find(|r| r["metric"]["route"] == "all" && r["metric"]["status"] == "2xx" && r["metric"]["method"] == "GET")
+        .find(|r| {
+            r["metric"]["route"] == "all" && r["metric"]["status"] == "2xx" && r["metric"]["method"] == "GET"
+        })
         .expect("a series for route=all, GET, 2xx");
     let count: f64 = all_2xx["value"][1].as_str().unwrap().parse().unwrap();
     assert!(count >= 5.0, "{body}");
     for r in results {
         let route = r["metric"]["route"].as_str().unwrap();
-        assert!(["all", "/ws/", "none"].contains(&route), "unexpected route label {route}");
+        assert!(
+            ["all", "/ws/", "none"].contains(&route),
+            "unexpected route label {route}"
+        );
     }
     let up_body = plain
         .get(format!("http://{web}/api/v1/query"))
@@ -237,34 +298,62 @@ async fn upgrade_hands_over_the_sockets_without_failing_a_request() {
         .arg(gw.dir.path().join("stderr.log"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let new_pid: i32 = std::fs::read_to_string(gw.run_dir().join("gateway.pid")).unwrap().trim().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_pid: i32 = std::fs::read_to_string(gw.run_dir().join("gateway.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(new_pid, old_pid);
     struct KillPid(i32);
     impl Drop for KillPid {
         fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
     let _new = KillPid(new_pid);
     // The old process drains and exits while load continues against the new one.
     let mut old = gw.take_child().unwrap();
-    let exited = poll_until(Duration::from_secs(30), "the old process to exit", || {
+    poll_until(Duration::from_secs(30), "the old process to exit", || {
         let done = old.try_wait().ok().flatten();
         async move { done.map(|_| ()) }
     })
     .await;
-    let _ = exited;
     let before = tally.ok();
-    poll_until(Duration::from_secs(10), "requests served by the new process", || {
-        let n = tally.ok();
-        async move { (n > before + 50).then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(10),
+        "requests served by the new process",
+        || {
+            let n = tally.ok();
+            async move { (n > before + 50).then_some(()) }
+        },
+    )
     .await;
     tally.stop();
     for w in workers {
         w.await.unwrap();
     }
-    assert_eq!(tally.failed(), 0, "failures during the handover: {:?}", tally.errors.lock().unwrap());
-    assert!(client::http(false).get(gw.url("/after")).send().await.unwrap().status() == 200);
+    assert_eq!(
+        tally.failed(),
+        0,
+        "failures during the handover: {:?}",
+        tally.errors.lock().unwrap()
+    );
+    assert!(
+        client::http(false)
+            .get(gw.url("/after"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    );
 }

@@ -88,3 +88,71 @@ async fn shipped_proxy_toml_serves_every_reference_route() {
         "https://localhost/grafana/?x=1"
     );
 }
+
+fn repo(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)).unwrap()
+}
+
+/// deploy/ describes the stack with the gateway in nginx's place, consistently with the code.
+#[test]
+fn deploy_files_agree_with_the_gateway() {
+    let compose = repo("deploy/docker-compose.prod.yml");
+    assert!(!compose.contains("image: nginx"), "nginx is replaced");
+    for needle in [
+        "gateway:",
+        "\"80:80\"",
+        "\"443:443\"",
+        "stop_grace_period: 10s",
+        "gateway\", \"healthcheck\"",
+    ] {
+        assert!(compose.contains(needle), "compose lacks {needle}");
+    }
+    assert!(!compose.contains("9100:9100"), "metrics are never published");
+    // The grace period must end before docker's SIGKILL.
+    let shipped = repo("proxy.toml");
+    assert!(shipped.contains("grace_period = \"8s\""));
+
+    let unit = repo("deploy/gateway.service");
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    let docker = repo("deploy/Dockerfile");
+    assert!(docker.contains("USER gateway") && docker.contains("cap_net_bind_service"));
+
+    // Every metric the dashboard queries is one the gateway defines.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo("deploy/grafana/gateway-dashboard.json")).unwrap();
+    let metrics_src = repo("crates/proxy/src/metrics.rs");
+    let text = dashboard.to_string();
+    let mut seen = 0;
+    for (i, _) in text.match_indices("gateway_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = name.trim_end_matches("_bucket");
+        if base == "gateway_overview" {
+            continue;
+        }
+        assert!(
+            metrics_src.contains(&format!("\"{base}\"")),
+            "the dashboard uses {base}, which the gateway does not define"
+        );
+        seen += 1;
+    }
+    assert!(seen > 10);
+
+    // The migration guide covers every directive of the reference nginx.conf's proxying.
+    let guide = repo("docs/migrating-from-nginx.md");
+    for d in [
+        "client_max_body_size",
+        "gzip_types",
+        "proxy_read_timeout",
+        "proxy_buffering",
+        "ssl_ciphers",
+        "keepalive 32",
+        "acme-challenge",
+        "X-Forwarded-For",
+    ] {
+        assert!(guide.contains(d), "the guide does not mention {d}");
+    }
+}

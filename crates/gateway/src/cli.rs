@@ -53,6 +53,11 @@ pub enum Command {
         #[arg(long)]
         log: Option<PathBuf>,
     },
+    /// Exit 0 when the running gateway answers on its metrics listener (container healthcheck).
+    Healthcheck {
+        #[arg(short, long, default_value = "proxy.toml")]
+        config: PathBuf,
+    },
     /// List certificates: names, issuer, expiry, next renewal, last error.
     Certs {
         #[arg(short, long, default_value = "proxy.toml")]

@@ -6,6 +6,7 @@
 mod acme;
 mod admin;
 mod cli;
+mod health;
 mod inspect;
 mod reload;
 mod run;
@@ -41,8 +42,19 @@ fn main() -> ExitCode {
             }
         }
         cli::Command::Certs { config } => acme::certs(&config),
-        cli::Command::Upgrade { config, run_dir, binary, log } => {
-            match upgrade::upgrade(upgrade::UpgradeArgs { config, run_dir, binary, log }) {
+        cli::Command::Healthcheck { config } => health::check(&config),
+        cli::Command::Upgrade {
+            config,
+            run_dir,
+            binary,
+            log,
+        } => {
+            match upgrade::upgrade(upgrade::UpgradeArgs {
+                config,
+                run_dir,
+                binary,
+                log,
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gateway upgrade: {e:#}");

@@ -39,7 +39,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     };
-    crate::telemetry::init(&cfg.logging.level, Metrics::global().tls_handshake_failures.clone());
+    crate::telemetry::init(
+        &cfg.logging.level,
+        Metrics::global().tls_handshake_failures.clone(),
+    );
     std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating {}", args.run_dir.display()))?;
 
     let certs = CertStore::new();
@@ -57,7 +60,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     ensure_a_certificate(&certs, &cfg);
     reload::publish_expiry(&shared);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     shared.metrics.last_reload_success.set(now);
 
     let opt = Opt {

@@ -39,7 +39,9 @@ pub fn init(level: &str, handshake_failures: IntCounter) {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_log::LogTracer::init();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
     // The counting layer sees every event, whatever the log level shows.
     let _ = tracing_subscriber::registry()
         .with(HandshakeFailures(handshake_failures))

@@ -30,7 +30,8 @@ fn alive(pid: i32) -> bool {
 
 pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
     let pid_file = crate::run::pid_path(&a.run_dir);
-    let old = read_pid(&pid_file).with_context(|| format!("no running gateway recorded in {}", pid_file.display()))?;
+    let old = read_pid(&pid_file)
+        .with_context(|| format!("no running gateway recorded in {}", pid_file.display()))?;
     if !alive(old) {
         bail!("process {old} from {} is not running", pid_file.display());
     }
@@ -39,12 +40,25 @@ pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
         None => std::env::current_exe().context("locating the gateway binary")?,
     };
     // Refuse before touching anything when the new binary rejects the configuration.
-    let check = Command::new(&exe).arg("check").arg("--config").arg(&a.config).output().context("running check")?;
+    let check = Command::new(&exe)
+        .arg("check")
+        .arg("--config")
+        .arg(&a.config)
+        .output()
+        .context("running check")?;
     if !check.status.success() {
-        bail!("the new process would refuse the configuration:\n{}", String::from_utf8_lossy(&check.stderr));
+        bail!(
+            "the new process would refuse the configuration:\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
     }
     let mut cmd = Command::new(&exe);
-    cmd.arg("run").arg("--upgrade").arg("--config").arg(&a.config).arg("--run-dir").arg(&a.run_dir);
+    cmd.arg("run")
+        .arg("--upgrade")
+        .arg("--config")
+        .arg(&a.config)
+        .arg("--run-dir")
+        .arg(&a.run_dir);
     match &a.log {
         Some(path) => {
             let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
