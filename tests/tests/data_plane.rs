@@ -499,3 +499,24 @@ async fn upstream_names_resolve_at_run_time_and_unknown_names_fail_cleanly() {
     assert_eq!(c.get(gw.url("/nowhere/x")).send().await.unwrap().status(), 502);
     assert_eq!(c.get(gw.url("/named/y")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn access_log_in_json() {
+    let up = upstream::echo().await;
+    let cfg = simple_config(up.addr, "").replace("access_log = \"combined\"", "access_log = \"json\"");
+    let gw = Gateway::start(&cfg).await;
+    let r = client::http(false).get(gw.url("/logged?q=1")).header("User-Agent", "test-agent").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let line = gateway_tests::poll_until(Duration::from_secs(10), "the access line", || {
+        let out = gw.stdout();
+        async move { out.lines().find(|l| l.contains("/logged")).map(str::to_owned) }
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "all");
+    assert_eq!(v["upstream"], "echo");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["user_agent"], "test-agent");
+    assert!(v["bytes"].as_u64().unwrap() > 0 && v["duration_ms"].as_f64().is_some());
+}
