@@ -343,7 +343,9 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = tempfile.mkdtemp(prefix="gateway-bench-")
-    os.makedirs(f"{tmp}/www")
+    # nginx workers drop privileges (nobody) when started as root: keep the files readable.
+    os.chmod(tmp, 0o755)
+    os.makedirs(f"{tmp}/www", mode=0o755)
     with open(f"{tmp}/www/json", "wb") as f:
         f.write(JSON_BODY)
     html = big_html()

@@ -55,6 +55,8 @@ pub struct Server {
     pub pid_file: Option<PathBuf>,
     /// Reload automatically when `proxy.toml` changes on disk.
     pub watch_config: bool,
+    /// One work-stealing runtime (true) or one runtime per thread (false, the default).
+    pub work_stealing: bool,
     /// How often upstream host names are resolved again.
     pub dns_refresh: Duration,
 }

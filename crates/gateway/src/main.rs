@@ -15,6 +15,10 @@ mod telemetry;
 mod upgrade;
 
 use clap::Parser;
+
+// glibc malloc's arena locks showed up as futex waits under load; mimalloc has per-thread heaps.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -34,6 +34,9 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
         upstream_keepalive_pool_size: cfg.upstreams.iter().map(|u| u.keepalive).sum::<usize>().max(1),
         // Total attempts, not retries: one try, and errors are marked non-retryable (fast 502).
         max_retries: 1,
+        // Like nginx workers: each thread runs its own connections; measured faster than
+        // work stealing on 2 cores (fewer cross-thread wake-ups).
+        work_stealing: cfg.server.work_stealing,
         pid_file: pid.display().to_string(),
         upgrade_sock: run_dir.join("gateway_upgrade.sock").display().to_string(),
         ..ServerConf::default()
