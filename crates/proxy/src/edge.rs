@@ -95,7 +95,8 @@ async fn read_head(
     shutdown: &mut ShutdownWatch,
     linger: Duration,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Most request heads fit; the buffer grows for the rest.
+    let mut buf = BytesMut::with_capacity(1024);
     // Waiting for the first byte is keepalive idleness, not a slow request: close quietly.
     // On shutdown an idle connection lingers a little: a client about to reuse it gets one
     // more answer, with `Connection: close`, instead of racing a closing socket.
@@ -228,7 +229,9 @@ impl ServerApp for Edge {
                 session.set_keepalive(None);
             }
             session.set_pipelined_prefix(prefix);
-            let reused = HttpServerApp::process_new_http(&self.proxy, session, shutdown).await?;
+            // Boxed: the proxy's state machine is large, and an idle keepalive connection should
+            // not carry it while it waits for its next request.
+            let reused = Box::pin(HttpServerApp::process_new_http(&self.proxy, session, shutdown)).await?;
             let (s, p) = reused.consume();
             stream = s;
             persistent = p;

@@ -7,6 +7,7 @@ use crate::redirect::Redirect;
 use crate::state::Shared;
 use gateway_config::Config;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -66,7 +67,12 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
     tls.set_cert_resolver(shared.certs.clone());
     tls.enable_h2();
-    https.add_tls_with_settings(&listen.https.to_string(), None, tls);
+    // Pingora's default 64 KiB read buffer per connection was most of an idle TLS
+    // connection's memory (94 KB each at 10,000 idle connections; 34 KB with 4 KiB).
+    // rustls asks for at most 4 KiB per read anyway.
+    https.add_listener(
+        ListenerConfig::tcp(listen.https.to_string()).tls(tls).l4_buffer(L4BufferSettings::new(4096, 1460)),
+    );
     server.add_service(https);
 
     if let Some(addr) = listen.http {
