@@ -505,7 +505,12 @@ async fn access_log_in_json() {
     let up = upstream::echo().await;
     let cfg = simple_config(up.addr, "").replace("access_log = \"combined\"", "access_log = \"json\"");
     let gw = Gateway::start(&cfg).await;
-    let r = client::http(false).get(gw.url("/logged?q=1")).header("User-Agent", "test-agent").send().await.unwrap();
+    let r = client::http(false)
+        .get(gw.url("/logged?q=1"))
+        .header("User-Agent", "test-agent")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let line = gateway_tests::poll_until(Duration::from_secs(10), "the access line", || {
         let out = gw.stdout();

@@ -22,13 +22,33 @@ enum Cmd {
     /// WebSocket echo upstream.
     WsServer { addr: SocketAddr },
     /// SSE upstream: every stream gets an event every `interval_ms`.
-    SseServer { addr: SocketAddr, #[arg(long, default_value_t = 100)] interval_ms: u64 },
+    SseServer {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+    },
     /// `conns` WebSockets through the proxy, each echoing messages in a loop for `secs`.
-    WsLoad { addr: SocketAddr, #[arg(long, default_value_t = 64)] conns: usize, #[arg(long, default_value_t = 5)] secs: u64 },
+    WsLoad {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// `conns` SSE streams through the proxy for `secs`; counts events.
-    SseLoad { addr: SocketAddr, #[arg(long, default_value_t = 1000)] conns: usize, #[arg(long, default_value_t = 5)] secs: u64 },
+    SseLoad {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// Opens `conns` TLS connections, one request each, keeps them idle until stdin closes.
-    Idle { addr: SocketAddr, #[arg(long, default_value_t = 10000)] conns: usize },
+    Idle {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 10000)]
+        conns: usize,
+    },
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
@@ -62,7 +82,9 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
     let mut cfg = rustls::ClientConfig::builder()
@@ -91,7 +113,9 @@ async fn ws_server(addr: SocketAddr) {
     while let Ok((s, _)) = l.accept().await {
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
-            let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+            let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                return;
+            };
             while let Some(Ok(m)) = ws.next().await {
                 if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
                     break;
@@ -142,7 +166,9 @@ async fn ws_load(addr: SocketAddr, conns: usize, secs: u64) {
             let mut rtts = Vec::new();
             let Ok(stream) = tls(addr).await else { return rtts };
             let url = format!("wss://localhost:{}/ws/echo", addr.port());
-            let Ok((mut ws, _)) = tokio_tungstenite::client_async(url, stream).await else { return rtts };
+            let Ok((mut ws, _)) = tokio_tungstenite::client_async(url, stream).await else {
+                return rtts;
+            };
             let payload = "x".repeat(64);
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -221,7 +247,9 @@ async fn idle(addr: SocketAddr, conns: usize) {
         for _ in 0..200.min(conns - chunk * 200) {
             batch.push(tokio::spawn(async move {
                 let mut s = tls(addr).await.ok()?;
-                s.write_all(b"GET /json HTTP/1.1\r\nHost: localhost\r\n\r\n").await.ok()?;
+                s.write_all(b"GET /json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .ok()?;
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.ok()?;
                 (n > 0).then_some(s)

@@ -10,7 +10,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("parse_and_validate_shipped", |b| {
         b.iter(|| gateway_config::parse(black_box(&src), &path, &env).expect("valid"))
     });
-    let broken = src.replace("keepalive = 32", "keepalve = 32").replace("upstream = \"n8n\"", "upstream = \"n9n\"");
+    let broken = src
+        .replace("keepalive = 32", "keepalve = 32")
+        .replace("upstream = \"n8n\"", "upstream = \"n9n\"");
     c.bench_function("report_errors_broken_file", |b| {
         b.iter(|| gateway_config::parse(black_box(&broken), &path, &env).expect_err("broken"))
     });

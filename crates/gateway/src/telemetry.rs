@@ -47,7 +47,9 @@ pub fn init(level: &str, handshake_failures: IntCounter) {
         Some(Level::WARN) | Some(Level::ERROR) => log::LevelFilter::Warn,
     };
     let _ = tracing_log::LogTracer::builder().with_max_level(max).init();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(true);
     let counting = tracing_subscriber::filter::filter_fn(|m| {
         *m.level() <= Level::WARN && m.target().starts_with("pingora_core::services::listening")
     });

@@ -283,8 +283,12 @@ impl ProxyHttp for Gateway {
                 headers::add_vary_accept_encoding(resp)?;
             }
             if let Some(alg) = chosen {
+                let declared_length = resp
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
                 headers::mark_encoded(resp, alg.token())?;
-                ctx.encoder = Some(snap.compression.encoder(alg));
+                ctx.encoder = Some(snap.compression.encoder(alg, declared_length));
             }
         }
         Ok(())

@@ -71,7 +71,9 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     // connection's memory (94 KB each at 10,000 idle connections; 34 KB with 4 KiB).
     // rustls asks for at most 4 KiB per read anyway.
     https.add_listener(
-        ListenerConfig::tcp(listen.https.to_string()).tls(tls).l4_buffer(L4BufferSettings::new(4096, 1460)),
+        ListenerConfig::tcp(listen.https.to_string())
+            .tls(tls)
+            .l4_buffer(L4BufferSettings::new(4096, 1460)),
     );
     server.add_service(https);
 
