@@ -125,3 +125,31 @@ async fn tls_1_2_and_1_3_both_negotiate() {
         assert_eq!(connector.connect(name, tcp).await.is_ok(), ok, "{version:?}");
     }
 }
+
+#[tokio::test]
+async fn tls_sessions_are_resumed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cfg = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(client::Capture::default()))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        kinds.push(s.get_ref().1.handshake_kind());
+        // Reading the answer also reads the session tickets sent after the handshake.
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        assert!(buf.starts_with(b"HTTP/1.1 200"));
+    }
+    assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
+    assert_eq!(kinds[1], Some(rustls::HandshakeKind::Resumed), "the second connection resumes the session");
+}
