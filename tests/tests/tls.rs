@@ -145,11 +145,17 @@ async fn tls_sessions_are_resumed() {
         let mut s = connector.connect(name, tcp).await.unwrap();
         kinds.push(s.get_ref().1.handshake_kind());
         // Reading the answer also reads the session tickets sent after the handshake.
-        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf).await;
         assert!(buf.starts_with(b"HTTP/1.1 200"));
     }
     assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
-    assert_eq!(kinds[1], Some(rustls::HandshakeKind::Resumed), "the second connection resumes the session");
+    assert_eq!(
+        kinds[1],
+        Some(rustls::HandshakeKind::Resumed),
+        "the second connection resumes the session"
+    );
 }
