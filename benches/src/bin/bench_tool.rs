@@ -48,6 +48,9 @@ enum Cmd {
         addr: SocketAddr,
         #[arg(long, default_value_t = 10000)]
         conns: usize,
+        /// Only the TLS handshake, no request.
+        #[arg(long)]
+        handshake_only: bool,
     },
 }
 
@@ -239,7 +242,7 @@ async fn sse_load(addr: SocketAddr, conns: usize, secs: u64) {
     );
 }
 
-async fn idle(addr: SocketAddr, conns: usize) {
+async fn idle(addr: SocketAddr, conns: usize, handshake_only: bool) {
     let mut held = Vec::with_capacity(conns);
     let mut failed = 0;
     for chunk in 0..conns.div_ceil(200) {
@@ -247,6 +250,9 @@ async fn idle(addr: SocketAddr, conns: usize) {
         for _ in 0..200.min(conns - chunk * 200) {
             batch.push(tokio::spawn(async move {
                 let mut s = tls(addr).await.ok()?;
+                if handshake_only {
+                    return Some(s);
+                }
                 s.write_all(b"GET /json HTTP/1.1\r\nHost: localhost\r\n\r\n")
                     .await
                     .ok()?;
@@ -284,6 +290,10 @@ async fn main() {
         Cmd::SseServer { addr, interval_ms } => sse_server(addr, Duration::from_millis(interval_ms)).await,
         Cmd::WsLoad { addr, conns, secs } => ws_load(addr, conns, secs).await,
         Cmd::SseLoad { addr, conns, secs } => sse_load(addr, conns, secs).await,
-        Cmd::Idle { addr, conns } => idle(addr, conns).await,
+        Cmd::Idle {
+            addr,
+            conns,
+            handshake_only,
+        } => idle(addr, conns, handshake_only).await,
     }
 }

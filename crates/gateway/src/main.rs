@@ -17,6 +17,7 @@ mod upgrade;
 use clap::Parser;
 
 // glibc malloc's arena locks showed up as futex waits under load; mimalloc has per-thread heaps.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;

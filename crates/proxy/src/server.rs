@@ -68,12 +68,14 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     tls.set_cert_resolver(shared.certs.clone());
     tls.enable_h2();
     // Pingora's default 64 KiB read buffer per connection was most of an idle TLS
-    // connection's memory (94 KB each at 10,000 idle connections; 34 KB with 4 KiB).
-    // rustls asks for at most 4 KiB per read anyway.
+    // connection's memory (94 KB each at 10,000 idle connections).
+    // rustls reads 4 KiB at a time into its own buffer and a buffered reader passes reads
+    // at least as large as its buffer straight through, so a small one costs no syscalls
+    // (heap profile of an idle connection: benches/RESULTS.md).
     https.add_listener(
         ListenerConfig::tcp(listen.https.to_string())
             .tls(tls)
-            .l4_buffer(L4BufferSettings::new(4096, 1460)),
+            .l4_buffer(L4BufferSettings::new(1024, 1460)),
     );
     server.add_service(https);
 
