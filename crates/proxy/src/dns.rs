@@ -27,6 +27,8 @@ pub struct Dns {
     wake: Notify,
     refresh: Mutex<Duration>,
     rr: AtomicUsize,
+    /// Names whose last lookup failed, so a lasting failure is logged once, not every refresh.
+    failing: Mutex<std::collections::HashSet<Key>>,
 }
 
 impl Dns {
@@ -82,6 +84,10 @@ impl Dns {
             }
             match lookup(&host, port).await {
                 Ok(addrs) => {
+                    self.failing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&(host.clone(), port));
                     let changed = self
                         .cache
                         .load()
@@ -93,7 +99,16 @@ impl Dns {
                     self.store((host, port), addrs);
                 }
                 // Keep the last known addresses: a DNS hiccup must not take an upstream down.
-                Err(e) => tracing::warn!(upstream.host = %host, port, error = %e, "cannot resolve upstream"),
+                Err(e) => {
+                    let first = self
+                        .failing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((host.clone(), port));
+                    if first {
+                        tracing::warn!(upstream.host = %host, port, error = %e, "cannot resolve upstream (retrying every refresh; logged once)");
+                    }
+                }
             }
         }
     }
