@@ -39,6 +39,8 @@ pub struct Ctx {
     pub peer: Option<SocketAddr>,
     /// Set when the request was refused before routing (status already sent).
     pub answered: bool,
+    /// One span per request: error lines logged for it carry method, path and route.
+    pub span: tracing::Span,
 }
 
 impl Ctx {
@@ -89,6 +91,7 @@ impl ProxyHttp for Gateway {
             status: 0,
             peer: None,
             answered: false,
+            span: tracing::Span::none(),
         }
     }
 
@@ -98,6 +101,13 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.started = Instant::now();
+        let req = session.req_header();
+        ctx.span = tracing::info_span!(
+            "request",
+            method = %req.method,
+            path = req.uri.path(),
+            route = tracing::field::Empty,
+        );
         let limits = &ctx.snap.config.limits;
         let req = session.req_header();
         if req.headers.len() > limits.max_header_count {
@@ -127,6 +137,9 @@ impl ProxyHttp for Gateway {
                 index, upstream_path, ..
             } => {
                 ctx.route = Some(index);
+                if let Some(r) = snap.config.routes.get(index) {
+                    ctx.span.record("route", r.name.as_str());
+                }
                 ctx.upstream_path = upstream_path;
             }
             Decision::Redirect { location } => {
@@ -405,7 +418,9 @@ impl ProxyHttp for Gateway {
         m.bytes_received.inc_by(ctx.request_body);
         if let Some(e) = e {
             if status >= 500 {
-                tracing::warn!(route, upstream = ctx.upstream_name(), peer = ?ctx.peer, status, error = %e, "request failed");
+                ctx.span.in_scope(|| {
+                    tracing::warn!(upstream = ctx.upstream_name(), peer = ?ctx.peer, status, error = %e, "request failed")
+                });
             }
         }
         access::log(
