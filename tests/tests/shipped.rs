@@ -156,3 +156,48 @@ fn deploy_files_agree_with_the_gateway() {
         assert!(guide.contains(d), "the guide does not mention {d}");
     }
 }
+
+/// Every key of the file format is documented in docs/configuration.md.
+#[test]
+fn every_config_key_is_documented() {
+    let format = repo("crates/config/src/file.rs");
+    let doc = repo("docs/configuration.md");
+    let mut checked = 0;
+    for line in format.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("pub ") else {
+            continue;
+        };
+        let Some((name, _)) = rest.split_once(':') else {
+            continue;
+        };
+        if name.contains(' ') || name.contains('(') {
+            continue;
+        }
+        // Section fields (listen, tls, routes...) are documented as sections.
+        if [
+            "listen",
+            "server",
+            "tls",
+            "acme",
+            "limits",
+            "compression",
+            "security",
+            "forwarding",
+            "logging",
+            "upstreams",
+            "routes",
+            "certificates",
+        ]
+        .contains(&name)
+        {
+            continue;
+        }
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "docs/configuration.md does not document `{name}`"
+        );
+        checked += 1;
+    }
+    assert!(checked > 40, "only {checked} keys found");
+}

@@ -51,7 +51,6 @@ pub struct Server {
     pub threads: Option<Spanned<i64>>,
     pub grace_period: Option<S>,
     pub acme_webroot: Option<S>,
-    pub pid_file: Option<S>,
     pub watch_config: Option<bool>,
     pub work_stealing: Option<bool>,
     pub dns_refresh: Option<S>,

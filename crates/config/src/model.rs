@@ -52,7 +52,6 @@ pub struct Server {
     pub grace_period: Duration,
     /// Directory served under `/.well-known/acme-challenge/` (certbot's webroot mode).
     pub acme_webroot: Option<PathBuf>,
-    pub pid_file: Option<PathBuf>,
     /// Reload automatically when `proxy.toml` changes on disk.
     pub watch_config: bool,
     /// One work-stealing runtime (true) or one runtime per thread (false, the default).

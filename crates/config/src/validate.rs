@@ -177,7 +177,6 @@ pub(crate) fn convert(
         threads: cx.int(&f.server.threads, 1, 1024, "threads", cpus) as usize,
         grace_period: cx.duration(&f.server.grace_period, Duration::from_secs(8)),
         acme_webroot: f.server.acme_webroot.as_ref().and_then(|s| cx.path(s)),
-        pid_file: f.server.pid_file.as_ref().and_then(|s| cx.path(s)),
         watch_config: f.server.watch_config.unwrap_or(true),
         work_stealing: f.server.work_stealing.unwrap_or(false),
         dns_refresh: cx.duration(&f.server.dns_refresh, Duration::from_secs(30)),

@@ -22,11 +22,7 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
     // Pingora waits the whole grace period, then gives runtimes a final timeout: split the
     // configured grace so the process is gone within it (docker kills after 10 s).
     let grace = cfg.server.grace_period.as_secs();
-    let pid = cfg
-        .server
-        .pid_file
-        .clone()
-        .unwrap_or_else(|| run_dir.join("gateway.pid"));
+    let pid = run_dir.join("gateway.pid");
     ServerConf {
         threads: cfg.server.threads,
         grace_period_seconds: Some(grace.saturating_sub(1)),
