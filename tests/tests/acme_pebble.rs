@@ -297,8 +297,13 @@ async fn pebble_unwritable_storage_keeps_old_files_and_reports() {
         std::fs::read(storage.path().join("main/privkey.pem")).unwrap(),
         old_files.1
     );
-    let status = std::fs::read_to_string(storage.path().join("main/status.json")).unwrap_or_default();
-    assert!(status.contains("could not be stored"), "status: {status}");
+    // The status file (read by `gateway certs`) is written just after the log line.
+    let status_path = storage.path().join("main/status.json");
+    poll_until(Duration::from_secs(10), "the error in status.json", || {
+        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+        async move { status.contains("could not be stored").then_some(()) }
+    })
+    .await;
     // The new certificate is still served from memory.
     let root = pebble.issuing_root().await;
     assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
