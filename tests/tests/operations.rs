@@ -177,11 +177,13 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
         async move { log.contains("need new sockets").then_some(()) }
     })
     .await;
-    assert_eq!(
-        config_version(&c, &gw).await.as_deref(),
-        Some("8"),
-        "the rest was applied"
-    );
+    // The warning is logged before the new snapshot is swapped in: poll for it.
+    poll_until(Duration::from_secs(10), "the rest of the change to apply", || {
+        let c = c.clone();
+        let gw = &gw;
+        async move { (config_version(&c, gw).await.as_deref() == Some("8")).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test]
