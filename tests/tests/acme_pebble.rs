@@ -349,3 +349,40 @@ async fn pebble_is_reached_through_an_https_proxy() {
         "the CA was reached through the proxy"
     );
 }
+
+#[tokio::test]
+async fn pebble_validation_failure_is_logged_with_the_ca_detail() {
+    let storage = tempfile::tempdir().unwrap();
+    // Pebble validates HTTP-01 on a port where nothing listens.
+    let pebble = Pebble::start(free_port(), &[]).await;
+    let up = upstream::echo().await;
+    let cfg = config(&pebble, storage.path(), up.addr).replace(
+        &format!("http = \"127.0.0.1:{}\"", pebble.http_port),
+        "http = \"{HTTP}\"",
+    );
+    let gw = Gateway::start(&cfg).await;
+    let line = poll_until(
+        Duration::from_secs(60),
+        "the failed validation in the log",
+        || {
+            let log = gw.stderr();
+            async move {
+                log.lines()
+                    .find(|l| l.contains("validation failed"))
+                    .map(str::to_owned)
+            }
+        },
+    )
+    .await;
+    assert!(
+        line.contains("a.gateway.test") || line.contains("b.gateway.test"),
+        "{line}"
+    );
+    assert!(
+        line.to_ascii_lowercase().contains("connect"),
+        "the CA's detail is in the line: {line}"
+    );
+    // Still serving the placeholder, and still retrying.
+    let (_, cert) = client::tls(gw.https, NAMES[0]).await;
+    assert_eq!(client::cert_names(&cert), NAMES.to_vec());
+}

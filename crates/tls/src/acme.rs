@@ -55,10 +55,23 @@ fn describe(e: &instant_acme::Error) -> String {
                 .as_deref()
                 .unwrap_or("error")
                 .trim_start_matches("urn:ietf:params:acme:error:");
-            let mut s = format!(
-                "the CA refused ({kind}): {}",
-                p.detail.as_deref().unwrap_or("no detail")
-            );
+            // These problem types mean the CA tried to validate and could not reach or
+            // verify us; say so, since "refused" would point at the CA.
+            let validation = [
+                "connection",
+                "dns",
+                "unauthorized",
+                "incorrectResponse",
+                "tls",
+                "caa",
+            ]
+            .contains(&kind);
+            let what = if validation {
+                "validation failed"
+            } else {
+                "the CA refused"
+            };
+            let mut s = format!("{what} ({kind}): {}", p.detail.as_deref().unwrap_or("no detail"));
             for sub in &p.subproblems {
                 s.push_str(&format!("; {}", sub.detail.as_deref().unwrap_or("")));
             }
