@@ -43,10 +43,11 @@ pub struct AcmeManager {
     accounts: tokio::sync::Mutex<HashMap<String, Account>>,
     /// Index into the directory list, shared by all certificates.
     directory: Mutex<usize>,
+    retry_after: Arc<crate::acme_http::RetryAfter>,
 }
 
 /// A failure, worded for the log: what failed and what the CA said.
-fn describe(e: &instant_acme::Error) -> String {
+fn describe(e: &instant_acme::Error, retry_after: Option<String>) -> String {
     use instant_acme::Error as E;
     match e {
         E::Api(p) => {
@@ -76,7 +77,10 @@ fn describe(e: &instant_acme::Error) -> String {
                 s.push_str(&format!("; {}", sub.detail.as_deref().unwrap_or("")));
             }
             if kind == "rateLimited" {
-                s.push_str(" (rate limited: retrying with backoff)");
+                match retry_after {
+                    Some(after) => s.push_str(&format!(" (rate limited; the CA says retry after {after})")),
+                    None => s.push_str(" (rate limited: retrying with backoff)"),
+                }
             }
             s
         }
@@ -132,6 +136,7 @@ impl AcmeManager {
             observer,
             accounts: tokio::sync::Mutex::new(HashMap::new()),
             directory: Mutex::new(0),
+            retry_after: Arc::default(),
         }
     }
 
@@ -316,8 +321,10 @@ impl AcmeManager {
         for _ in 0..10 {
             match self.issue(c).await {
                 Ok(l) => return Ok(l),
-                Err(IssueError::Acme(e)) if is_bad_nonce(&e) || is_unknown_account(&e) => last = describe(&e),
-                Err(IssueError::Acme(e)) => return Err(describe(&e)),
+                Err(IssueError::Acme(e)) if is_bad_nonce(&e) || is_unknown_account(&e) => {
+                    last = describe(&e, None)
+                }
+                Err(IssueError::Acme(e)) => return Err(describe(&e, self.retry_after.take())),
                 Err(IssueError::Other(m)) => return Err(m),
             }
         }
@@ -502,8 +509,12 @@ impl AcmeManager {
     }
 
     fn builder(&self) -> Result<AccountBuilder, IssueError> {
-        crate::acme_http::builder(self.cfg.ca_root.as_deref(), self.cfg.https_proxy.as_deref())
-            .map_err(IssueError::Other)
+        crate::acme_http::builder(
+            self.cfg.ca_root.as_deref(),
+            self.cfg.https_proxy.as_deref(),
+            self.retry_after.clone(),
+        )
+        .map_err(IssueError::Other)
     }
 
     /// The account for `directory`: stored credentials when present, else a new account
@@ -616,6 +627,31 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
 #[cfg(test)]
 mod tests {
     use super::is_public_name;
+
+    #[test]
+    fn problems_are_worded_for_the_log() {
+        use super::describe;
+        let problem = |kind: &str, detail: &str| {
+            let json =
+                format!(r#"{{"type":"urn:ietf:params:acme:error:{kind}","detail":"{detail}","status":400}}"#);
+            instant_acme::Error::Api(serde_json::from_str(&json).unwrap())
+        };
+        let rl = describe(
+            &problem("rateLimited", "too many certificates"),
+            Some("3600".into()),
+        );
+        assert!(
+            rl.contains("too many certificates") && rl.contains("retry after 3600"),
+            "{rl}"
+        );
+        let v = describe(&problem("connection", "dial tcp: refused"), None);
+        assert!(
+            v.starts_with("validation failed (connection): dial tcp: refused"),
+            "{v}"
+        );
+        let other = describe(&problem("malformed", "bad CSR"), None);
+        assert!(other.starts_with("the CA refused (malformed)"), "{other}");
+    }
 
     #[test]
     fn public_names() {

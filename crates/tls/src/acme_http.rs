@@ -1,13 +1,54 @@
-//! The HTTP client instant-acme uses: the platform's roots or a private CA root, and an
-//! optional HTTPS proxy (CONNECT) for reaching the CA.
+//! The HTTP client instant-acme uses: the platform's roots or a private CA root, an
+//! optional HTTPS proxy (CONNECT) for reaching the CA, and a record of the CA's last
+//! `Retry-After` (instant-acme's problem type drops headers; a rate-limit log line needs it).
 
 use bytes::Bytes;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use instant_acme::{Account, AccountBuilder, BodyWrapper};
+use instant_acme::{Account, AccountBuilder, BodyWrapper, BytesResponse, HttpClient};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// The most recent `Retry-After` value the CA sent.
+#[derive(Default, Debug)]
+pub struct RetryAfter(Mutex<Option<String>>);
+
+impl RetryAfter {
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+struct Recording {
+    inner: Box<dyn HttpClient>,
+    retry_after: Arc<RetryAfter>,
+}
+
+impl HttpClient for Recording {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.inner.request(req);
+        let slot = self.retry_after.clone();
+        Box::pin(async move {
+            let rsp = fut.await?;
+            if let Some(v) = rsp
+                .parts
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+            {
+                *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.to_owned());
+            }
+            Ok(rsp)
+        })
+    }
+}
 
 fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
@@ -36,24 +77,36 @@ fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
 }
 
 /// An account builder for the configured CA root and proxy.
-pub fn builder(ca_root: Option<&Path>, proxy: Option<&str>) -> Result<AccountBuilder, String> {
-    match (ca_root, proxy) {
-        (None, None) => Account::builder().map_err(|e| e.to_string()),
-        (Some(root), None) => {
-            Account::builder_with_root(root).map_err(|e| format!("ca_root {}: {e}", root.display()))
-        }
-        (_, Some(proxy)) => {
-            let proxy_uri: http::Uri = proxy.parse().map_err(|e| format!("https_proxy `{proxy}`: {e}"))?;
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            let tunnel = Tunnel::new(proxy_uri, http);
+pub fn builder(
+    ca_root: Option<&Path>,
+    proxy: Option<&str>,
+    retry_after: Arc<RetryAfter>,
+) -> Result<AccountBuilder, String> {
+    let tls = tls_config(ca_root)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let inner: Box<dyn HttpClient> = match proxy {
+        None => {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls_config(ca_root)?)
+                .with_tls_config(tls)
                 .https_only()
                 .enable_http1()
-                .wrap_connector(tunnel);
-            let client: Client<_, BodyWrapper<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-            Ok(Account::builder_with_http(Box::new(client)))
+                .enable_http2()
+                .wrap_connector(http);
+            Box::new(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https))
         }
-    }
+        Some(proxy) => {
+            let proxy_uri: http::Uri = proxy.parse().map_err(|e| format!("https_proxy `{proxy}`: {e}"))?;
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only()
+                .enable_http1()
+                .wrap_connector(Tunnel::new(proxy_uri, http));
+            Box::new(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https))
+        }
+    };
+    Ok(Account::builder_with_http(Box::new(Recording {
+        inner,
+        retry_after,
+    })))
 }
