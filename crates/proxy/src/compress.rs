@@ -66,10 +66,7 @@ impl CompressionPolicy {
         if no_transform {
             return None;
         }
-        let length = resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let length = crate::headers::content_length(&resp.headers);
         if length.is_some_and(|n| n < self.min_length) {
             return None;
         }

@@ -31,6 +31,13 @@ pub fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
+/// The declared `Content-Length`, if it is one number.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+}
+
 /// Content-Length together with Transfer-Encoding (request smuggling), or several
 /// different Content-Length values: nginx refuses both with 400.
 pub fn is_ambiguous_framing(req: &RequestHeader) -> bool {

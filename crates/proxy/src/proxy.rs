@@ -161,11 +161,7 @@ impl ProxyHttp for Gateway {
             Decision::BadRequest(_) => return self.refuse(session, ctx, 400).await,
         }
         let route = &snap.config.routes[ctx.route.unwrap_or_default()];
-        let declared = session
-            .req_header()
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let declared = headers::content_length(&session.req_header().headers);
         if declared.is_some_and(|n| n > route.max_body) {
             return self.refuse(session, ctx, 413).await;
         }
@@ -296,10 +292,7 @@ impl ProxyHttp for Gateway {
                 headers::add_vary_accept_encoding(resp)?;
             }
             if let Some(alg) = chosen {
-                let declared_length = resp
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+                let declared_length = headers::content_length(&resp.headers);
                 headers::mark_encoded(resp, alg.token())?;
                 ctx.encoder = Some(snap.compression.encoder(alg, declared_length));
             }
