@@ -122,6 +122,25 @@ fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
 }
 
+/// Attempts per ACME request when the CA rejects only its nonce.
+const NONCE_TRIES: usize = 60;
+
+/// Evaluates `$attempt` (one awaited ACME request) again while the CA rejects only its
+/// nonce (RFC 8555 6.5: badNonce is always retryable), at most `NONCE_TRIES` times in all,
+/// so one unlucky request does not restart the whole order.
+macro_rules! retry_bad_nonce {
+    ($attempt:expr) => {{
+        let mut result = $attempt;
+        for _ in 1..NONCE_TRIES {
+            if !matches!(&result, Err(e) if is_bad_nonce(e)) {
+                break;
+            }
+            result = $attempt;
+        }
+        result
+    }};
+}
+
 impl AcmeManager {
     pub fn new(
         cfg: Acme,
@@ -348,9 +367,7 @@ impl AcmeManager {
         if let Some(r) = replaces.clone() {
             new_order = new_order.replaces(r);
         }
-        // Every request is retried on its own when the CA rejects only its nonce (RFC 8555
-        // 6.5: badNonce is always retryable), so one unlucky request does not restart the order.
-        const NONCE_TRIES: usize = 60;
+        // Every request below is retried on its own on badNonce (see `retry_bad_nonce`).
         let mut order = None;
         for _ in 0..NONCE_TRIES {
             match account.new_order(&new_order).await {
@@ -431,35 +448,15 @@ impl AcmeManager {
             if let Some(e) = auth_error {
                 return Err(e);
             }
-            let mut status = Err(instant_acme::Error::Str("not polled"));
-            for _ in 0..NONCE_TRIES {
-                status = order.poll_ready(&policy).await;
-                if !matches!(&status, Err(e) if is_bad_nonce(e)) {
-                    break;
-                }
-            }
-            let status = status?;
+            let status = retry_bad_nonce!(order.poll_ready(&policy).await)?;
             if status != OrderStatus::Ready {
                 return Err(IssueError::Other(
                     self.validation_errors(&mut order, status).await,
                 ));
             }
-            let mut key_pem = Err(instant_acme::Error::Str("not finalized"));
-            for _ in 0..NONCE_TRIES {
-                key_pem = order.finalize().await;
-                if !matches!(&key_pem, Err(e) if is_bad_nonce(e)) {
-                    break;
-                }
-            }
-            let key_pem = key_pem?;
-            let mut chain_pem = Err(instant_acme::Error::Str("not downloaded"));
-            for _ in 0..NONCE_TRIES {
-                chain_pem = order.poll_certificate(&policy).await;
-                if !matches!(&chain_pem, Err(e) if is_bad_nonce(e)) {
-                    break;
-                }
-            }
-            Ok((chain_pem?, key_pem))
+            let key_pem = retry_bad_nonce!(order.finalize().await)?;
+            let chain_pem = retry_bad_nonce!(order.poll_certificate(&policy).await)?;
+            Ok((chain_pem, key_pem))
         }
         .await;
         for t in &published {
@@ -545,17 +542,11 @@ impl AcmeManager {
                     terms_of_service_agreed: true,
                     only_return_existing: false,
                 };
-                let mut created = Err(instant_acme::Error::Str("not created"));
-                for _ in 0..60 {
-                    created = self
-                        .builder()?
+                let (account, creds) = retry_bad_nonce!(
+                    self.builder()?
                         .create(&new, directory.to_owned(), eab.as_ref())
-                        .await;
-                    if !matches!(&created, Err(e) if is_bad_nonce(e)) {
-                        break;
-                    }
-                }
-                let (account, creds) = created?;
+                        .await
+                )?;
                 let json = serde_json::to_vec_pretty(&creds).map_err(|e| IssueError::Other(e.to_string()))?;
                 match storage::write_atomic(&path, &json, 0o600) {
                     Ok(()) => tracing::info!(directory, file = %path.display(), "created ACME account"),
