@@ -27,6 +27,14 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
+/// Fills `{HTTPS}`, `{HTTP}`, `{METRICS}` and `{DIR}` in a configuration or an environment value.
+fn fill(text: &str, https: SocketAddr, http: SocketAddr, metrics: SocketAddr, dir: &Path) -> String {
+    text.replace("{HTTPS}", &https.to_string())
+        .replace("{HTTP}", &http.to_string())
+        .replace("{METRICS}", &metrics.to_string())
+        .replace("{DIR}", &dir.display().to_string())
+}
+
 /// A running gateway; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Gateway {
     pub child: Option<Child>,
@@ -46,24 +54,11 @@ impl Gateway {
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (https, http, metrics) = (crate::free_addr(), crate::free_addr(), crate::free_addr());
-        let text = toml
-            .replace("{HTTPS}", &https.to_string())
-            .replace("{HTTP}", &http.to_string())
-            .replace("{METRICS}", &metrics.to_string())
-            .replace("{DIR}", &dir.path().display().to_string());
+        let fill = |text: &str| fill(text, https, http, metrics, dir.path());
+        let text = fill(toml);
         let config = dir.path().join("proxy.toml");
         std::fs::write(&config, text).expect("write config");
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| {
-                let v = v
-                    .replace("{HTTPS}", &https.to_string())
-                    .replace("{HTTP}", &http.to_string())
-                    .replace("{METRICS}", &metrics.to_string())
-                    .replace("{DIR}", &dir.path().display().to_string());
-                (k.to_string(), v)
-            })
-            .collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), fill(v))).collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut g = Gateway {
             child: None,
@@ -157,11 +152,7 @@ impl Gateway {
 
     /// Rewrites the configuration file in place (the gateway watches it).
     pub fn write_config(&self, toml: &str) {
-        let text = toml
-            .replace("{HTTPS}", &self.https.to_string())
-            .replace("{HTTP}", &self.http.to_string())
-            .replace("{METRICS}", &self.metrics.to_string())
-            .replace("{DIR}", &self.dir.path().display().to_string());
+        let text = fill(toml, self.https, self.http, self.metrics, self.dir.path());
         let tmp = self.dir.path().join("proxy.toml.tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(tmp, &self.config).unwrap();

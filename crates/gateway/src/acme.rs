@@ -8,7 +8,7 @@ use pingora_core::services::background::BackgroundService;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// ACME events as Prometheus series.
 pub struct MetricsObserver(pub Arc<Metrics>);
@@ -21,10 +21,10 @@ impl Observer for MetricsObserver {
         self.0.acme_failures.with_label_values(&[certificate]).inc();
     }
     fn issued(&self, certificate: &str, not_after: SystemTime) {
-        let t = not_after
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.0.cert_expiry.with_label_values(&[certificate]).set(t);
+        self.0
+            .cert_expiry
+            .with_label_values(&[certificate])
+            .set(crate::reload::unix_seconds(not_after));
     }
 }
 

@@ -38,14 +38,19 @@ pub fn apply_certs(shared: &Shared, cfg: &Config) {
     publish_expiry(shared);
 }
 
+/// Seconds since the Unix epoch, the unit of the timestamp gauges.
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 pub fn publish_expiry(shared: &Shared) {
     for e in &shared.certs.snapshot().entries {
         if let Some(c) = &e.cert {
-            let t = c
-                .not_after
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            shared.metrics.cert_expiry.with_label_values(&[&e.name]).set(t);
+            shared
+                .metrics
+                .cert_expiry
+                .with_label_values(&[&e.name])
+                .set(unix_seconds(c.not_after));
         }
     }
 }
@@ -71,10 +76,7 @@ impl Reloader {
                 apply_certs(&self.shared, &cfg);
                 let routes = cfg.routes.len();
                 self.shared.apply(cfg);
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                m.last_reload_success.set(now);
+                m.last_reload_success.set(unix_seconds(SystemTime::now()));
                 tracing::info!(trigger = why, routes, file = %self.path.display(), "configuration reloaded");
             }
             Err(errors) => {

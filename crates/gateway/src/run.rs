@@ -60,10 +60,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     ensure_a_certificate(&certs, &cfg);
     reload::publish_expiry(&shared);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    shared.metrics.last_reload_success.set(now);
+    shared
+        .metrics
+        .last_reload_success
+        .set(reload::unix_seconds(std::time::SystemTime::now()));
 
     let opt = Opt {
         upgrade: args.upgrade,
