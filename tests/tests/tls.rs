@@ -159,3 +159,26 @@ async fn tls_sessions_are_resumed() {
         "the second connection resumes the session"
     );
 }
+
+#[tokio::test]
+async fn failed_handshakes_are_counted() {
+    use tokio::io::AsyncWriteExt;
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    // Not TLS at all: the handshake fails on the gateway's side.
+    let mut s = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    drop(s);
+    let metrics = format!("http://{}/metrics", gw.metrics);
+    poll_until(Duration::from_secs(10), "the failure counter", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+            text.lines()
+                .find(|l| l.starts_with("gateway_tls_handshake_failures_total "))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|n| *n >= 1.0)
+        }
+    })
+    .await;
+}

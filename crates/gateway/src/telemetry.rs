@@ -2,35 +2,42 @@
 //! in. Pingora reports failed TLS handshakes only as log lines; a layer here counts them.
 
 use prometheus::IntCounter;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing::Level;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-struct HandshakeFailures(IntCounter);
-
-struct MentionsHandshake(bool);
-
-impl Visit for MentionsHandshake {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" && format!("{value:?}").contains("handshake") {
-            self.0 = true;
-        }
-    }
+/// Pingora's `log` output, counted where it reports a failed TLS handshake, then handed to
+/// tracing. Counting here, before the bridge, sees the record's real target (bridged records
+/// share one callsite per level whose target is "log", which per-callsite filters cannot tell
+/// apart).
+struct CountingLogger {
+    bridge: tracing_log::LogTracer,
+    handshake_failures: IntCounter,
 }
 
-impl<S: Subscriber> Layer<S> for HandshakeFailures {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let m = event.metadata();
-        if *m.level() <= Level::WARN && m.target().starts_with("pingora_core::services::listening") {
-            let mut v = MentionsHandshake(false);
-            event.record(&mut v);
-            if v.0 {
-                self.0.inc();
-            }
-        }
+impl log::Log for CountingLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.bridge.enabled(metadata)
     }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() <= log::Level::Warn
+            && record.target().starts_with("pingora_core::services::listening")
+            && record.args().to_string().contains("handshake")
+        {
+            self.handshake_failures.inc();
+        }
+        // Pingora logs a pooled upstream connection lost to a race in its pool ("failed to
+        // acquire reusable stream") as an error; a new connection is opened and nothing
+        // fails, so it is not shown.
+        if record.level() == log::Level::Error && record.target() == "pingora_core::connectors" {
+            return;
+        }
+        self.bridge.log(record);
+    }
+
+    fn flush(&self) {}
 }
 
 /// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
@@ -46,22 +53,15 @@ pub fn init(level: &str, handshake_failures: IntCounter) {
         Some(Level::INFO) | None => log::LevelFilter::Info,
         Some(Level::WARN) | Some(Level::ERROR) => log::LevelFilter::Warn,
     };
-    let _ = tracing_log::LogTracer::builder().with_max_level(max).init();
+    let _ = log::set_boxed_logger(Box::new(CountingLogger {
+        bridge: tracing_log::LogTracer::new(),
+        handshake_failures,
+    }));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(true);
-    let counting = tracing_subscriber::filter::filter_fn(|m| {
-        *m.level() <= Level::WARN && m.target().starts_with("pingora_core::services::listening")
-    });
-    // Pingora logs a pooled upstream connection lost to a race between its threads
-    // ("failed to acquire reusable stream") as an error; a new connection is opened and
-    // nothing fails, so it is not shown.
-    let quiet = tracing_subscriber::filter::filter_fn(|m| {
-        !(m.target() == "pingora_core::connectors" && *m.level() == Level::ERROR)
-    });
     let _ = tracing_subscriber::registry()
-        .with(HandshakeFailures(handshake_failures).with_filter(counting))
-        .with(fmt.with_filter(filter).with_filter(quiet))
+        .with(fmt.with_filter(filter))
         .try_init();
     // `try_init` may reset `log`'s global level; the cap is what keeps Pingora's per-request
     // records from being built at all.
