@@ -170,6 +170,17 @@ impl Edge {
 #[async_trait]
 impl ServerApp for Edge {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // Tasks this connection spawns (idle upstream watchers) stay on its thread.
+        pingora_runtime::stay_on_this_thread(self.serve(stream, shutdown)).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.proxy).await;
+    }
+}
+
+impl Edge {
+    async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let m = &self.shared.metrics;
         m.open_connections.inc();
         let _open = OpenGuard(m.open_connections.clone());
@@ -236,10 +247,6 @@ impl ServerApp for Edge {
             stream = s;
             persistent = p;
         }
-    }
-
-    async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.proxy).await;
     }
 }
 
