@@ -12,6 +12,7 @@ Rounds alternate (nginx, gateway, nginx, gateway...) and ratios are computed wit
 Results: a table on stdout and JSON under target/bench/.
 
 Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,ws,idle,sse]
+       benches/compare.sh --serve   (start both proxies and wait: profile them by hand)
 """
 
 import argparse
@@ -337,6 +338,8 @@ def main():
     ap.add_argument("--tool", default=os.path.join(ROOT, "target/release/bench-tool"))
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench"))
+    ap.add_argument("--serve", action="store_true",
+                    help="start everything, print the ports and pids, and wait (for profiling by hand)")
     args = ap.parse_args()
     cases = args.cases.split(",")
 
@@ -377,6 +380,14 @@ def main():
         gateway = start([args.gateway, "run", "--config", f"{tmp}/proxy.toml", "--run-dir", f"{tmp}/run"], pg)
         proxies = {"nginx": (nginx.pid, pn), "gateway": (gateway.pid, pg)}
         version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+        if args.serve:
+            print(json.dumps({"nginx": {"pid": nginx.pid, "port": pn}, "gateway": {"pid": gateway.pid, "port": pg},
+                              "upstream": up, "metrics": metrics, "dir": tmp}), flush=True)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+            return
 
         def measure(name, fn):
             results = {"nginx": [], "gateway": []}

@@ -13,16 +13,23 @@ use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::sync::Arc;
 use std::time::Duration;
+use thread_local::ThreadLocal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 
 pub struct Edge {
-    pub proxy: Arc<HttpProxy<Gateway>>,
-    pub shared: Arc<Shared>,
+    /// One proxy, and so one upstream connection pool, per worker thread, like an nginx
+    /// worker's keepalive cache: a connection is released and reused on the same thread, so
+    /// reuse never wakes another thread (measured in benches/RESULTS.md).
+    proxies: ThreadLocal<Arc<HttpProxy<Gateway>>>,
+    conf: Arc<ServerConf>,
+    shared: Arc<Shared>,
 }
 
 enum Head {
@@ -107,7 +114,9 @@ async fn read_head(
         tokio::time::sleep(linger).await;
     };
     let first = tokio::select! {
-        r = timeout(idle, stream.read_buf(&mut buf)) => r,
+        // Pingora's shared coarse timers: a tokio timer per keepalive wait woke the
+        // thread's own event loop through its eventfd on almost every request.
+        r = fast_timeout(idle, stream.read_buf(&mut buf)) => r,
         _ = stopping => return Head::Closed,
     };
     match first {
@@ -141,6 +150,23 @@ async fn read_head(
 }
 
 impl Edge {
+    pub fn new(conf: Arc<ServerConf>, shared: Arc<Shared>) -> Self {
+        Edge {
+            proxies: ThreadLocal::new(),
+            conf,
+            shared,
+        }
+    }
+
+    fn proxy(&self) -> &Arc<HttpProxy<Gateway>> {
+        self.proxies.get_or(|| {
+            let gateway = Gateway {
+                shared: self.shared.clone(),
+            };
+            Arc::new(pingora_proxy::http_proxy(&self.conf, gateway))
+        })
+    }
+
     async fn reject(&self, mut stream: Stream, status: u16) {
         let snap = self.shared.snapshot.load();
         let reason = crate::respond::reason(status);
@@ -175,7 +201,9 @@ impl ServerApp for Edge {
     }
 
     async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.proxy).await;
+        for proxy in self.proxies.iter() {
+            ServerApp::cleanup(&**proxy).await;
+        }
     }
 }
 
@@ -188,7 +216,7 @@ impl Edge {
             m.tls_handshakes.inc();
         }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+            return ServerApp::process_new(self.proxy(), stream, shutdown).await;
         }
         let mut shutdown_rx = shutdown.clone();
         let mut stream = stream;
@@ -242,7 +270,7 @@ impl Edge {
             session.set_pipelined_prefix(prefix);
             // Boxed: the proxy's state machine is large, and an idle keepalive connection should
             // not carry it while it waits for its next request.
-            let reused = Box::pin(HttpServerApp::process_new_http(&self.proxy, session, shutdown)).await?;
+            let reused = Box::pin(HttpServerApp::process_new_http(self.proxy(), session, shutdown)).await?;
             let (s, p) = reused.consume();
             stream = s;
             persistent = p;

@@ -2,12 +2,11 @@
 
 use crate::dns::DnsRefresher;
 use crate::edge::Edge;
-use crate::proxy::Gateway;
 use crate::redirect::Redirect;
 use crate::state::Shared;
 use gateway_config::Config;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -27,7 +26,8 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
         threads: cfg.server.threads,
         grace_period_seconds: Some(grace.saturating_sub(1)),
         graceful_shutdown_timeout_seconds: Some(1.min(grace)),
-        // Pingora's pool is one LRU keyed by peer; size it to hold every upstream's keepalive.
+        // Pingora's pool is one LRU keyed by peer, one per worker thread (edge.rs): size it to hold
+        // every upstream's keepalive, which is then per thread like nginx's per worker.
         upstream_keepalive_pool_size: cfg.upstreams.iter().map(|u| u.keepalive).sum::<usize>().max(1),
         // Total attempts, not retries: one try, and errors are marked non-retryable (fast 502).
         max_retries: 1,
@@ -40,40 +40,67 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
     }
 }
 
+/// rustls behind Pingora, certificates from the SNI store, HTTP/2 offered through ALPN.
+fn tls_settings(shared: &Shared) -> TlsSettings {
+    // Cipher suites: rustls offers only forward-secret AEAD suites; versions TLS 1.2 and 1.3.
+    let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
+    tls.set_cert_resolver(shared.certs.clone());
+    tls.enable_h2();
+    tls
+}
+
+/// The key of worker `n`'s socket in Pingora's listening-socket table, which is handed to
+/// the new process on `gateway upgrade`: one distinct key per reuseport socket, all naming
+/// the same address (leading zeros in the port parse to the same number).
+fn listener_key(addr: std::net::SocketAddr, n: usize) -> String {
+    let ip = match addr {
+        std::net::SocketAddr::V4(a) => a.ip().to_string(),
+        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!("{ip}:{}{}", "0".repeat(n), addr.port())
+}
+
 /// Adds the HTTPS, plain-HTTP and background services to `server`.
 pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     let conf = server.configuration.clone();
     let snap = shared.snapshot.load_full();
     let listen = &snap.config.listen;
 
-    let proxy = Arc::new(pingora_proxy::http_proxy(
-        &conf,
-        Gateway {
-            shared: shared.clone(),
-        },
-    ));
-    let mut https = Service::new(
-        "https".into(),
-        Edge {
-            proxy,
-            shared: shared.clone(),
-        },
-    );
-    // Cipher suites: rustls offers only forward-secret AEAD suites; versions TLS 1.2 and 1.3.
-    let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
-    tls.set_cert_resolver(shared.certs.clone());
-    tls.enable_h2();
-    // Pingora's default 64 KiB read buffer per connection was most of an idle TLS
-    // connection's memory (94 KB each at 10,000 idle connections).
-    // rustls reads 4 KiB at a time into its own buffer and a buffered reader passes reads
-    // at least as large as its buffer straight through, so a small one costs no syscalls
-    // (heap profile of an idle connection: benches/RESULTS.md).
-    https.add_listener(
-        ListenerConfig::tcp(listen.https.to_string())
-            .tls(tls)
-            .l4_buffer(L4BufferSettings::new(1024, 1460)),
-    );
-    server.add_service(https);
+    // Like nginx workers with `reuseport`: with one runtime per thread (no work stealing),
+    // each thread gets its own HTTPS service, listening socket (SO_REUSEPORT) and accept
+    // loop. With one shared accept loop, Pingora registers every accepted socket with the
+    // accepting thread's event loop and runs the connection on a random thread, so half
+    // of all readiness events crossed threads (benches/RESULTS.md).
+    let workers = if conf.work_stealing || listen.https.port() == 0 {
+        1
+    } else {
+        conf.threads.max(1)
+    };
+    for worker in 0..workers {
+        let name = if workers == 1 {
+            "https".to_string()
+        } else {
+            format!("https-{worker}")
+        };
+        let mut https = Service::new(name, Edge::new(conf.clone(), shared.clone()));
+        if workers > 1 {
+            https.threads = Some(1);
+        }
+        let mut socket = TcpSocketOptions::default();
+        socket.so_reuseport = Some(workers > 1);
+        https.add_listener(
+            ListenerConfig::tcp(listener_key(listen.https, worker))
+                .tcp_socket_options(socket)
+                .tls(tls_settings(&shared))
+                // Pingora's default 64 KiB read buffer per connection was most of an idle
+                // TLS connection's memory (94 KB each at 10,000 idle connections). rustls
+                // reads 4 KiB at a time into its own buffer and a buffered reader passes
+                // reads at least as large as its buffer straight through, so a small one
+                // costs no syscalls (heap profile of an idle connection: benches/RESULTS.md).
+                .l4_buffer(L4BufferSettings::new(1024, 1460)),
+        );
+        server.add_service(https);
+    }
 
     if let Some(addr) = listen.http {
         let mut http = Service::new(
@@ -86,4 +113,23 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
         server.add_service(http);
     }
     server.add_service(background_service("dns", DnsRefresher(shared.dns.clone())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_key;
+    use std::net::{SocketAddr, ToSocketAddrs};
+
+    #[test]
+    fn listener_keys_are_distinct_and_name_the_same_address() {
+        for addr in ["127.0.0.1:443", "[::1]:8443", "0.0.0.0:80"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let keys: Vec<String> = (0..4).map(|n| listener_key(addr, n)).collect();
+            assert_eq!(keys[0], addr.to_string());
+            for k in &keys {
+                assert_eq!(keys.iter().filter(|o| *o == k).count(), 1);
+                assert_eq!(k.to_socket_addrs().unwrap().next(), Some(addr), "{k}");
+            }
+        }
+    }
 }
