@@ -11,7 +11,7 @@ Started here, on loopback only:
 Rounds alternate (nginx, gateway, nginx, gateway...) and ratios are computed within this run.
 Results: a table on stdout and JSON under target/bench/.
 
-Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,ws,idle,sse]
+Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,ws,idle,sse] [--bare]
        benches/compare.sh --serve   (start both proxies and wait: profile them by hand)
 """
 
@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -338,6 +339,8 @@ def main():
     ap.add_argument("--tool", default=os.path.join(ROOT, "target/release/bench-tool"))
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench"))
+    ap.add_argument("--bare", action="store_true",
+                    help="also run Pingora's stock proxy (bare-pingora) on h1, h2, handshake and idle")
     ap.add_argument("--serve", action="store_true",
                     help="start everything, print the ports and pids, and wait (for profiling by hand)")
     args = ap.parse_args()
@@ -357,7 +360,7 @@ def main():
     cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
     subprocess.run([args.tool, "cert", cert, key], check=True)
 
-    up, ws, sse, pn, pg, metrics = (free_port() for _ in range(6))
+    up, ws, sse, pn, pg, metrics, pb = (free_port() for _ in range(7))
     procs = []
 
     def start(cmd, port, **kw):
@@ -379,9 +382,13 @@ def main():
             f.write(gateway_conf(tmp, pg, up, ws, sse, cert, key, metrics))
         gateway = start([args.gateway, "run", "--config", f"{tmp}/proxy.toml", "--run-dir", f"{tmp}/run"], pg)
         proxies = {"nginx": (nginx.pid, pn), "gateway": (gateway.pid, pg)}
+        if args.bare:
+            bare = start([os.path.join(os.path.dirname(args.tool), "bare-pingora"), f"127.0.0.1:{pb}",
+                          f"127.0.0.1:{up}", cert, key], pb)
+            proxies["bare"] = (bare.pid, pb)
         version = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
         if args.serve:
-            print(json.dumps({"nginx": {"pid": nginx.pid, "port": pn}, "gateway": {"pid": gateway.pid, "port": pg},
+            print(json.dumps({**{p: {"pid": pid, "port": port} for p, (pid, port) in proxies.items()},
                               "upstream": up, "metrics": metrics, "dir": tmp}), flush=True)
             try:
                 signal.pause()
@@ -390,8 +397,8 @@ def main():
             return
 
         def measure(name, fn):
-            results = {"nginx": [], "gateway": []}
-            order = ["nginx", "gateway"]
+            order = ["nginx", "gateway"] + (["bare"] if "bare" in proxies and name in BARE_CASES else [])
+            results = {p: [] for p in order}
             for rnd in range(args.rounds):
                 for proxy in (order if rnd % 2 == 0 else order[::-1]):
                     pid, port = proxies[proxy]
@@ -433,6 +440,7 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print_table(report)
     os.makedirs(args.out, exist_ok=True)
@@ -482,6 +490,10 @@ def fmt(v, digits=1):
     return f"{v:.{digits}f}"
 
 
+# Cases the stock proxy can serve: it sends every path to the static upstream, without gzip.
+BARE_CASES = ("h1", "h2", "handshake", "idle")
+
+
 def print_table(report):
     cols = [("rate", "req/s (msg/s, ev/s)", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
             ("cpu_s", "CPU s", False), ("per_cpu_s", "per CPU-s", True), ("rss_mb", "RSS MB", False),
@@ -490,14 +502,23 @@ def print_table(report):
     for c, data in report["cases"].items():
         n = summarize(c, data["runs"]["nginx"])
         g = summarize(c, data["runs"]["gateway"])
-        data["summary"] = {"nginx": n, "gateway": g}
+        b = summarize(c, data["runs"]["bare"]) if data["runs"].get("bare") else None
+        data["summary"] = {"nginx": n, "gateway": g, **({"bare": b} if b else {})}
         print(f"\n{data['title']}")
-        print(f"  {'metric':22} {'nginx':>12} {'gateway':>12} {'gateway/nginx':>14}")
+        extra = f" {'bare Pingora':>12} {'gateway/bare':>13}" if b else ""
+        print(f"  {'metric':22} {'nginx':>12} {'gateway':>12} {'gateway/nginx':>14}{extra}")
+
+        def ratio(x, y, key):
+            r = (x[key] / y[key]) if y.get(key) and x.get(key) is not None else None
+            return fmt(r, 2) + "x" if r else "-"
+
         for key, label, _higher in cols:
             if n.get(key) is None and g.get(key) is None:
                 continue
-            ratio = (g[key] / n[key]) if n.get(key) and g.get(key) is not None else None
-            print(f"  {label:22} {fmt(n.get(key), 2):>12} {fmt(g.get(key), 2):>12} {fmt(ratio, 2) + 'x' if ratio else '-':>14}")
+            line = f"  {label:22} {fmt(n.get(key), 2):>12} {fmt(g.get(key), 2):>12} {ratio(g, n, key):>14}"
+            if b:
+                line += f" {fmt(b.get(key), 2):>12} {ratio(g, b, key):>13}"
+            print(line)
 
 
 if __name__ == "__main__":
