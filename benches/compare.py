@@ -344,6 +344,8 @@ def main():
     ap.add_argument("--serve", action="store_true",
                     help="start everything, print the ports and pids, and wait (for profiling by hand)")
     args = ap.parse_args()
+    # A plain `kill` (or the CI's timeout) still stops every process started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     cases = args.cases.split(",")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -68,9 +68,13 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
 
     // Like nginx workers with `reuseport`: with one runtime per thread (no work stealing),
     // each thread gets its own HTTPS service, listening socket (SO_REUSEPORT) and accept
-    // loop. With one shared accept loop, Pingora registers every accepted socket with the
-    // accepting thread's event loop and runs the connection on a random thread, so half
-    // of all readiness events crossed threads (benches/RESULTS.md).
+    // loop, and a connection stays on one thread from accept to close. With Pingora's one
+    // accept loop, every accepted socket stays registered with the accepting thread's event
+    // loop while the connection runs on a random thread. Measured side by side (RESULTS.md):
+    // reuseport +5 % h1 and +13 % h2 requests/s over the shared accept loop, -12 % new TLS
+    // connections/s (the kernel's hash can queue a burst of new connections on one busy
+    // thread); one socket duplicated into per-thread accept loops was worse on all three
+    // (the first thread to wake accepts the whole burst).
     let workers = if conf.work_stealing || listen.https.port() == 0 {
         1
     } else {
