@@ -278,11 +278,41 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
     assert!(up_body.contains("\"version\""), "{up_body}");
 }
 
+/// Listening TCP sockets on `port` (IPv4), from /proc/net/tcp.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        })
+        .count()
+}
+
 #[tokio::test]
 async fn upgrade_hands_over_the_sockets_without_failing_a_request() {
+    upgrade_under_load(false).await;
+}
+
+/// With `reuseport`, each of the 2 threads has its own socket, and all of them are handed over.
+#[tokio::test]
+async fn upgrade_hands_over_every_reuseport_socket() {
+    upgrade_under_load(true).await;
+}
+
+async fn upgrade_under_load(reuseport: bool) {
     let up = upstream::echo().await;
     let ws_up = upstream::ws_echo().await;
-    let mut gw = Gateway::start(&versioned(up.addr, ws_up.addr, 1)).await;
+    let mut toml = versioned(up.addr, ws_up.addr, 1);
+    if reuseport {
+        toml = toml.replace("threads = 2", "threads = 2\nreuseport = true");
+    }
+    let mut gw = Gateway::start(&toml).await;
+    let sockets = if reuseport { 2 } else { 1 };
+    assert_eq!(listening_sockets(gw.https.port()), sockets);
     let (tally, workers) = load::start(gw.url("/during-upgrade"), 4, 100_000);
     poll_until(Duration::from_secs(10), "load to flow", || {
         let n = tally.ok();
@@ -349,6 +379,7 @@ async fn upgrade_hands_over_the_sockets_without_failing_a_request() {
         "failures during the handover: {:?}",
         tally.errors.lock().unwrap()
     );
+    assert_eq!(listening_sockets(gw.https.port()), sockets, "after the handover");
     assert!(
         client::http(false)
             .get(gw.url("/after"))

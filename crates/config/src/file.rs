@@ -53,6 +53,7 @@ pub struct Server {
     pub acme_webroot: Option<S>,
     pub watch_config: Option<bool>,
     pub work_stealing: Option<bool>,
+    pub reuseport: Option<bool>,
     pub dns_refresh: Option<S>,
 }
 

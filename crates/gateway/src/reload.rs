@@ -63,9 +63,12 @@ impl Reloader {
         match gateway_config::load(&self.path) {
             Ok(cfg) => {
                 let old = self.shared.snapshot.load_full();
-                if old.config.listen != cfg.listen || old.config.server.threads != cfg.server.threads {
+                let (o, n) = (&old.config.server, &cfg.server);
+                if old.config.listen != cfg.listen
+                    || (o.threads, o.work_stealing, o.reuseport) != (n.threads, n.work_stealing, n.reuseport)
+                {
                     tracing::warn!(
-                        "listener addresses or threads changed: they need new sockets, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
+                        "listener addresses, threads, work_stealing or reuseport changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
                     );
                 }
                 if old.config.acme != cfg.acme {

@@ -66,20 +66,17 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     let snap = shared.snapshot.load_full();
     let listen = &snap.config.listen;
 
-    // Like nginx workers with `reuseport`: with one runtime per thread (no work stealing),
-    // each thread gets its own HTTPS service, listening socket (SO_REUSEPORT) and accept
-    // loop, and a connection stays on one thread from accept to close. With Pingora's one
-    // accept loop, every accepted socket stays registered with the accepting thread's event
-    // loop while the connection runs on a random thread. Measured side by side (RESULTS.md):
-    // reuseport +5 % h1 and +13 % h2 requests/s over the shared accept loop, -12 % new TLS
-    // connections/s (the kernel's hash can queue a burst of new connections on one busy
-    // thread); one socket duplicated into per-thread accept loops was worse on all three
-    // (the first thread to wake accepts the whole burst).
-    let workers = if conf.work_stealing || listen.https.port() == 0 {
-        1
-    } else {
-        conf.threads.max(1)
-    };
+    // `reuseport`: like nginx workers with `listen ... reuseport`, each thread gets its own
+    // HTTPS service, listening socket and accept loop, and a connection stays on one thread
+    // from accept to close. Otherwise Pingora's one accept loop registers every accepted
+    // socket with the accepting thread's event loop while the connection runs on a random
+    // thread. Measured side by side (benches/RESULTS.md): reuseport +5 % h1 and +13-20 % h2
+    // requests/s, but -20 % new TLS connections/s, because each service builds its own
+    // rustls config and so its own session cache (half of all resumptions miss with two
+    // threads). One socket duplicated into per-thread accept loops was worse on all three
+    // (the first thread to wake accepts the whole burst of new connections).
+    let reuseport = snap.config.server.reuseport && !conf.work_stealing && listen.https.port() != 0;
+    let workers = if reuseport { conf.threads.max(1) } else { 1 };
     for worker in 0..workers {
         let name = if workers == 1 {
             "https".to_string()
