@@ -34,10 +34,35 @@ impl log::Log for CountingLogger {
         if record.level() == log::Level::Error && record.target() == "pingora_core::connectors" {
             return;
         }
+        // A client that goes away mid-request is routine (nginx logs "client prematurely
+        // closed connection" at info, below its default level); Pingora logs it as an error,
+        // one line per connection a load balancer or browser drops. Shown at debug.
+        if record.level() == log::Level::Error && client_went_away(record.target(), &record.args().to_string()) {
+            if log::max_level() >= log::Level::Debug {
+                self.bridge.log(
+                    &log::Record::builder()
+                        .level(log::Level::Debug)
+                        .target(record.target())
+                        .args(*record.args())
+                        .build(),
+                );
+            }
+            return;
+        }
         self.bridge.log(record);
     }
 
     fn flush(&self) {}
+}
+
+/// Pingora's report of a request that failed on the client's side of the connection
+/// (closed, reset, timed out while the gateway read or wrote), not a fault of the gateway or
+/// an upstream.
+fn client_went_away(target: &str, message: &str) -> bool {
+    target.starts_with("pingora_proxy")
+        && ["Fail to proxy: Downstream ReadError", "Fail to proxy: Downstream WriteError", "Fail to proxy: Downstream ConnectionClosed", "Fail to proxy: Downstream H2Error"]
+            .iter()
+            .any(|p| message.starts_with(p))
 }
 
 /// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
@@ -66,4 +91,24 @@ pub fn init(level: &str, handshake_failures: IntCounter) {
     // `try_init` may reset `log`'s global level; the cap is what keeps Pingora's per-request
     // records from being built at all.
     log::set_max_level(max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_went_away;
+
+    #[test]
+    fn client_side_failures_are_told_apart() {
+        let gone = "Fail to proxy: Downstream ReadError context: Peer: addr: 127.0.0.1:1, scheme: HTTP cause:  context: during HTTP body-or-idle state cause: peer closed connection without sending TLS close_notify";
+        assert!(client_went_away("pingora_proxy", gone));
+        assert!(client_went_away(
+            "pingora_proxy",
+            "Fail to proxy: Downstream WriteError context: while writing body cause: Broken pipe (os error 32)"
+        ));
+        assert!(!client_went_away(
+            "pingora_proxy",
+            "Fail to proxy: Upstream ConnectRefused context: Peer: addr: 127.0.0.1:9"
+        ));
+        assert!(!client_went_away("pingora_core::connectors", gone));
+    }
 }
