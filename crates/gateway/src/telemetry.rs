@@ -37,7 +37,9 @@ impl log::Log for CountingLogger {
         // A client that goes away mid-request is routine (nginx logs "client prematurely
         // closed connection" at info, below its default level); Pingora logs it as an error,
         // one line per connection a load balancer or browser drops. Shown at debug.
-        if record.level() == log::Level::Error && client_went_away(record.target(), &record.args().to_string()) {
+        if record.level() == log::Level::Error
+            && client_went_away(record.target(), &record.args().to_string())
+        {
             if log::max_level() >= log::Level::Debug {
                 self.bridge.log(
                     &log::Record::builder()
@@ -60,9 +62,14 @@ impl log::Log for CountingLogger {
 /// an upstream.
 fn client_went_away(target: &str, message: &str) -> bool {
     target.starts_with("pingora_proxy")
-        && ["Fail to proxy: Downstream ReadError", "Fail to proxy: Downstream WriteError", "Fail to proxy: Downstream ConnectionClosed", "Fail to proxy: Downstream H2Error"]
-            .iter()
-            .any(|p| message.starts_with(p))
+        && [
+            "Fail to proxy: Downstream ReadError",
+            "Fail to proxy: Downstream WriteError",
+            "Fail to proxy: Downstream ConnectionClosed",
+            "Fail to proxy: Downstream H2Error",
+        ]
+        .iter()
+        .any(|p| message.starts_with(p))
 }
 
 /// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
