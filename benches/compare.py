@@ -11,7 +11,7 @@ Started here, on loopback only:
 Rounds alternate (nginx, gateway, nginx, gateway...) and ratios are computed within this run.
 Results: a table on stdout and JSON under target/bench/.
 
-Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,ws,idle,sse] [--bare] [--reuseport]
+Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,ws,idle,sse] [--bare] [--reuseport on|off]
        benches/compare.sh --serve   (start both proxies and wait: profile them by hand)
 """
 
@@ -202,7 +202,8 @@ http {{
 """
 
 
-def gateway_conf(tmp, port, up, ws, sse, cert, key, metrics, reuseport=False):
+def gateway_conf(tmp, port, up, ws, sse, cert, key, metrics, reuseport=None):
+    reuse = "" if reuseport is None else f"reuseport = {'true' if reuseport == 'on' else 'false'}\n"
     types = ", ".join(f'"{t}"' for t in ["text/html"] + TYPES.split())
     return f"""
 [listen]
@@ -211,8 +212,7 @@ http = "off"
 metrics = "127.0.0.1:{metrics}"
 [server]
 threads = 2
-reuseport = {"true" if reuseport else "false"}
-grace_period = "1s"
+{reuse}grace_period = "1s"
 watch_config = false
 [tls]
 [[tls.certificates]]
@@ -342,8 +342,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench"))
     ap.add_argument("--bare", action="store_true",
                     help="also run Pingora's stock proxy (bare-pingora) on h1, h2, handshake and idle")
-    ap.add_argument("--reuseport", action="store_true",
-                    help="run the gateway with [server] reuseport = true (one socket and accept loop per thread)")
+    ap.add_argument("--reuseport", choices=["on", "off"],
+                    help="the gateway's [server] reuseport (default: the gateway's default, on)")
     ap.add_argument("--serve", action="store_true",
                     help="start everything, print the ports and pids, and wait (for profiling by hand)")
     args = ap.parse_args()

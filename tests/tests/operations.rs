@@ -292,24 +292,23 @@ fn listening_sockets(port: u16) -> usize {
         .count()
 }
 
+/// With `reuseport` (the default), each of the 2 threads has its own socket, and all of them
+/// are handed over.
 #[tokio::test]
 async fn upgrade_hands_over_the_sockets_without_failing_a_request() {
-    upgrade_under_load(false).await;
+    upgrade_under_load(true).await;
 }
 
-/// With `reuseport`, each of the 2 threads has its own socket, and all of them are handed over.
 #[tokio::test]
-async fn upgrade_hands_over_every_reuseport_socket() {
-    upgrade_under_load(true).await;
+async fn upgrade_hands_over_the_single_socket_without_reuseport() {
+    upgrade_under_load(false).await;
 }
 
 async fn upgrade_under_load(reuseport: bool) {
     let up = upstream::echo().await;
     let ws_up = upstream::ws_echo().await;
-    let mut toml = versioned(up.addr, ws_up.addr, 1);
-    if reuseport {
-        toml = toml.replace("threads = 2", "threads = 2\nreuseport = true");
-    }
+    let toml = versioned(up.addr, ws_up.addr, 1)
+        .replace("threads = 2", &format!("threads = 2\nreuseport = {reuseport}"));
     let mut gw = Gateway::start(&toml).await;
     let sockets = if reuseport { 2 } else { 1 };
     assert_eq!(listening_sockets(gw.https.port()), sockets);

@@ -56,7 +56,7 @@ pub struct Server {
     pub watch_config: bool,
     /// One work-stealing runtime (true) or one runtime per thread (false, the default).
     pub work_stealing: bool,
-    /// One HTTPS listening socket (SO_REUSEPORT) and accept loop per worker thread.
+    /// One HTTPS listening socket (SO_REUSEPORT) and accept loop per worker thread (default).
     pub reuseport: bool,
     /// How often upstream host names are resolved again.
     pub dns_refresh: Duration,

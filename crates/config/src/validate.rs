@@ -179,7 +179,7 @@ pub(crate) fn convert(
         acme_webroot: f.server.acme_webroot.as_ref().and_then(|s| cx.path(s)),
         watch_config: f.server.watch_config.unwrap_or(true),
         work_stealing: f.server.work_stealing.unwrap_or(false),
-        reuseport: f.server.reuseport.unwrap_or(false),
+        reuseport: f.server.reuseport.unwrap_or(true),
         dns_refresh: cx.duration(&f.server.dns_refresh, Duration::from_secs(30)),
     };
 

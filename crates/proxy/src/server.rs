@@ -11,6 +11,8 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use rustls::server::{ServerSessionMemoryCache, StoresServerSessions};
+use rustls::ServerConfig;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -40,12 +42,18 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
     }
 }
 
-/// rustls behind Pingora, certificates from the SNI store, HTTP/2 offered through ALPN.
-fn tls_settings(shared: &Shared) -> TlsSettings {
+/// rustls behind Pingora, certificates from the SNI store, HTTP/2 offered through ALPN, and
+/// `sessions` as the TLS session cache (one for all listeners, so a returning client resumes
+/// whichever thread accepts it).
+fn tls_settings(shared: &Shared, sessions: &Arc<dyn StoresServerSessions>) -> TlsSettings {
     // Cipher suites: rustls offers only forward-secret AEAD suites; versions TLS 1.2 and 1.3.
     let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
     tls.set_cert_resolver(shared.certs.clone());
     tls.enable_h2();
+    let sessions = sessions.clone();
+    tls.set_server_config_hook(Arc::new(move |config: &mut ServerConfig| {
+        config.session_storage = sessions.clone();
+    }));
     tls
 }
 
@@ -71,12 +79,14 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     // from accept to close. Otherwise Pingora's one accept loop registers every accepted
     // socket with the accepting thread's event loop while the connection runs on a random
     // thread. Measured side by side (benches/RESULTS.md): reuseport +5 % h1 and +13-20 % h2
-    // requests/s, but -20 % new TLS connections/s, because each service builds its own
-    // rustls config and so its own session cache (half of all resumptions miss with two
-    // threads). One socket duplicated into per-thread accept loops was worse on all three
+    // requests/s; each service builds its own rustls config, so they share one session
+    // cache (without it, half of all resumptions missed and new TLS connections/s fell
+    // 20 %). One socket duplicated into per-thread accept loops was worse on all three
     // (the first thread to wake accepts the whole burst of new connections).
     let reuseport = snap.config.server.reuseport && !conf.work_stealing && listen.https.port() != 0;
     let workers = if reuseport { conf.threads.max(1) } else { 1 };
+    // rustls' default size (256 sessions), shared instead of one per service.
+    let sessions: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(256);
     for worker in 0..workers {
         let name = if workers == 1 {
             "https".to_string()
@@ -92,7 +102,7 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
         https.add_listener(
             ListenerConfig::tcp(listener_key(listen.https, worker))
                 .tcp_socket_options(socket)
-                .tls(tls_settings(&shared))
+                .tls(tls_settings(&shared, &sessions))
                 // Pingora's default 64 KiB read buffer per connection was most of an idle
                 // TLS connection's memory (94 KB each at 10,000 idle connections). rustls
                 // reads 4 KiB at a time into its own buffer and a buffered reader passes
