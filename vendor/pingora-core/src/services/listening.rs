@@ -231,7 +231,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        // gateway patch: the handshake future is boxed and the timeout is
+                        // bound before the match, so neither stays allocated in this task
+                        // for the whole life of the connection (a match scrutinee's
+                        // temporaries live until the end of the match). Heap per idle TLS
+                        // connection: benches/RESULTS.md, case 6.
+                        let handshake = timeout(Duration::from_secs(60), Box::pin(io.handshake())).await;
+                        match handshake {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
