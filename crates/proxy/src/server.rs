@@ -103,12 +103,11 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
             ListenerConfig::tcp(listener_key(listen.https, worker))
                 .tcp_socket_options(socket)
                 .tls(tls_settings(&shared, &sessions))
-                // Pingora's default 64 KiB read buffer per connection was most of an idle
-                // TLS connection's memory (94 KB each at 10,000 idle connections). rustls
-                // reads 4 KiB at a time into its own buffer and a buffered reader passes
-                // reads at least as large as its buffer straight through, so a small one
-                // costs no syscalls (heap profile of an idle connection: benches/RESULTS.md).
-                .l4_buffer(L4BufferSettings::new(1024, 1460)),
+                // No read buffer below TLS: rustls reads 4 KiB at a time into its own buffer,
+                // so Pingora's (64 KiB by default) only held memory, 94 KB per idle
+                // connection at first. The write buffer stays: it joins rustls' records into
+                // one send per response (unbuffered, a response took two writev).
+                .l4_buffer(L4BufferSettings::new(0, 1460)),
         );
         server.add_service(https);
     }
