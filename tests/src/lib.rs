@@ -12,12 +12,23 @@ pub use gateway::Gateway;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, then released for the gateway to take).
+/// A free loopback port (bound, then released for the gateway to take), never the same one
+/// twice in this test process: the OS may hand a just-released port out again, and tests
+/// running in parallel (or one gateway's listeners) must not share one; SO_REUSEPORT
+/// listeners would not even fail to bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn free_addr() -> SocketAddr {
