@@ -37,9 +37,7 @@ impl log::Log for CountingLogger {
         // A client that goes away mid-request is routine (nginx logs "client prematurely
         // closed connection" at info, below its default level); Pingora logs it as an error,
         // one line per connection a load balancer or browser drops. Shown at debug.
-        if record.level() == log::Level::Error
-            && client_went_away(record.target(), &record.args().to_string())
-        {
+        if record.level() == log::Level::Error && client_went_away(record) {
             if log::max_level() >= log::Level::Debug {
                 self.bridge.log(
                     &log::Record::builder()
@@ -60,16 +58,20 @@ impl log::Log for CountingLogger {
 /// Pingora's report of a request that failed on the client's side of the connection
 /// (closed, reset, timed out while the gateway read or wrote), not a fault of the gateway or
 /// an upstream.
-fn client_went_away(target: &str, message: &str) -> bool {
-    target.starts_with("pingora_proxy")
-        && [
-            "Fail to proxy: Downstream ReadError",
-            "Fail to proxy: Downstream WriteError",
-            "Fail to proxy: Downstream ConnectionClosed",
-            "Fail to proxy: Downstream H2Error",
-        ]
-        .iter()
-        .any(|p| message.starts_with(p))
+/// The target is checked first: only those records' messages are formatted.
+fn client_went_away(record: &log::Record<'_>) -> bool {
+    if !record.target().starts_with("pingora_proxy") {
+        return false;
+    }
+    let message = record.args().to_string();
+    [
+        "Fail to proxy: Downstream ReadError",
+        "Fail to proxy: Downstream WriteError",
+        "Fail to proxy: Downstream ConnectionClosed",
+        "Fail to proxy: Downstream H2Error",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p))
 }
 
 /// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
@@ -102,7 +104,16 @@ pub fn init(level: &str, handshake_failures: IntCounter) {
 
 #[cfg(test)]
 mod tests {
-    use super::client_went_away;
+    /// `client_went_away` on a record with this target and message.
+    fn client_went_away(target: &str, message: &str) -> bool {
+        super::client_went_away(
+            &log::Record::builder()
+                .level(log::Level::Error)
+                .target(target)
+                .args(format_args!("{message}"))
+                .build(),
+        )
+    }
 
     #[test]
     fn client_side_failures_are_told_apart() {

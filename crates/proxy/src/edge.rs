@@ -168,47 +168,6 @@ impl Edge {
         })
     }
 
-    async fn reject(&self, mut stream: Stream, status: u16) {
-        let snap = self.shared.snapshot.load();
-        let reason = crate::respond::reason(status);
-        let body = format!("{status} {reason}\n");
-        let mut head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (n, v) in &snap.security_headers {
-            head.push_str(&format!("{}: {}\r\n", n, v.to_str().unwrap_or_default()));
-        }
-        head.push_str("\r\n");
-        head.push_str(&body);
-        let _ = timeout(Duration::from_secs(5), async {
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.flush().await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
-        let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&["none", "OTHER", crate::metrics::status_class(status)])
-            .inc();
-    }
-}
-
-#[async_trait]
-impl ServerApp for Edge {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // Tasks this connection spawns (idle upstream watchers) stay on its thread.
-        pingora_runtime::stay_on_this_thread(self.serve(stream, shutdown)).await
-    }
-
-    async fn cleanup(&self) {
-        for proxy in self.proxies.iter() {
-            ServerApp::cleanup(&**proxy).await;
-        }
-    }
-}
-
-impl Edge {
     async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let m = &self.shared.metrics;
         m.open_connections.inc();
@@ -275,6 +234,45 @@ impl Edge {
             let (s, p) = reused.consume();
             stream = s;
             persistent = p;
+        }
+    }
+
+    async fn reject(&self, mut stream: Stream, status: u16) {
+        let snap = self.shared.snapshot.load();
+        let reason = crate::respond::reason(status);
+        let body = format!("{status} {reason}\n");
+        let mut head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (n, v) in &snap.security_headers {
+            head.push_str(&format!("{}: {}\r\n", n, v.to_str().unwrap_or_default()));
+        }
+        head.push_str("\r\n");
+        head.push_str(&body);
+        let _ = timeout(Duration::from_secs(5), async {
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.flush().await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        let m = &self.shared.metrics;
+        m.requests
+            .with_label_values(&["none", "OTHER", crate::metrics::status_class(status)])
+            .inc();
+    }
+}
+
+#[async_trait]
+impl ServerApp for Edge {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // Tasks this connection spawns (idle upstream watchers) stay on its thread.
+        pingora_runtime::stay_on_this_thread(self.serve(stream, shutdown)).await
+    }
+
+    async fn cleanup(&self) {
+        for proxy in self.proxies.iter() {
+            ServerApp::cleanup(&**proxy).await;
         }
     }
 }
