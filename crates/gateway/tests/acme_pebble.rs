@@ -1,7 +1,9 @@
 //! ACME against a real CA: Pebble with pebble-challtestsrv as its DNS, all on loopback.
 
-use gateway_tests::pebble::Pebble;
-use gateway_tests::{client, free_port, poll_until, upstream, Gateway};
+mod harness;
+
+use harness::pebble::Pebble;
+use harness::{client, free_port, poll_until, upstream, Gateway};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use std::path::Path;
 use std::sync::Arc;
@@ -150,7 +152,7 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
         metrics.contains("gateway_acme_renewals_total{certificate=\"main\"} 1"),
         "{metrics}"
     );
-    let out = std::process::Command::new(gateway_tests::gateway::binary())
+    let out = std::process::Command::new(harness::gateway::binary())
         .args(["certs", "--config"])
         .arg(&gw.config)
         .output()

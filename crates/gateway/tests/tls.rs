@@ -1,8 +1,10 @@
 //! TLS: certificates by SNI, the default certificate, the self-signed first start, and
 //! certificate files replaced while serving (certbot renewals).
 
-use gateway_tests::gateway::simple_config;
-use gateway_tests::{client, poll_until, upstream, Gateway};
+mod harness;
+
+use harness::gateway::simple_config;
+use harness::{client, poll_until, upstream, Gateway};
 use std::path::Path;
 use std::time::Duration;
 

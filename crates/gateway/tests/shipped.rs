@@ -1,7 +1,9 @@
 //! The shipped proxy.toml, its compose names pointed at test upstreams, serves every
 //! route of the reference nginx.conf.
 
-use gateway_tests::{client, upstream, Gateway};
+mod harness;
+
+use harness::{client, upstream, Gateway};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -12,7 +14,7 @@ async fn shipped_proxy_toml_serves_every_reference_route() {
         ups.insert(name, upstream::echo().await);
     }
     let shipped =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy.toml")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy.toml")).unwrap();
     let mut text = shipped;
     for (name, port) in [
         ("api", 3001),
@@ -90,7 +92,7 @@ async fn shipped_proxy_toml_serves_every_reference_route() {
 }
 
 fn repo(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)).unwrap()
 }
 
 /// deploy/ describes the stack with the gateway in nginx's place, consistently with the code.

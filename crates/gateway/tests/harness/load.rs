@@ -32,7 +32,7 @@ pub fn start(url: String, workers: usize, limit: usize) -> (Arc<Tally>, Vec<toki
             let t = tally.clone();
             let url = url.clone();
             tokio::spawn(async move {
-                let client = crate::client::http(w % 2 == 1);
+                let client = super::client::http(w % 2 == 1);
                 for _ in 0..limit {
                     if t.stop.load(Ordering::SeqCst) {
                         break;

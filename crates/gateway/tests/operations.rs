@@ -1,8 +1,10 @@
 //! The admins' side: hot reload under load, broken files, a real Prometheus scrape, and a
 //! zero-downtime upgrade.
 
+mod harness;
+
 use futures_util::{SinkExt, StreamExt};
-use gateway_tests::{client, load, poll_until, upstream, Gateway};
+use harness::{client, load, poll_until, upstream, Gateway};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -131,7 +133,7 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
     let c = client::http(false);
     assert_eq!(config_version(&c, &gw).await.as_deref(), Some("7"));
 
-    let health = Command::new(gateway_tests::gateway::binary())
+    let health = Command::new(harness::gateway::binary())
         .arg("healthcheck")
         .arg("--config")
         .arg(&gw.config)
@@ -143,7 +145,7 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
         .replace("prefix = \"/ws/\"", "prefixx = \"/ws/\"")
         .replace("address = \"", "address = \"nope");
     gw.write_config(&broken);
-    let out = Command::new(gateway_tests::gateway::binary())
+    let out = Command::new(harness::gateway::binary())
         .arg("reload")
         .arg("--run-dir")
         .arg(gw.run_dir())
@@ -202,7 +204,7 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
         .send()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let web = gateway_tests::free_addr();
+    let web = harness::free_addr();
     let cfg = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gateway\n    static_configs:\n      - targets: ['{}']\n",
         gw.metrics
@@ -319,7 +321,7 @@ async fn upgrade_under_load(reuseport: bool) {
     })
     .await;
     let old_pid = gw.pid();
-    let out = Command::new(gateway_tests::gateway::binary())
+    let out = Command::new(harness::gateway::binary())
         .arg("upgrade")
         .arg("--config")
         .arg(&gw.config)

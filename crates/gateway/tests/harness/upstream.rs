@@ -259,7 +259,7 @@ pub async fn hang() -> Upstream {
 
 /// An address with nothing listening.
 pub fn closed() -> SocketAddr {
-    crate::free_addr()
+    super::free_addr()
 }
 
 /// An HTTP CONNECT proxy; counts the tunnels it opened.

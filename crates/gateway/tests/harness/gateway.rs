@@ -5,26 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Path of the `gateway` binary built by this workspace, rebuilt once per test process so
-/// `cargo test -p gateway-tests` never runs a stale binary.
+/// Path of the `gateway` binary under test: Cargo builds it, with this package's features
+/// and profile, before it builds the integration tests (`CARGO_BIN_EXE_gateway`).
 pub fn binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test executable path");
-            // target/<profile>/deps/<test> -> target/<profile>/gateway
-            let dir = exe.parent().and_then(Path::parent).expect("target dir");
-            let release = dir.file_name().is_some_and(|n| n == "release");
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "--quiet", "-p", "gateway"]);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("cargo build -p gateway");
-            assert!(status.success(), "building the gateway binary failed");
-            dir.join("gateway")
-        })
-        .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_gateway"))
 }
 
 /// Fills `{HTTPS}`, `{HTTP}`, `{METRICS}` and `{DIR}` in a configuration or an environment value.
@@ -53,7 +37,7 @@ impl Gateway {
 
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (https, http, metrics) = (crate::free_addr(), crate::free_addr(), crate::free_addr());
+        let (https, http, metrics) = (super::free_addr(), super::free_addr(), super::free_addr());
         let fill = |text: &str| fill(text, https, http, metrics, dir.path());
         let text = fill(toml);
         let config = dir.path().join("proxy.toml");
@@ -111,7 +95,7 @@ impl Gateway {
         let (https, metrics) = (self.https, self.metrics);
         let logs = self.dir.path().join("stderr.log");
         let child = self.child.as_mut().expect("started");
-        crate::poll_until(Duration::from_secs(30), "the gateway to listen", || {
+        super::poll_until(Duration::from_secs(30), "the gateway to listen", || {
             let exited = child.try_wait().ok().flatten();
             let logs = logs.clone();
             async move {

@@ -1,8 +1,10 @@
 //! The data plane end to end: real upstreams, the gateway binary, real clients.
 
+mod harness;
+
 use futures_util::{SinkExt, StreamExt};
-use gateway_tests::gateway::simple_config;
-use gateway_tests::{client, upstream, Gateway};
+use harness::gateway::simple_config;
+use harness::{client, upstream, Gateway};
 use std::io::Read;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -279,7 +281,7 @@ async fn oversized_chunked_upload_is_cut_when_it_passes_the_limit() {
         assert_eq!(r.status(), 413);
     }
     let started = Instant::now();
-    gateway_tests::poll_until(Duration::from_secs(10), "the 413 in the access log", || {
+    harness::poll_until(Duration::from_secs(10), "the 413 in the access log", || {
         let out = gw.stdout();
         async move { out.contains("\"POST /upload/big HTTP/1.1\" 413").then_some(()) }
     })
@@ -512,7 +514,7 @@ async fn access_log_in_json() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let line = gateway_tests::poll_until(Duration::from_secs(10), "the access line", || {
+    let line = harness::poll_until(Duration::from_secs(10), "the access line", || {
         let out = gw.stdout();
         async move { out.lines().find(|l| l.contains("/logged")).map(str::to_owned) }
     })

@@ -1,5 +1,8 @@
 //! Test harness: the real gateway binary started on free loopback ports, real upstream
 //! servers written here, and clients. Everything started is stopped on drop.
+//!
+//! Included by each integration test file (`mod harness;`); each uses part of it.
+#![allow(dead_code)]
 
 pub mod client;
 pub mod gateway;

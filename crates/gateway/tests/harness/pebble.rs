@@ -29,7 +29,7 @@ impl Pebble {
             .unwrap();
         std::fs::write(dir.path().join("listener.pem"), cert.cert.pem()).unwrap();
         std::fs::write(dir.path().join("listener.key"), cert.signing_key.serialize_pem()).unwrap();
-        let (acme, mgmt, dns_addr) = (crate::free_addr(), crate::free_addr(), crate::free_addr());
+        let (acme, mgmt, dns_addr) = (super::free_addr(), super::free_addr(), super::free_addr());
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": acme.to_string(),
@@ -37,7 +37,7 @@ impl Pebble {
                 "certificate": dir.path().join("listener.pem"),
                 "privateKey": dir.path().join("listener.key"),
                 "httpPort": http_port,
-                "tlsPort": crate::free_port(),
+                "tlsPort": super::free_port(),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false
             }
@@ -57,7 +57,7 @@ impl Pebble {
             ])
             .args([
                 "-management",
-                &crate::free_addr().to_string(),
+                &super::free_addr().to_string(),
                 "-defaultIPv4",
                 "127.0.0.1",
                 "-defaultIPv6",
@@ -102,7 +102,7 @@ impl Pebble {
             .expect("pebble (Debian package `pebble`)");
         self.pebble = Some(child);
         let acme = self.acme;
-        crate::poll_until(Duration::from_secs(30), "pebble to listen", || async move {
+        super::poll_until(Duration::from_secs(30), "pebble to listen", || async move {
             tokio::net::TcpStream::connect(acme).await.ok().map(|_| ())
         })
         .await;
