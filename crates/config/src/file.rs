@@ -109,6 +109,8 @@ pub struct Limits {
     pub max_header_count: Option<Spanned<i64>>,
     pub header_read_timeout: Option<S>,
     pub body_read_timeout: Option<S>,
+    pub send_timeout: Option<S>,
+    pub max_uri: Option<SizeValue>,
     pub keepalive_timeout: Option<S>,
 }
 
@@ -151,6 +153,7 @@ pub struct Forwarding {
 pub struct Logging {
     pub access_log: Option<S>,
     pub level: Option<S>,
+    pub format: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

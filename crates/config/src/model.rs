@@ -117,8 +117,15 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_header_count: usize,
     pub header_read_timeout: Duration,
-    /// Longest pause allowed between two reads of a request body (nginx `client_body_timeout`).
+    /// Longest pause allowed between two reads of a request body (nginx `client_body_timeout`):
+    /// past it the client gets 408 and the connection is closed.
     pub body_read_timeout: Duration,
+    /// Longest pause allowed between two successful writes of a response to the client
+    /// (nginx `send_timeout`): a client that stops reading is closed after it.
+    pub send_timeout: Duration,
+    /// Longest request-target in bytes (nginx `large_client_header_buffers` size, 8 KiB):
+    /// longer ones get 414 (RFC 9112 §3).
+    pub max_uri: usize,
     pub keepalive_timeout: Duration,
 }
 
@@ -150,7 +157,8 @@ pub struct Compression {
     pub types: Vec<String>,
 }
 
-/// The reference `gzip_types`, plus `text/html`, which nginx always compresses.
+/// The reference `gzip_types`, plus `text/html`, which nginx always compresses, and
+/// `application/x-ndjson` (streamed token answers of Open WebUI / Ollama).
 pub const DEFAULT_COMPRESSIBLE_TYPES: &[&str] = &[
     "text/html",
     "text/plain",
@@ -164,6 +172,7 @@ pub const DEFAULT_COMPRESSIBLE_TYPES: &[&str] = &[
     "application/x-font-ttf",
     "font/opentype",
     "image/svg+xml",
+    "application/x-ndjson",
 ];
 
 /// Which `Host` header the upstream receives.
@@ -193,6 +202,17 @@ pub struct Logging {
     pub access_log: AccessLog,
     /// A `tracing` filter such as `info` or `gateway=debug,pingora=warn`.
     pub level: String,
+    /// How log lines (stderr) are written; the access log has its own `access_log`.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines; colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (Loki, Alibaba Cloud SLS, journald's JSON readers).
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

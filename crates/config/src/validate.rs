@@ -189,6 +189,8 @@ pub(crate) fn convert(
         max_header_count: cx.int(&f.limits.max_header_count, 1, 10_000, "max_header_count", 100) as usize,
         header_read_timeout: cx.duration(&f.limits.header_read_timeout, Duration::from_secs(10)),
         body_read_timeout: cx.duration(&f.limits.body_read_timeout, Duration::from_secs(60)),
+        send_timeout: cx.duration(&f.limits.send_timeout, Duration::from_secs(60)),
+        max_uri: cx.size(&f.limits.max_uri, 8 << 10) as usize,
         keepalive_timeout: cx.duration(&f.limits.keepalive_timeout, Duration::from_secs(65)),
     };
 
@@ -331,7 +333,25 @@ fn logging(cx: &mut Ctx<'_>, l: &file::Logging) -> Logging {
         .as_ref()
         .and_then(|s| cx.text(s))
         .unwrap_or_else(|| "info".into());
-    Logging { access_log, level }
+    let format = match &l.format {
+        None => LogFormat::Text,
+        Some(s) => match cx.text(s).as_deref() {
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => cx
+                .err(
+                    s.span().start,
+                    format!("format is `text` or `json`, not `{other}`"),
+                )
+                .unwrap_or(LogFormat::Text),
+            None => LogFormat::Text,
+        },
+    };
+    Logging {
+        access_log,
+        level,
+        format,
+    }
 }
 
 fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {

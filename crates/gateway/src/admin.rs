@@ -13,6 +13,10 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, ctype, body) = match session.req_header().uri.path() {
             "/metrics" => {
+                let m = gateway_proxy::metrics::Metrics::global();
+                let dropped = gateway_proxy::access::dropped_lines();
+                m.access_log_dropped
+                    .inc_by(dropped.saturating_sub(m.access_log_dropped.get()));
                 let encoder = prometheus::TextEncoder::new();
                 let mut buf = Vec::new();
                 let _ = encoder.encode(&prometheus::gather(), &mut buf);

@@ -23,9 +23,10 @@ pub enum Command {
         /// Take the listening sockets over from a running gateway (zero-downtime upgrade).
         #[arg(long)]
         upgrade: bool,
-        /// Where the pid file and the upgrade socket live.
-        #[arg(long, default_value = "/tmp/gateway")]
-        run_dir: PathBuf,
+        /// Where the pid file and the upgrade socket live (created 0700) [default:
+        /// $XDG_RUNTIME_DIR/gateway, /run/gateway for root, else /tmp/gateway-<uid>]
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
     /// Validate the configuration and print the route table (exit 1 on any error), like `nginx -t`.
     Check {
@@ -44,8 +45,9 @@ pub enum Command {
     Upgrade {
         #[arg(short, long, default_value = "proxy.toml")]
         config: PathBuf,
-        #[arg(long, default_value = "/tmp/gateway")]
-        run_dir: PathBuf,
+        /// The running gateway's --run-dir [default: as `run`]
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
         /// The new binary (default: this one).
         #[arg(long)]
         binary: Option<PathBuf>,
@@ -65,7 +67,8 @@ pub enum Command {
     },
     /// Ask the running gateway to reload proxy.toml and its certificates (SIGHUP).
     Reload {
-        #[arg(long, default_value = "/tmp/gateway")]
-        run_dir: PathBuf,
+        /// The running gateway's --run-dir [default: as `run`]
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
 }

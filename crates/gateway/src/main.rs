@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod health;
 mod inspect;
+mod preflight;
 mod reload;
 mod run;
 mod signal;
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
             match run::run(run::RunArgs {
                 config,
                 upgrade,
-                run_dir,
+                run_dir: run_dir.unwrap_or_else(preflight::default_run_dir),
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         } => {
             match upgrade::upgrade(upgrade::UpgradeArgs {
                 config,
-                run_dir,
+                run_dir: run_dir.unwrap_or_else(preflight::default_run_dir),
                 binary,
                 log,
             }) {
@@ -67,7 +68,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        cli::Command::Reload { run_dir } => match signal::send(&run_dir, nix::sys::signal::Signal::SIGHUP) {
+        cli::Command::Reload { run_dir } => match signal::send(
+            &run_dir.unwrap_or_else(preflight::default_run_dir),
+            nix::sys::signal::Signal::SIGHUP,
+        ) {
             Ok(pid) => {
                 println!("sent SIGHUP to gateway process {pid}; it logs the result");
                 ExitCode::SUCCESS

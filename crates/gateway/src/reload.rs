@@ -26,14 +26,52 @@ pub fn managed(cfg: &Config) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// Names for the self-signed stand-in served while no configured certificate is usable:
+/// the routes' hosts and the ACME names (`localhost` when there are none).
+pub fn fallback_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = cfg
+        .routes
+        .iter()
+        .filter_map(|r| match &r.host {
+            Some(gateway_config::HostMatch::Exact(h)) => Some(h.clone()),
+            Some(gateway_config::HostMatch::Suffix(s)) => Some(format!("*{s}")),
+            None => None,
+        })
+        .chain(
+            cfg.acme
+                .iter()
+                .flat_map(|a| a.certificates.iter().flat_map(|c| c.names.clone())),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Applies certificates from a configuration, logging what could not be loaded.
 pub fn apply_certs(shared: &Shared, cfg: &Config) {
-    for msg in shared.certs.configure(
+    let msgs = shared.certs.configure(
         &cfg.tls.certificates,
         &managed(cfg),
         cfg.tls.default_certificate.as_deref(),
-    ) {
+        &fallback_names(cfg),
+    );
+    after_certificate_load(shared, msgs);
+}
+
+/// Logs what a certificate (re)load said, counts refused files, publishes the gauges.
+pub fn after_certificate_load(shared: &Shared, msgs: Vec<String>) {
+    for msg in msgs {
         tracing::warn!("{msg}");
+    }
+    for e in &shared.certs.snapshot().entries {
+        if e.last_error.is_some() && matches!(e.source, gateway_tls::store::Source::Files { .. }) {
+            shared
+                .metrics
+                .cert_load_failures
+                .with_label_values(&[&e.name])
+                .inc();
+        }
     }
     publish_expiry(shared);
 }
@@ -43,12 +81,34 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `gateway_certificate_expiry_timestamp_seconds` of every real certificate served and
+/// `gateway_certificate_placeholder` = 1 where a generated stand-in is served instead (its
+/// far-future expiry would only hide the missing certificate from an expiry alert).
 pub fn publish_expiry(shared: &Shared) {
-    for e in &shared.certs.snapshot().entries {
-        if let Some(c) = &e.cert {
-            shared
-                .metrics
-                .cert_expiry
+    let m = &shared.metrics;
+    let entries = &shared.certs.snapshot().entries;
+    // Series of certificates no longer configured go away.
+    for family in [&m.cert_expiry, &m.cert_placeholder] {
+        for mf in prometheus::core::Collector::collect(family) {
+            for metric in mf.get_metric() {
+                for l in metric.get_label() {
+                    if l.name() == "certificate" && !entries.iter().any(|e| e.name == l.value()) {
+                        let _ = family.remove_label_values(&[l.value()]);
+                    }
+                }
+            }
+        }
+    }
+    for e in entries {
+        let Some(c) = &e.cert else { continue };
+        let placeholder = c.self_signed;
+        m.cert_placeholder
+            .with_label_values(&[&e.name])
+            .set(i64::from(placeholder));
+        if placeholder {
+            let _ = m.cert_expiry.remove_label_values(&[&e.name]);
+        } else {
+            m.cert_expiry
                 .with_label_values(&[&e.name])
                 .set(unix_seconds(c.not_after));
         }
@@ -92,10 +152,8 @@ impl Reloader {
                     "configuration refused; still serving the previous one"
                 );
                 // Certificates may have changed on their own (certbot renewal).
-                for msg in self.shared.certs.reload_files() {
-                    tracing::warn!("{msg}");
-                }
-                publish_expiry(&self.shared);
+                let msgs = self.shared.certs.reload_files();
+                after_certificate_load(&self.shared, msgs);
             }
         }
     }

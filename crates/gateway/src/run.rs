@@ -39,11 +39,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     };
-    crate::telemetry::init(
-        &cfg.logging.level,
-        Metrics::global().tls_handshake_failures.clone(),
-    );
-    std::fs::create_dir_all(&args.run_dir).with_context(|| format!("creating {}", args.run_dir.display()))?;
+    crate::telemetry::init(&cfg.logging, Metrics::global().tls_handshake_failures.clone());
+    crate::preflight::prepare_run_dir(&args.run_dir)?;
+    // With --upgrade the sockets come from the running process, which holds the addresses.
+    if !args.upgrade {
+        let problems = crate::preflight::check_listeners(&cfg);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            anyhow::bail!(
+                "{}: cannot listen on {} address(es)",
+                config.display(),
+                problems.len()
+            );
+        }
+    }
+    let _access_log = gateway_proxy::access::start_writer();
 
     let certs = CertStore::new();
     let shared = Shared::new(cfg.clone(), certs.clone(), Metrics::global());
@@ -58,7 +70,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         m.prepare();
         m
     });
-    ensure_a_certificate(&certs, &cfg);
     reload::publish_expiry(&shared);
     shared
         .metrics
@@ -107,38 +118,4 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&pid);
     }
     Ok(())
-}
-
-/// The first start always serves HTTPS: with no usable certificate at all, a self-signed
-/// one for the configured names (or `localhost`) is generated and logged.
-fn ensure_a_certificate(certs: &CertStore, cfg: &gateway_config::Config) {
-    if certs.snapshot().lookup(None).is_some() {
-        return;
-    }
-    let mut names: Vec<String> = cfg
-        .routes
-        .iter()
-        .filter_map(|r| match &r.host {
-            Some(gateway_config::HostMatch::Exact(h)) => Some(h.clone()),
-            Some(gateway_config::HostMatch::Suffix(s)) => Some(format!("*{s}")),
-            None => None,
-        })
-        .chain(
-            cfg.acme
-                .iter()
-                .flat_map(|a| a.certificates.iter().flat_map(|c| c.names.clone())),
-        )
-        .collect();
-    names.sort();
-    names.dedup();
-    if names.is_empty() {
-        names.push("localhost".into());
-    }
-    match gateway_tls::pem::self_signed(&names) {
-        Ok(c) => {
-            tracing::warn!(names = ?names, "no certificate available yet: serving a self-signed certificate (browsers will warn)");
-            certs.install("self-signed", &names, c);
-        }
-        Err(e) => tracing::error!(error = %e, "cannot generate a self-signed certificate"),
-    }
 }

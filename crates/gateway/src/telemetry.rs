@@ -1,7 +1,16 @@
 //! Logs: `tracing` to stderr (access lines go to stdout), with Pingora's `log` output bridged
 //! in. Pingora reports failed TLS handshakes only as log lines; a layer here counts them.
+//!
+//! Records from libraries are also tidied here: client quirks (rustls' per-connection
+//! warnings, clients that went away) go to debug, and a warning or error that repeats in a
+//! tight loop is cut to a few lines per second with a count of what was left out.
 
+use gateway_config::{LogFormat, Logging};
 use prometheus::IntCounter;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tracing::Level;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -14,6 +23,47 @@ use tracing_subscriber::EnvFilter;
 struct CountingLogger {
     bridge: tracing_log::LogTracer,
     handshake_failures: IntCounter,
+    floods: FloodGuard,
+}
+
+/// At most [`FloodGuard::PER_WINDOW`] warnings or errors per source line per
+/// [`FloodGuard::WINDOW`]; the next line after a cut says how many were left out. A loop that
+/// fails at once (an accept loop on a closing socket) would otherwise write hundreds of
+/// megabytes a second.
+#[derive(Default)]
+struct FloodGuard {
+    /// (target, file, line) → (window start, lines in this window).
+    seen: Mutex<HashMap<(String, &'static str, u32), (Instant, u64)>>,
+}
+
+impl FloodGuard {
+    const WINDOW: Duration = Duration::from_secs(1);
+    const PER_WINDOW: u64 = 5;
+    /// Distinct sources remembered; a full table starts over (bounded memory).
+    const MAX_SOURCES: usize = 1024;
+
+    /// `None`: drop this record. `Some(n)`: log it, after saying that `n` were left out.
+    fn admit(&self, record: &log::Record<'_>) -> Option<u64> {
+        let key = (
+            record.target().to_owned(),
+            record.file_static().unwrap_or(""),
+            record.line().unwrap_or(0),
+        );
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= Self::MAX_SOURCES && !seen.contains_key(&key) {
+            seen.clear();
+        }
+        let (start, count) = seen.entry(key).or_insert((now, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            let left_out = count.saturating_sub(Self::PER_WINDOW);
+            *start = now;
+            *count = 1;
+            return Some(left_out);
+        }
+        *count += 1;
+        (*count <= Self::PER_WINDOW).then_some(0)
+    }
 }
 
 impl log::Log for CountingLogger {
@@ -22,6 +72,21 @@ impl log::Log for CountingLogger {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        if record.level() <= log::Level::Warn && !client_quirk(record) {
+            match self.floods.admit(record) {
+                None => return,
+                Some(0) => {}
+                Some(n) => self.bridge.log(
+                    &log::Record::builder()
+                        .level(record.level())
+                        .target(record.target())
+                        .args(format_args!(
+                            "{n} more lines like the next one were left out in the last second"
+                        ))
+                        .build(),
+                ),
+            }
+        }
         if record.level() <= log::Level::Warn
             && record.target().starts_with("pingora_core::services::listening")
             && record.args().to_string().contains("handshake")
@@ -37,7 +102,7 @@ impl log::Log for CountingLogger {
         // A client that goes away mid-request is routine (nginx logs "client prematurely
         // closed connection" at info, below its default level); Pingora logs it as an error,
         // one line per connection a load balancer or browser drops. Shown at debug.
-        if record.level() == log::Level::Error && client_went_away(record) {
+        if (record.level() == log::Level::Error && client_went_away(record)) || client_quirk(record) {
             if log::max_level() >= log::Level::Debug {
                 self.bridge.log(
                     &log::Record::builder()
@@ -53,6 +118,14 @@ impl log::Log for CountingLogger {
     }
 
     fn flush(&self) {}
+}
+
+/// rustls' warnings are about one connection's peer (an IP address sent as SNI by `wrk` and
+/// some monitors, a duplicate extension, an alert): one line per handshake under load, for a
+/// client quirk the gateway cannot fix. Failed handshakes are counted in
+/// `gateway_tls_handshake_failures_total`; the records are shown at debug.
+fn client_quirk(record: &log::Record<'_>) -> bool {
+    record.level() == log::Level::Warn && record.target().starts_with("rustls")
 }
 
 /// Pingora's report of a request that failed on the client's side of the connection
@@ -75,9 +148,12 @@ fn client_went_away(record: &log::Record<'_>) -> bool {
 }
 
 /// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
-pub fn init(level: &str, handshake_failures: IntCounter) {
+///
+/// Colours only when stderr is a terminal (not for `docker logs`, journald or a file);
+/// `logging.format = "json"` writes one JSON object per line.
+pub fn init(logging: &Logging, handshake_failures: IntCounter) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Pingora logs at debug and trace on every request: only records at the configured level
     // (and WARN, for the handshake counter) are turned into events at all.
@@ -90,10 +166,16 @@ pub fn init(level: &str, handshake_failures: IntCounter) {
     let _ = log::set_boxed_logger(Box::new(CountingLogger {
         bridge: tracing_log::LogTracer::new(),
         handshake_failures,
+        floods: FloodGuard::default(),
     }));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
+    let fmt = match logging.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
+    };
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .try_init();
@@ -113,6 +195,46 @@ mod tests {
                 .args(format_args!("{message}"))
                 .build(),
         )
+    }
+
+    #[test]
+    fn a_flood_is_cut_to_a_few_lines_per_second_with_a_count() {
+        let guard = super::FloodGuard::default();
+        let admit = |line: u32| {
+            guard.admit(
+                &log::Record::builder()
+                    .level(log::Level::Error)
+                    .target("pingora_core::services::listening")
+                    .file_static(Some("listening.rs"))
+                    .line(Some(line))
+                    .args(format_args!("Accept() failed"))
+                    .build(),
+            )
+        };
+        let admitted = (0..1000).filter(|_| admit(261).is_some()).count() as u64;
+        assert_eq!(admitted, super::FloodGuard::PER_WINDOW);
+        // Another source line has its own allowance.
+        assert_eq!(admit(262), Some(0));
+        // After the window, the next line reports how many were left out.
+        {
+            let mut seen = guard.seen.lock().unwrap();
+            for (start, _) in seen.values_mut() {
+                *start -= super::FloodGuard::WINDOW;
+            }
+        }
+        assert_eq!(admit(261), Some(1000 - super::FloodGuard::PER_WINDOW));
+    }
+
+    #[test]
+    fn rustls_client_quirks_are_debug() {
+        let r = log::Record::builder()
+            .level(log::Level::Warn)
+            .target("rustls::msgs::handshake")
+            .args(format_args!(
+                "Illegal SNI extension: ignoring IP address presented as hostname"
+            ))
+            .build();
+        assert!(super::client_quirk(&r));
     }
 
     #[test]

@@ -1,10 +1,43 @@
 //! One access line per request on stdout, in nginx's combined format or as JSON.
+//!
+//! Lines are handed to a writer thread through a bounded queue (`tracing-appender`'s
+//! non-blocking writer): a slow reader of stdout (a full pipe, `docker logs` behind) never
+//! stalls a request. When the queue is full the line is dropped and counted in
+//! `gateway_access_log_dropped_total`, like nginx's `access_log ... buffer=` drops nothing
+//! but blocks the worker instead.
 
 use gateway_config::AccessLog;
 use pingora_http::RequestHeader;
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+static WRITER: OnceLock<NonBlocking> = OnceLock::new();
+
+/// Lines queued for the writer thread before new ones are dropped (about 25 MB at 200 bytes
+/// a line).
+const QUEUED_LINES: usize = 128 * 1024;
+
+/// Starts the writer thread for stdout. Keep the guard until the process ends: dropping it
+/// writes out what is queued.
+pub fn start_writer() -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(true)
+        .thread_name("access-log")
+        .finish(std::io::stdout());
+    let _ = WRITER.set(writer);
+    guard
+}
+
+/// Access lines dropped so far because the queue was full.
+pub fn dropped_lines() -> u64 {
+    WRITER
+        .get()
+        .map_or(0, |w| w.error_counter().dropped_lines() as u64)
+}
 
 pub struct Entry<'a> {
     pub client: Option<IpAddr>,
@@ -26,8 +59,15 @@ pub fn log(format: AccessLog, e: &Entry<'_>) {
         AccessLog::Combined => combined(e),
         AccessLog::Json => json(e),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
+    match WRITER.get() {
+        Some(w) => {
+            let _ = w.clone().write_all(line.as_bytes());
+        }
+        // Before `start_writer` (tests, benchmarks): straight to stdout.
+        None => {
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        }
+    }
 }
 
 fn combined(e: &Entry<'_>) -> String {

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
     pub cert_expiry: IntGaugeVec,
+    /// 1 while a generated self-signed stand-in is served under that certificate's name.
+    pub cert_placeholder: IntGaugeVec,
+    /// Certificate files that could not be loaded (corrupt PEM, key not matching the chain).
+    pub cert_load_failures: IntCounterVec,
+    /// Access lines dropped because the writer thread's queue was full.
+    pub access_log_dropped: IntCounter,
     pub acme_renewals: IntCounterVec,
     pub acme_failures: IntCounterVec,
     pub reloads: IntCounter,
@@ -89,6 +95,23 @@ impl Metrics {
                 "gateway_certificate_expiry_timestamp_seconds",
                 "Not-after time of each served certificate",
                 &["certificate"]
+            )
+            .expect("register"),
+            cert_placeholder: register_int_gauge_vec!(
+                "gateway_certificate_placeholder",
+                "1 while a self-signed placeholder is served instead of the real certificate",
+                &["certificate"]
+            )
+            .expect("register"),
+            cert_load_failures: register_int_counter_vec!(
+                "gateway_certificate_load_failures_total",
+                "Certificate files refused at load or reload (the previous certificate stays)",
+                &["certificate"]
+            )
+            .expect("register"),
+            access_log_dropped: register_int_counter!(
+                "gateway_access_log_dropped_total",
+                "Access lines dropped because the log writer could not keep up"
             )
             .expect("register"),
             acme_renewals: register_int_counter_vec!(

@@ -22,7 +22,13 @@ pub enum Source {
     },
     /// Installed by the ACME client.
     Managed,
+    /// The store's own self-signed stand-in, served only while no other certificate is
+    /// usable, so that HTTPS never stops for lack of a certificate (see [`CertStore::configure`]).
+    Placeholder,
 }
+
+/// Name of the store's own stand-in entry (`gateway certs`, metrics).
+pub const PLACEHOLDER: &str = "self-signed";
 
 /// One named certificate as currently served.
 #[derive(Clone, Debug)]
@@ -99,6 +105,8 @@ impl Snapshot {
 struct Inner {
     entries: Vec<Entry>,
     default_name: Option<String>,
+    /// Names for the stand-in served when no configured certificate is usable.
+    fallback_names: Vec<String>,
     /// Self-signed stand-ins by host list, so a reload does not mint a new one each time.
     stand_ins: HashMap<Vec<String>, Loaded>,
 }
@@ -139,14 +147,20 @@ impl CertStore {
         self.current.load_full()
     }
 
-    /// Applies the `[tls]` section: the file-backed certificates and the default name.
-    /// Managed (ACME) entries named in `managed` are kept; others disappear.
-    /// Returns one message per certificate that could not be loaded.
+    /// Applies the `[tls]` section: the file-backed certificates, the ACME-managed names and
+    /// the default name. Returns one message per certificate that could not be loaded.
+    ///
+    /// HTTPS is never lost to a reload: an entry keeps the certificate it served under its
+    /// name until a new one loads (even when its files or source changed), and when no
+    /// configured certificate is usable at all (no `[tls]` files, no ACME, or all broken) a
+    /// self-signed stand-in for `fallback_names` (or `localhost`) is served, the same one
+    /// across reloads. Names of a removed entry are served by the default certificate.
     pub fn configure(
         &self,
         files: &[CertFiles],
         managed: &[(String, Vec<String>)],
         default: Option<&str>,
+        fallback_names: &[String],
     ) -> Vec<String> {
         let mut inner = self.lock();
         let old: HashMap<String, Entry> = inner.entries.drain(..).map(|e| (e.name.clone(), e)).collect();
@@ -157,7 +171,7 @@ impl CertStore {
                 key: f.key.clone(),
                 if_missing: f.if_missing,
             };
-            let prev = old.get(&f.name).filter(|e| e.source == source);
+            let prev = old.get(&f.name).filter(|e| e.source != Source::Placeholder);
             entries.push(Entry {
                 name: f.name.clone(),
                 hosts: f.hosts.clone(),
@@ -167,7 +181,7 @@ impl CertStore {
             });
         }
         for (name, hosts) in managed {
-            let prev = old.get(name).filter(|e| e.source == Source::Managed);
+            let prev = old.get(name).filter(|e| e.source != Source::Placeholder);
             entries.push(Entry {
                 name: name.clone(),
                 hosts: hosts.clone(),
@@ -178,8 +192,43 @@ impl CertStore {
         }
         inner.entries = entries;
         inner.default_name = default.map(str::to_owned);
+        inner.fallback_names = fallback_names.to_vec();
         drop(inner);
         self.reload_files()
+    }
+
+    /// Adds the stand-in when no other entry has a certificate, drops it otherwise.
+    fn ensure_fallback(inner: &mut Inner, problems: &mut Vec<String>) {
+        let usable = inner
+            .entries
+            .iter()
+            .any(|e| e.source != Source::Placeholder && e.cert.is_some());
+        inner.entries.retain(|e| e.source != Source::Placeholder);
+        if usable {
+            return;
+        }
+        let names = if inner.fallback_names.is_empty() {
+            vec!["localhost".to_owned()]
+        } else {
+            inner.fallback_names.clone()
+        };
+        let generated = match inner.stand_ins.get(&names) {
+            Some(s) => Ok(s.clone()),
+            None => pem::self_signed(&names),
+        };
+        match generated {
+            Ok(s) => {
+                inner.stand_ins.insert(names.clone(), s.clone());
+                inner.entries.push(Entry {
+                    name: PLACEHOLDER.to_owned(),
+                    hosts: names,
+                    source: Source::Placeholder,
+                    cert: Some(s),
+                    last_error: None,
+                });
+            }
+            Err(e) => problems.push(format!("cannot generate a self-signed certificate: {e}")),
+        }
     }
 
     /// Re-reads every file-backed certificate; a failure keeps the previous certificate.
@@ -246,6 +295,7 @@ impl CertStore {
             }
         }
         inner.stand_ins = stand_ins;
+        Self::ensure_fallback(&mut inner, &mut problems);
         self.publish(&inner);
         problems
     }
@@ -267,6 +317,7 @@ impl CertStore {
                 last_error: None,
             }),
         }
+        Self::ensure_fallback(&mut inner, &mut Vec::new());
         self.publish(&inner);
     }
 
@@ -332,6 +383,7 @@ mod tests {
             ],
             &[],
             Some("b"),
+            &[],
         );
         assert!(errs.is_empty(), "{errs:?}");
         let s = store.snapshot();
@@ -350,6 +402,7 @@ mod tests {
             &[files("a", &["a.test"], c.clone(), k, IfMissing::Error)],
             &[],
             None,
+            &[],
         );
         let before = store
             .snapshot()
@@ -384,6 +437,7 @@ mod tests {
             )],
             &[],
             None,
+            &[],
         );
         assert!(msgs[0].contains("self-signed"), "{msgs:?}");
         let first = store.snapshot().lookup(None).unwrap().cert.clone().unwrap();

@@ -1,0 +1,198 @@
+//! Checks made before `gateway run` starts serving, so that a first run that cannot work
+//! says why in one line and exits 1 (like `gateway check`), instead of a panic in a worker
+//! thread: every listen address can be bound, and the run directory is private.
+
+use anyhow::{bail, Context};
+use gateway_config::Config;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The environment variable the shipped `proxy.toml` reads for each listener.
+fn env_var(key: &str) -> &'static str {
+    match key {
+        "listen.https" => "GATEWAY_HTTPS_ADDR",
+        "listen.http" => "GATEWAY_HTTP_ADDR",
+        _ => "GATEWAY_METRICS_ADDR",
+    }
+}
+
+/// Binds each configured listen address once (then releases it for Pingora). Returns one
+/// line per address that cannot be bound, naming the address, the cause and the fix.
+pub fn check_listeners(cfg: &Config) -> Vec<String> {
+    let mut wanted = vec![("listen.https", cfg.listen.https)];
+    wanted.extend(cfg.listen.http.map(|a| ("listen.http", a)));
+    wanted.extend(cfg.listen.metrics.map(|a| ("listen.metrics", a)));
+    let mut problems = Vec::new();
+    for (key, addr) in wanted {
+        if let Err(e) = TcpListener::bind(addr) {
+            problems.push(explain(key, addr, &e, &cfg.source));
+        }
+    }
+    problems
+}
+
+fn explain(key: &str, addr: SocketAddr, e: &std::io::Error, source: &Path) -> String {
+    let var = env_var(key);
+    let other = match addr.port() {
+        443 => "127.0.0.1:8443",
+        80 => "127.0.0.1:8080",
+        _ => "127.0.0.1:<port>",
+    };
+    let fix = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or the capability (`sudo setcap cap_net_bind_service=+ep {}`), or another address: {var}={other}",
+            std::env::current_exe().map_or_else(|_| "gateway".into(), |p| p.display().to_string())
+        ),
+        std::io::ErrorKind::AddrInUse => {
+            let holder = holder_of(addr).map_or_else(
+                || format!("see `ss -ltnp 'sport = :{}'`", addr.port()),
+                |(pid, name)| format!("held by process {pid} ({name})"),
+            );
+            format!("another process listens there ({holder}); stop it, or use another address: {var}={other}")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("no network interface of this machine has that address; use 0.0.0.0 or {var}={other}")
+        }
+        _ => format!("use another address: {var}={other}"),
+    };
+    format!("{}: {key} = {addr}: cannot listen: {e}: {fix}", source.display())
+}
+
+/// The process holding a listening TCP socket on `addr`'s port, from `/proc` (Linux; only
+/// processes this user may inspect).
+fn holder_of(addr: SocketAddr) -> Option<(u32, String)> {
+    let port = format!(":{:04X}", addr.port());
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, rem_address, st (0A = LISTEN), ..., inode at index 9.
+            if f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                let name = std::fs::read_to_string(proc_dir.path().join("comm")).unwrap_or_default();
+                return Some((pid, name.trim().to_owned()));
+            }
+        }
+    }
+    None
+}
+
+/// The default run directory (pid file, upgrade socket): `$XDG_RUNTIME_DIR/gateway` for a
+/// user session, `/run/gateway` for root, else `/tmp/gateway-<uid>`. Never a fixed path in
+/// `/tmp` that another local user could create first.
+pub fn default_run_dir() -> PathBuf {
+    let uid = nix::unistd::getuid();
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("gateway");
+    }
+    if uid.is_root() {
+        return PathBuf::from("/run/gateway");
+    }
+    PathBuf::from(format!("/tmp/gateway-{uid}"))
+}
+
+/// Creates the run directory 0700 if needed; refuses one owned by another user or writable
+/// by others (someone else could plant a pid file or the upgrade socket there).
+pub fn prepare_run_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the run directory {}", dir.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the run directory {}", dir.display())),
+        Ok(meta) => {
+            let me = nix::unistd::getuid().as_raw();
+            if !meta.is_dir() {
+                bail!(
+                    "the run directory {} is not a directory (a symlink or a file)",
+                    dir.display()
+                );
+            }
+            if meta.uid() != me {
+                bail!(
+                    "the run directory {} belongs to uid {}, not to this user (uid {me}): remove it, or pass --run-dir",
+                    dir.display(),
+                    meta.uid()
+                );
+            }
+            if meta.mode() & 0o022 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("making {} private (0700)", dir.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_names_the_address_and_the_holder() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = TcpListener::bind(addr).unwrap_err();
+        let line = explain("listen.https", addr, &e, Path::new("proxy.toml"));
+        assert!(
+            line.starts_with(&format!("proxy.toml: listen.https = {addr}: cannot listen")),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("held by process {}", std::process::id())),
+            "{line}"
+        );
+        assert!(line.contains("GATEWAY_HTTPS_ADDR="), "{line}");
+    }
+
+    #[test]
+    fn run_dir_is_created_private_and_a_foreign_one_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("run");
+        prepare_run_dir(&d).unwrap();
+        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        prepare_run_dir(&d).unwrap();
+        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        let file = t.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(prepare_run_dir(&file).is_err());
+        // Owned by someone else: as root, a directory given to `nobody`; otherwise `/`.
+        if nix::unistd::getuid().is_root() {
+            let other = t.path().join("other");
+            std::fs::create_dir(&other).unwrap();
+            nix::unistd::chown(&other, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let err = prepare_run_dir(&other).unwrap_err().to_string();
+            assert!(err.contains("belongs to uid 65534"), "{err}");
+        } else {
+            let err = prepare_run_dir(Path::new("/")).unwrap_err().to_string();
+            assert!(err.contains("belongs to uid 0"), "{err}");
+        }
+    }
+}
