@@ -85,7 +85,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     server.bootstrap();
     gateway_proxy::add_services(&mut server, shared.clone());
     if let Some(addr) = cfg.listen.metrics {
-        let mut admin = Service::new("metrics".into(), Admin);
+        let mut admin = Service::new(
+            "metrics".into(),
+            gateway_proxy::Guarded {
+                app: Arc::new(Admin),
+                shared: shared.clone(),
+            },
+        );
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }

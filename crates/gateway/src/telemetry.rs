@@ -32,9 +32,11 @@ struct CountingLogger {
 /// megabytes a second.
 #[derive(Default)]
 struct FloodGuard {
-    /// (target, file, line) → (window start, lines in this window).
-    seen: Mutex<HashMap<(String, &'static str, u32), (Instant, u64)>>,
+    seen: Mutex<HashMap<Source, (Instant, u64)>>,
 }
+
+/// Where a record comes from: target, file and line. Mapped to (window start, lines in it).
+type Source = (String, &'static str, u32);
 
 impl FloodGuard {
     const WINDOW: Duration = Duration::from_secs(1);

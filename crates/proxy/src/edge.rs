@@ -6,6 +6,7 @@
 //! the configured size and count limits (431), then hands the bytes to Pingora's HTTP
 //! session as an already-read prefix. HTTP/2 goes straight to Pingora.
 
+use crate::framing;
 use crate::proxy::Gateway;
 use crate::state::Shared;
 use async_trait::async_trait;
@@ -33,36 +34,12 @@ pub struct Edge {
 }
 
 enum Head {
+    /// A complete head, then whatever else was read (body bytes, pipelined requests).
     Ready(BytesMut),
     Closed,
-    TooLarge,
-    TimedOut,
-    /// Unparseable, or framed ambiguously: 400.
-    Bad,
-}
-
-/// A head that does not parse, or Content-Length with Transfer-Encoding, or conflicting
-/// Content-Length values (request smuggling shapes that nginx refuses, Pingora accepts).
-/// Refused here so that the 400 carries the security headers like every other response.
-fn bad_head(head: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 256];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return true;
-    }
-    let mut cl: Option<&[u8]> = None;
-    let mut te = false;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            if cl.is_some_and(|v| v != h.value) {
-                return true;
-            }
-            cl = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = true;
-        }
-    }
-    cl.is_some() && te
+    /// Answered with this status and closed: 408 (deadline), 431 (size or count), 400
+    /// (unparseable, ambiguous framing, bad `Host`), 414 (target too long), 501.
+    Refused(u16),
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -93,61 +70,215 @@ fn head_end(buf: &[u8], from: usize, lines: &mut usize) -> Option<usize> {
     None
 }
 
-async fn read_head(
-    stream: &mut Stream,
+/// What the head reader enforces, from `[limits]`.
+struct HeadLimits {
+    /// Wait for the first byte (keepalive idleness: closed quietly).
     idle: Duration,
+    /// The whole head once it started (`header_read_timeout`): 408.
     deadline: Duration,
     max_bytes: usize,
     max_lines: usize,
+    max_uri: usize,
+}
+
+impl HeadLimits {
+    fn new(limits: &gateway_config::Limits, first: bool) -> Self {
+        HeadLimits {
+            idle: if first {
+                limits.header_read_timeout
+            } else {
+                limits.keepalive_timeout
+            },
+            deadline: limits.header_read_timeout,
+            max_bytes: limits.max_header_bytes,
+            max_lines: limits.max_header_count,
+            max_uri: limits.max_uri,
+        }
+    }
+}
+
+/// Reads one request head, starting with `carry` (bytes of a pipelined request already
+/// read with the previous one), and checks it (`framing::check_head`).
+async fn read_head(
+    stream: &mut Stream,
+    carry: BytesMut,
+    limits: &HeadLimits,
     shutdown: &mut ShutdownWatch,
     linger: Duration,
 ) -> Head {
     // Small: an idle keepalive connection holds it while it waits (case 6 of the benchmark);
     // the buffer grows for longer heads, which rustls has already decrypted in memory.
-    let mut buf = BytesMut::with_capacity(256);
-    // Waiting for the first byte is keepalive idleness, not a slow request: close quietly.
-    // On shutdown an idle connection lingers a little: a client about to reuse it gets one
-    // more answer, with `Connection: close`, instead of racing a closing socket.
-    let stopping = async {
-        if !*shutdown.borrow() {
-            let _ = shutdown.changed().await;
+    let mut buf = if carry.is_empty() {
+        BytesMut::with_capacity(256)
+    } else {
+        carry
+    };
+    if buf.is_empty() {
+        // Waiting for the first byte is keepalive idleness, not a slow request: close
+        // quietly. On shutdown an idle connection lingers a little: a client about to reuse
+        // it gets one more answer, with `Connection: close`, instead of racing a closing socket.
+        let stopping = async {
+            if !*shutdown.borrow() {
+                let _ = shutdown.changed().await;
+            }
+            tokio::time::sleep(linger).await;
+        };
+        let first = tokio::select! {
+            // Pingora's shared coarse timers: a tokio timer per keepalive wait woke the
+            // thread's own event loop through its eventfd on almost every request.
+            r = fast_timeout(limits.idle, stream.read_buf(&mut buf)) => r,
+            _ = stopping => return Head::Closed,
+        };
+        match first {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Head::Closed,
         }
-        tokio::time::sleep(linger).await;
-    };
-    let first = tokio::select! {
-        // Pingora's shared coarse timers: a tokio timer per keepalive wait woke the
-        // thread's own event loop through its eventfd on almost every request.
-        r = fast_timeout(idle, stream.read_buf(&mut buf)) => r,
-        _ = stopping => return Head::Closed,
-    };
-    match first {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return Head::Closed,
     }
-    let until = Instant::now() + deadline;
+    let until = Instant::now() + limits.deadline;
     let mut scanned = 0;
     let mut lines = 0;
     loop {
         if let Some(end) = head_end(&buf, scanned, &mut lines) {
             // Request line + headers + blank line.
-            if end > max_bytes || lines > max_lines + 2 {
-                return Head::TooLarge;
+            if end > limits.max_bytes || lines > limits.max_lines + 2 {
+                return Head::Refused(431);
             }
-            if bad_head(&buf[..end]) {
-                return Head::Bad;
+            if let Err(refusal) = framing::check_head(&buf[..end], limits.max_uri) {
+                return Head::Refused(refusal.status());
+            }
+            if let Some(head) = framing::absolute_form_host(&buf[..end]) {
+                let mut fixed = BytesMut::with_capacity(head.len() + buf.len() - end);
+                fixed.extend_from_slice(&head);
+                fixed.extend_from_slice(&buf[end..]);
+                return Head::Ready(fixed);
             }
             return Head::Ready(buf);
         }
         scanned = buf.len();
-        if buf.len() > max_bytes || lines > max_lines + 2 {
-            return Head::TooLarge;
+        if buf.len() > limits.max_bytes || lines > limits.max_lines + 2 {
+            // A request line alone over the limit is a long URI, as nginx tells it.
+            let first_line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            let status = if lines <= 1 && first_line > limits.max_uri {
+                414
+            } else {
+                431
+            };
+            return Head::Refused(status);
         }
         match timeout_at(until, stream.read_buf(&mut buf)).await {
-            Err(_) => return Head::TimedOut,
+            Err(_) => return Head::Refused(408),
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Answers `status` with the security headers and closes: for heads refused before Pingora
+/// parses them, on any listener.
+async fn reject(shared: &Shared, mut stream: Stream, status: u16) {
+    let snap = shared.snapshot.load();
+    let reason = crate::respond::reason(status);
+    let body = format!("{status} {reason}\n");
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (n, v) in &snap.security_headers {
+        head.push_str(&format!("{}: {}\r\n", n, v.to_str().unwrap_or_default()));
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    let _ = timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    shared
+        .metrics
+        .requests
+        .with_label_values(&["none", "OTHER", crate::metrics::status_class(status)])
+        .inc();
+}
+
+/// Serves HTTP/1.x on `stream` with `app`, one request at a time: each head is read and
+/// checked here under the limits (pipelined requests are taken from the bytes Pingora read
+/// past the previous request), then handed to Pingora's session as an already-read prefix.
+async fn serve_http1<A>(
+    app: &Arc<A>,
+    shared: &Shared,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+) -> Option<Stream>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    let mut shutdown_rx = shutdown.clone();
+    let mut stream = stream;
+    let mut persistent: Option<HttpPersistentSettings> = None;
+    let mut carry = BytesMut::new();
+    let mut first = true;
+    loop {
+        let snap = shared.snapshot.load();
+        let limits = snap.config.limits.clone();
+        let grace = snap.config.server.grace_period;
+        drop(snap);
+        let head_limits = HeadLimits::new(&limits, first);
+        let head = read_head(&mut stream, carry, &head_limits, &mut shutdown_rx, grace / 2).await;
+        let prefix = match head {
+            Head::Ready(b) => b,
+            Head::Closed => return None,
+            Head::Refused(status) => {
+                reject(shared, stream, status).await;
+                return None;
+            }
+        };
+        first = false;
+        let mut session = ServerSession::new_http1(stream);
+        match persistent.take() {
+            Some(p) => p.apply_to_session(&mut session),
+            None => session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1))),
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        // Requests sent before their predecessor's answer (RFC 9112 §9.3.2) are answered in
+        // order: Pingora hands back the bytes it read past this request.
+        session.set_pipelining_enabled(true);
+        // nginx `send_timeout`: a client that stops reading the response is closed.
+        session.set_write_timeout(Some(limits.send_timeout));
+        session.set_pipelined_prefix(prefix);
+        // Boxed: the proxy's state machine is large, and an idle keepalive connection should
+        // not carry it while it waits for its next request.
+        let reused = Box::pin(HttpServerApp::process_new_http(app, session, shutdown)).await?;
+        let (s, mut p) = reused.consume();
+        carry = p
+            .as_mut()
+            .and_then(HttpPersistentSettings::take_pipelined_prefix)
+            .unwrap_or_default();
+        stream = s;
+        persistent = p;
+    }
+}
+
+/// A plain HTTP/1.1 listener (the `:80` redirects, the metrics endpoint) behind the same
+/// head reader as `:443`: a total header deadline (408), size limits (431) and the framing
+/// checks, instead of Pingora's per-read timeout.
+pub struct Guarded<A> {
+    pub app: Arc<A>,
+    pub shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl<A> ServerApp for Guarded<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        serve_http1(&self.app, &self.shared, stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {}
 }
 
 impl Edge {
@@ -178,88 +309,7 @@ impl Edge {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(self.proxy(), stream, shutdown).await;
         }
-        let mut shutdown_rx = shutdown.clone();
-        let mut stream = stream;
-        let mut persistent: Option<HttpPersistentSettings> = None;
-        let mut first = true;
-        loop {
-            let snap = self.shared.snapshot.load();
-            let limits = snap.config.limits.clone();
-            let grace = snap.config.server.grace_period;
-            drop(snap);
-            let idle = if first {
-                limits.header_read_timeout
-            } else {
-                limits.keepalive_timeout
-            };
-            let head = read_head(
-                &mut stream,
-                idle,
-                limits.header_read_timeout,
-                limits.max_header_bytes,
-                limits.max_header_count,
-                &mut shutdown_rx,
-                grace / 2,
-            )
-            .await;
-            let prefix = match head {
-                Head::Ready(b) => b,
-                Head::Closed => return None,
-                Head::TooLarge => {
-                    self.reject(stream, 431).await;
-                    return None;
-                }
-                Head::TimedOut => {
-                    self.reject(stream, 408).await;
-                    return None;
-                }
-                Head::Bad => {
-                    self.reject(stream, 400).await;
-                    return None;
-                }
-            };
-            first = false;
-            let mut session = ServerSession::new_http1(stream);
-            match persistent.take() {
-                Some(p) => p.apply_to_session(&mut session),
-                None => session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1))),
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            session.set_pipelined_prefix(prefix);
-            // Boxed: the proxy's state machine is large, and an idle keepalive connection should
-            // not carry it while it waits for its next request.
-            let reused = Box::pin(HttpServerApp::process_new_http(self.proxy(), session, shutdown)).await?;
-            let (s, p) = reused.consume();
-            stream = s;
-            persistent = p;
-        }
-    }
-
-    async fn reject(&self, mut stream: Stream, status: u16) {
-        let snap = self.shared.snapshot.load();
-        let reason = crate::respond::reason(status);
-        let body = format!("{status} {reason}\n");
-        let mut head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (n, v) in &snap.security_headers {
-            head.push_str(&format!("{}: {}\r\n", n, v.to_str().unwrap_or_default()));
-        }
-        head.push_str("\r\n");
-        head.push_str(&body);
-        let _ = timeout(Duration::from_secs(5), async {
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.flush().await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
-        let m = &self.shared.metrics;
-        m.requests
-            .with_label_values(&["none", "OTHER", crate::metrics::status_class(status)])
-            .inc();
+        serve_http1(self.proxy(), &self.shared, stream, shutdown).await
     }
 }
 
@@ -299,22 +349,5 @@ mod tests {
         assert_eq!(lines, 4);
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0, &mut 0), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0, &mut 0), None);
-    }
-
-    #[test]
-    fn smuggling_shapes() {
-        use super::bad_head;
-        assert!(bad_head(
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
-        assert!(bad_head(
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
-        ));
-        assert!(!bad_head(
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
-        ));
-        assert!(!bad_head(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
     }
 }

@@ -25,10 +25,12 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The host the client asked for: `Host`, or the HTTP/2 `:authority`.
 pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+    // An absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2); HTTP/2's
+    // `:authority` arrives the same way.
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
 }
 
 /// The declared `Content-Length`, if it is one number.

@@ -9,6 +9,7 @@ pub mod challenge;
 pub mod compress;
 pub mod dns;
 mod edge;
+pub mod framing;
 pub mod headers;
 pub mod metrics;
 mod proxy;
@@ -17,6 +18,7 @@ pub mod respond;
 mod server;
 pub mod state;
 
+pub use edge::Guarded;
 pub use proxy::{Ctx, Gateway};
 pub use server::{add_services, server_conf};
 pub use state::{Shared, Snapshot};

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use gateway_routing::Decision;
 use http::header;
 use pingora_core::modules::http::HttpModules;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -210,6 +210,11 @@ impl ProxyHttp for Gateway {
         ctx.peer = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
+        // `headers::to_upstream` removes hop-by-hop fields and those named in `Connection`,
+        // then sets Host and the forwarding fields itself. Pingora's standard policy would
+        // strip `Connection` before it runs (losing the nominations) and refuses a request
+        // that nominates X-Forwarded-For, which RFC 9110 §7.6.1 allows: nginx forwards it.
+        o.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         o.connection_timeout = Some(route.timeouts.connect);
         o.total_connection_timeout = Some(route.timeouts.connect);
         o.read_timeout = Some(route.timeouts.read);

@@ -1,7 +1,7 @@
 //! Assembling Pingora services from a configuration.
 
 use crate::dns::DnsRefresher;
-use crate::edge::Edge;
+use crate::edge::{Edge, Guarded};
 use crate::redirect::Redirect;
 use crate::state::Shared;
 use gateway_config::Config;
@@ -115,7 +115,10 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     if let Some(addr) = listen.http {
         let mut http = Service::new(
             "http".into(),
-            Redirect {
+            Guarded {
+                app: Arc::new(Redirect {
+                    shared: shared.clone(),
+                }),
                 shared: shared.clone(),
             },
         );

@@ -148,6 +148,14 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    // gateway patch: lets an app that reads request heads itself (the gateway's edge layer,
+    // which enforces a total header deadline) take the pipelined bytes and parse the next
+    // head from them, instead of having them applied behind its back.
+    /// Take the pipelined-prefix bytes, if any.
+    pub fn take_pipelined_prefix(&mut self) -> Option<BytesMut> {
+        self.pipelined_prefix.take()
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
