@@ -11,6 +11,7 @@ mod harness;
 use bytes::Bytes;
 use harness::gateway::simple_config;
 use harness::{client, Gateway};
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +30,10 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
 
 fn text(b: &[u8]) -> String {
@@ -202,11 +207,11 @@ impl Recorder {
         .await
     }
 
-    /// How many connections received `marker`, and how many times in all.
+    /// How many times `marker` was received, over all connections.
     fn count(&self, marker: &str) -> usize {
         self.conns()
             .iter()
-            .map(|c| c.bytes.windows(marker.len()).filter(|w| *w == marker.as_bytes()).count())
+            .map(|c| occurrences(&c.bytes, marker.as_bytes()))
             .sum()
     }
 }
@@ -248,7 +253,8 @@ type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// A TLS connection to the gateway with ALPN http/1.1.
 async fn h1_connect(gw: &Gateway) -> Tls {
-    within("the TLS connection", client::tls(gw.https, "localhost")).await.0
+    let (tls, _) = within("the TLS connection", client::tls(gw.https, "localhost")).await;
+    tls
 }
 
 /// One response as the client read it: status, head, body (de-chunked when chunked), whether
@@ -342,7 +348,7 @@ async fn h2_connect(gw: &Gateway) -> h2::client::SendRequest<Bytes> {
     let tcp = within("connecting", TcpStream::connect(gw.https))
         .await
         .expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost".to_owned()).expect("name");
+    let name = ServerName::try_from("localhost".to_owned()).expect("name");
     let tls = within("the TLS handshake", connector.connect(name, tcp))
         .await
         .expect("TLS handshake");
