@@ -14,6 +14,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    pub upstream_retries: IntCounterVec,
     pub open_connections: IntGauge,
     pub open_websockets: IntGauge,
     pub open_sse: IntGauge,
@@ -63,6 +64,12 @@ impl Metrics {
                 "gateway_upstream_errors_total",
                 "Failed upstream connections and responses, by upstream and kind",
                 &["upstream", "kind"]
+            )
+            .expect("register"),
+            upstream_retries: register_int_counter_vec!(
+                "gateway_upstream_retries_total",
+                "Requests sent again on a new connection after a pooled one turned out closed, by upstream",
+                &["upstream"]
             )
             .expect("register"),
             open_connections: register_int_gauge!("gateway_open_connections", "Open client connections")

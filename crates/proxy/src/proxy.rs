@@ -13,7 +13,7 @@ use gateway_routing::Decision;
 use http::header;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
-use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::SocketAddr;
@@ -39,6 +39,8 @@ pub struct Ctx {
     pub peer: Option<SocketAddr>,
     /// Set when the request was refused before routing (status already sent).
     pub answered: bool,
+    /// Set once the request was sent again after a stale pooled connection (at most once).
+    pub retried: bool,
     /// One span per request: error lines logged for it carry method, path and route.
     pub span: tracing::Span,
 }
@@ -91,6 +93,7 @@ impl ProxyHttp for Gateway {
             status: 0,
             peer: None,
             answered: false,
+            retried: false,
             span: tracing::Span::none(),
         }
     }
@@ -354,6 +357,45 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[ctx.upstream_name(), kind])
             .inc();
         e.set_retry(false);
+        e
+    }
+
+    /// Replaces Pingora's retry policy. An upstream that closes idle keep-alive connections
+    /// (Node.js after 5 s) can close one just as it is taken from the pool: the request write
+    /// fails, or the response read meets EOF or a reset before any byte of the response
+    /// (`RetryType::ReusedOnly`, set by pingora-core only in that case). The request never
+    /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, TRACE, PUT, DELETE)
+    /// is sent once more (the failed connection is not pooled again, so normally on a new
+    /// one; a pooled one is first checked for EOF), provided no request body byte has been read
+    /// from the client (none was sent upstream) and no response has been started. A POST is
+    /// never sent twice; every other error stays final.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let stale_read = matches!(e.retry, RetryType::ReusedOnly);
+        let failed_write =
+            *e.esource() == ErrorSource::Upstream && matches!(e.etype(), ErrorType::WriteError);
+        let retry = client_reused
+            && (stale_read || failed_write)
+            && !ctx.retried
+            && session.req_header().method.is_idempotent()
+            && ctx.request_body == 0
+            && session.response_written().is_none();
+        e.set_retry(retry);
+        if retry {
+            ctx.retried = true;
+            self.shared
+                .metrics
+                .upstream_retries
+                .with_label_values(&[ctx.upstream_name()])
+                .inc();
+        }
         e
     }
 

@@ -31,8 +31,10 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
         // Pingora's pool is one LRU keyed by peer, one per worker thread (edge.rs): size it to hold
         // every upstream's keepalive, which is then per thread like nginx's per worker.
         upstream_keepalive_pool_size: cfg.upstreams.iter().map(|u| u.keepalive).sum::<usize>().max(1),
-        // Total attempts, not retries: one try, and errors are marked non-retryable (fast 502).
-        max_retries: 1,
+        // Total attempts, not retries. Connection failures are never retried (fast 502,
+        // `fail_to_connect`); the second attempt is only for an idempotent request that met a
+        // pooled connection the upstream had just closed (`error_while_proxy` in proxy.rs).
+        max_retries: 2,
         // Like nginx workers: each thread runs its own connections; measured faster than
         // work stealing on 2 cores (fewer cross-thread wake-ups).
         work_stealing: cfg.server.work_stealing,

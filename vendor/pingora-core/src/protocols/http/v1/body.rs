@@ -666,7 +666,9 @@ impl BodyReader {
         buf_index_end: usize,
     ) -> Result<(Option<BufRef>, Option<usize>)> {
         let buf = &self.body_buf.as_ref().unwrap()[buf_index_start..buf_index_end];
-        let chunk_status = httparse::parse_chunk_size(buf);
+        // gateway patch: strict chunk-size line (see `parse_chunk_size_strict`) instead of
+        // httparse::parse_chunk_size, which accepts any byte, bare LF included, in an extension.
+        let chunk_status = parse_chunk_size_strict(buf);
         match chunk_status {
             Ok(status) => {
                 match status {
@@ -1074,6 +1076,73 @@ impl BodyReader {
     }
 }
 
+/// gateway patch: parses a chunk-size line as RFC 9112 section 7.1 writes it, for request
+/// and response bodies alike:
+///
+/// ```text
+/// chunk-size [ chunk-ext ] CRLF
+/// chunk-size = 1*16HEXDIG   (no prefix, sign or leading whitespace; over 16 digits refused)
+/// chunk-ext  = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// ```
+///
+/// Unlike `httparse::parse_chunk_size` it refuses an empty size, a bare LF, a CR not followed
+/// by LF, and any control byte but HTAB inside an extension (so no CR or LF either): a peer
+/// that ends the line at such a byte would frame the body differently (request smuggling).
+/// An extension's contents are otherwise ignored, but it must begin, after optional
+/// whitespace, with `;`.
+///
+/// Returns the index just after the CRLF and the size, `Partial` when the line is not complete
+/// yet (the caller caps how much it buffers), or what is wrong.
+fn parse_chunk_size_strict(
+    buf: &[u8],
+) -> std::result::Result<httparse::Status<(usize, u64)>, &'static str> {
+    const MAX_DIGITS: usize = 16;
+    let mut size: u64 = 0;
+    let mut i = 0;
+    while i < buf.len() {
+        let digit = match buf[i] {
+            b @ b'0'..=b'9' => b - b'0',
+            b @ b'a'..=b'f' => b - b'a' + 10,
+            b @ b'A'..=b'F' => b - b'A' + 10,
+            _ => break,
+        };
+        if i == MAX_DIGITS {
+            return Err("chunk size longer than 16 hex digits");
+        }
+        // At most 16 digits: never overflows u64.
+        size = (size << 4) | u64::from(digit);
+        i += 1;
+    }
+    if i == buf.len() {
+        return Ok(httparse::Status::Partial);
+    }
+    if i == 0 {
+        return Err("chunk size does not start with a hex digit");
+    }
+    let mut in_ext = false;
+    while i < buf.len() {
+        match buf[i] {
+            b'\r' => {
+                return match buf.get(i + 1) {
+                    None => Ok(httparse::Status::Partial),
+                    Some(b'\n') => Ok(httparse::Status::Complete((i + 2, size))),
+                    Some(_) => Err("CR not followed by LF in a chunk-size line"),
+                };
+            }
+            b'\n' => return Err("bare LF in a chunk-size line"),
+            b';' => in_ext = true,
+            b' ' | b'\t' => {}
+            _ if !in_ext => return Err("invalid byte after the chunk size"),
+            0x00..=0x08 | 0x0b..=0x0c | 0x0e..=0x1f | 0x7f => {
+                return Err("control byte in a chunk extension")
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(httparse::Status::Partial)
+}
+
 pub enum TrailersEndParseState {
     NotEnd(usize),   // start of bytes after CR or LF bytes
     Complete(usize), // index of message completion
@@ -1386,6 +1455,13 @@ impl BodyWriter {
     {
         match self.body_mode {
             BM::ChunkedEncoding(written) => {
+                // gateway patch: an empty write is a no-op. Encoded, it is `0\r\n\r\n`, the
+                // last chunk, and `finish()` then wrote a second one: the peer read the extra
+                // bytes as the start of the next message (cloudflare/pingora#935, an HTTP/2
+                // request body ending with an empty DATA frame sent to an HTTP/1.1 upstream).
+                if buf.is_empty() {
+                    return Ok(Some(0));
+                }
                 let chunk_size = buf.len();
 
                 let chuck_size_buf = format!("{:X}\r\n", chunk_size);
@@ -1877,6 +1953,12 @@ impl BodyWriter {
         // Move to Writing state if we're Idle
         if matches!(self.send_body_state.write_state, WriteState::Idle) {
             if let Some(bytes) = self.send_body_state.pending_bytes.take() {
+                // gateway patch: an empty chunk would be the last chunk, see
+                // `do_write_chunked_body`; `finish` alone ends the body.
+                if bytes.is_empty() {
+                    self.send_body_state.write_state = WriteState::Done(0);
+                    return Poll::Ready(Ok(Some(0)));
+                }
                 let application_bytes_size = bytes.len();
 
                 // Format the chunk: size\r\ndata\r\n

@@ -320,6 +320,12 @@ impl HttpSession {
                             }
                         }
 
+                        // gateway patch: refuse framing that nginx refuses (it answers 502)
+                        // instead of guessing, see `check_response_framing`.
+                        if let Err(e) = check_response_framing(&response_header.headers) {
+                            return self.fail_response_header_read(e);
+                        }
+
                         let contains_transfer_encoding = response_header
                             .headers
                             .contains_key(header::TRANSFER_ENCODING);
@@ -409,7 +415,12 @@ impl HttpSession {
                             "while reading response headers, bytes already read: {already_read}",
                         ),
                     );
-                    e.retry = RetryType::ReusedOnly;
+                    // gateway patch: retryable (on a reused connection) only while no byte of
+                    // the response has arrived: a peer that started answering has seen the
+                    // request, so it is not a stale pooled connection.
+                    if already_read == 0 {
+                        e.retry = RetryType::ReusedOnly;
+                    }
                     return self.fail_response_header_read(e);
                 }
                 Ok(_) => {
@@ -425,7 +436,8 @@ impl HttpSession {
                         e,
                     );
                     // Likely OSError, typical if a previously reused connection drops it
-                    if true_io_error {
+                    // gateway patch: and only before any response byte (see above).
+                    if true_io_error && already_read == 0 {
                         e.retry = RetryType::ReusedOnly;
                     } // else: not safe to retry TLS error
                     return self.fail_response_header_read(e);
@@ -880,6 +892,40 @@ impl HttpSession {
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
     }
+}
+
+/// gateway patch: the response framing that a proxy cannot relay safely. Pingora followed RFC
+/// 9112 section 6.3 to the letter: a Transfer-Encoding whose final coding is not `chunked`
+/// (`gzip`, `chunked, gzip`) made the body close-delimited, and Content-Length next to
+/// Transfer-Encoding was dropped. Such responses are refused here, like nginx does
+/// ("upstream sent unknown Transfer-Encoding" / "... duplicate header line" / "... Content-Length
+/// and Transfer-Encoding headers at the same time", each a 502): exactly one Transfer-Encoding
+/// field whose value is exactly `chunked`, and never together with Content-Length. Conflicting
+/// or invalid Content-Length values are refused by `validate_response`.
+///
+/// The error is `InvalidHTTPHeader` from `ErrorSource::Upstream`, like every other malformed
+/// response head (status line, header syntax, Content-Length); the read fails, so the
+/// connection is never reused and nothing of the body is read.
+fn check_response_framing(headers: &HMap) -> Result<()> {
+    let refuse = |why: &'static str| -> Result<()> {
+        let mut e = Error::explain(InvalidHTTPHeader, why);
+        e.as_up();
+        Err(e)
+    };
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = te.next() else {
+        return Ok(());
+    };
+    if te.next().is_some() {
+        return refuse("upstream sent more than one Transfer-Encoding field");
+    }
+    if !first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return refuse("upstream sent a Transfer-Encoding other than chunked");
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return refuse("upstream sent both Content-Length and Transfer-Encoding");
+    }
+    Ok(())
 }
 
 #[inline]

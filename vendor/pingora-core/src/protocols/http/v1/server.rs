@@ -843,6 +843,27 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
+        // gateway patch: an HTTP/1.0 client cannot decode chunked (RFC 9112 section 6.1), yet
+        // Pingora's proxy adds `Transfer-Encoding: chunked` to every response without
+        // Content-Length (and a compressing filter does the same). For such a client the
+        // field is removed here, so `init_body_writer` below picks Content-Length framing if
+        // there is one, else close-delimited framing; the connection is then closed after the
+        // body, decided before the Connection header is written so that it says `close`.
+        if !header.status.is_informational()
+            && self
+                .request_header
+                .as_deref()
+                .is_some_and(|req| req.version < Version::HTTP_11)
+            && header.headers.contains_key(TRANSFER_ENCODING)
+        {
+            header.remove_header(&TRANSFER_ENCODING);
+            let no_body = matches!(header.status.as_u16(), 204 | 304)
+                || self.get_method() == Some(&Method::HEAD);
+            if !no_body && !header.headers.contains_key(CONTENT_LENGTH) {
+                self.set_keepalive(None);
+            }
+        }
+
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */

@@ -364,6 +364,33 @@ fn invalid_request_authority(request: &RequestHeader) -> bool {
     }
 }
 
+/// gateway patch: HTTP/2 clients may split `cookie` into several fields ("crumbs") for better
+/// header compression; RFC 9113 section 8.2.3 requires them to be joined with "; " into one
+/// field before the request is passed to a non-HTTP/2 context such as an HTTP/1.1 upstream,
+/// many of which read only the first `Cookie` line. Joined here, when the request head is
+/// built, so that every consumer (filters, HTTP/1.1 and HTTP/2 upstreams) sees one field.
+/// Empty crumbs are dropped; the order is kept.
+fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return; // zero or one field: nothing to join
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for crumb in headers.get_all(header::COOKIE) {
+        if crumb.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Each crumb was a valid field value, and "; " is valid between them.
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 fn account_malformed_stream(malformed_streams: &mut usize) -> Result<()> {
     *malformed_streams += 1;
     if *malformed_streams >= MAX_MALFORMED_STREAMS_PER_CONN {
@@ -438,7 +465,10 @@ impl HttpSession {
             return Ok(None);
         };
 
-        let (request_header, request_body_reader) = req.into_parts();
+        let (mut request_header, request_body_reader) = req.into_parts();
+        // gateway patch: one Cookie field, as RFC 9113 section 8.2.3 requires before the request
+        // leaves HTTP/2 (cloudflare/pingora#892).
+        join_cookie_crumbs(&mut request_header.headers);
         let request_header: RequestHeader = request_header.into();
 
         // Depending on how the request URI is parsed, control bytes
