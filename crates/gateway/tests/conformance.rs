@@ -421,9 +421,8 @@ async fn metric(gw: &Gateway, series: &str) -> f64 {
 async fn a_malformed_chunked_request_bodies_get_400_and_nothing_more_reaches_the_upstream() {
     let rec = Recorder::start(script(|_, _, _: &[u8]| Answer::Send(OK))).await;
     let gw = Gateway::start(&simple_config(rec.addr, "")).await;
-    let head = |path: &str| {
-        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
-    };
+    let head =
+        |path: &str| format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
 
     // Control: upper-case hex and an extension (quoted value) are fine; the upstream gets the
     // same payload, re-chunked, with one last chunk.
@@ -463,7 +462,10 @@ async fn a_malformed_chunked_request_bodies_get_400_and_nothing_more_reaches_the
     let later: &[(&str, &str)] = &[
         ("bare LF after chunk data", "5\r\nhello\n0\r\n\r\n"),
         ("bare LF ending a trailer", "5\r\nhello\r\n0\r\nX-T: 1\n\r\n"),
-        ("bare LF ending the trailer section", "5\r\nhello\r\n0\r\nX-T: 1\r\n\n"),
+        (
+            "bare LF ending the trailer section",
+            "5\r\nhello\r\n0\r\nX-T: 1\r\n\n",
+        ),
         ("bare LF ending the body", "5\r\nhello\r\n0\r\n\n"),
     ];
     let cases = size_line
@@ -646,11 +648,28 @@ async fn d_http10_clients_get_close_delimited_bodies_never_chunked() {
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         let r = exchange(&mut c, request.as_bytes()).await;
         assert_eq!(r.status, 200, "{}", text(&r.raw));
-        assert!(header_values(&r.head, "transfer-encoding").is_empty(), "{path}: {}", r.head);
-        assert!(header_values(&r.head, "content-length").is_empty(), "{path}: {}", r.head);
-        assert_eq!(header_values(&r.head, "connection"), ["close"], "{path}: {}", r.head);
+        assert!(
+            header_values(&r.head, "transfer-encoding").is_empty(),
+            "{path}: {}",
+            r.head
+        );
+        assert!(
+            header_values(&r.head, "content-length").is_empty(),
+            "{path}: {}",
+            r.head
+        );
+        assert_eq!(
+            header_values(&r.head, "connection"),
+            ["close"],
+            "{path}: {}",
+            r.head
+        );
         assert!(r.complete);
-        assert_eq!(text(&r.body), "hello world", "{path}: read to the end of the connection");
+        assert_eq!(
+            text(&r.body),
+            "hello world",
+            "{path}: read to the end of the connection"
+        );
     }
 
     // HTTP/1.1 clients still get chunked.
@@ -671,9 +690,18 @@ async fn d_http10_clients_get_close_delimited_bodies_never_chunked() {
 // ---------------------------------------------------------------------------------------------
 
 const E_CASES: &[(&str, &[u8])] = &[
-    ("/te-gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello"),
-    ("/te-unknown", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: x-custom\r\n\r\nhello"),
-    ("/te-chunked-gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhello"),
+    (
+        "/te-gzip",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ),
+    (
+        "/te-unknown",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: x-custom\r\n\r\nhello",
+    ),
+    (
+        "/te-chunked-gzip",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nhello",
+    ),
     (
         "/te-gzip-chunked",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -687,11 +715,26 @@ const E_CASES: &[(&str, &[u8])] = &[
         "/te-and-cl",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     ),
-    ("/cl-conflict", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
-    ("/cl-invalid", b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello"),
-    ("/cl-negative", b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello"),
-    ("/status-code", b"HTTP/1.1 2OO OK\r\nContent-Length: 5\r\n\r\nhello"),
-    ("/status-version", b"HTTP/9.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+    (
+        "/cl-conflict",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    ),
+    (
+        "/cl-invalid",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello",
+    ),
+    (
+        "/cl-negative",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+    ),
+    (
+        "/status-code",
+        b"HTTP/1.1 2OO OK\r\nContent-Length: 5\r\n\r\nhello",
+    ),
+    (
+        "/status-version",
+        b"HTTP/9.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    ),
 ];
 
 /// A chunked response body with a bare LF: the same strict decoder as for requests.

@@ -548,7 +548,11 @@ impl NginxProcess {
 
     fn logs(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        format!("--- stderr\n{}--- error.log\n{}", read("stderr.log"), read("error.log"))
+        format!(
+            "--- stderr\n{}--- error.log\n{}",
+            read("stderr.log"),
+            read("error.log")
+        )
     }
 }
 
@@ -729,7 +733,12 @@ fn judge(
         (Answer::Redirect(theirs), Decision::Redirect { location }) => {
             same_target(target, theirs.as_bytes(), location, ex)
         }
-        (Answer::Forwarded(fw), Decision::Forward { route, upstream_path, .. }) => {
+        (
+            Answer::Forwarded(fw),
+            Decision::Forward {
+                route, upstream_path, ..
+            },
+        ) => {
             let loc = location_of(&fw.route).ok_or_else(|| format!("unknown location {}", fw.route))?;
             let mut expected: &[u8] = &fw.target;
             if loc.uri_part().is_none() {
@@ -746,7 +755,10 @@ fn judge(
             }
             if fw.route == route.name {
                 if fw.upstream != route.upstream {
-                    return Err(format!("upstream: nginx {}, gateway {}", fw.upstream, route.upstream));
+                    return Err(format!(
+                        "upstream: nginx {}, gateway {}",
+                        fw.upstream, route.upstream
+                    ));
                 }
                 return same_target(target, expected, upstream_path, ex);
             }
@@ -793,7 +805,10 @@ fn same_target(target: &str, nginx: &[u8], ours: &str, ex: &mut Vec<Exception>) 
         ex.push(Exception::Escaping);
         return Ok(());
     }
-    Err(format!("nginx sends {:?}, the gateway {ours:?}", String::from_utf8_lossy(nginx)))
+    Err(format!(
+        "nginx sends {:?}, the gateway {ours:?}",
+        String::from_utf8_lossy(nginx)
+    ))
 }
 
 /// `/a?#f`: nginx's `$args` is empty, not absent.
@@ -890,7 +905,13 @@ impl Tally {
     fn report(&self) -> String {
         let pct = |n: usize| 100.0 * self.share(n);
         let mut s = String::new();
-        writeln!(s, "  agree byte for byte: {} ({:.1} %)", self.exact, pct(self.exact)).unwrap();
+        writeln!(
+            s,
+            "  agree byte for byte: {} ({:.1} %)",
+            self.exact,
+            pct(self.exact)
+        )
+        .unwrap();
         writeln!(s, "    forwarded alike, per route: {:?}", self.forwarded).unwrap();
         writeln!(s, "    refused with 400 by both: {}", self.refused).unwrap();
         writeln!(s, "    redirected alike: {}", self.redirected).unwrap();
@@ -917,13 +938,26 @@ impl Tally {
 /// LOCATIONS is the reference nginx.conf; the shipped proxy.toml must be its translation.
 fn check_proxy_toml_mirrors_the_locations(routes: &[Route]) {
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(routes.len(), LOCATIONS.len(), "add the location of each route to LOCATIONS: {names:?}");
+    assert_eq!(
+        routes.len(),
+        LOCATIONS.len(),
+        "add the location of each route to LOCATIONS: {names:?}"
+    );
     for r in routes {
         let l = location_of(&r.name).unwrap_or_else(|| panic!("route `{}`: no location", r.name));
-        assert_eq!(r.path, PathMatch::Prefix(l.path.to_string()), "route `{}`", r.name);
+        assert_eq!(
+            r.path,
+            PathMatch::Prefix(l.path.to_string()),
+            "route `{}`",
+            r.name
+        );
         assert_eq!(r.upstream, l.upstream(), "route `{}`", r.name);
         assert_eq!(r.rewrite.as_deref(), l.rewrite(), "route `{}`: rewrite", r.name);
-        assert!(r.host.is_none(), "route `{}`: host routes are not covered by this oracle", r.name);
+        assert!(
+            r.host.is_none(),
+            "route `{}`: host routes are not covered by this oracle",
+            r.name
+        );
     }
 }
 
@@ -981,7 +1015,10 @@ fn route_table_agrees_with_nginx() {
     );
     println!("{report}");
 
-    assert!(tally.failures.is_empty(), "differences no exception explains:\n{report}");
+    assert!(
+        tally.failures.is_empty(),
+        "differences no exception explains:\n{report}"
+    );
     for e in Exception::ALL {
         let count = tally.count(e);
         assert!(
@@ -990,9 +1027,15 @@ fn route_table_agrees_with_nginx() {
         );
     }
     // Not vacuous: most targets agree exactly, and every kind of answer was compared.
-    assert!(tally.share(tally.exact) >= 0.5, "too few exact agreements:\n{report}");
+    assert!(
+        tally.share(tally.exact) >= 0.5,
+        "too few exact agreements:\n{report}"
+    );
     if n >= 1000 {
-        assert!(tally.refused > 0 && tally.redirected > 0, "no 400 or no 301 compared:\n{report}");
+        assert!(
+            tally.refused > 0 && tally.redirected > 0,
+            "no 400 or no 301 compared:\n{report}"
+        );
         for r in &cfg.routes {
             assert!(
                 tally.forwarded.get(&r.name).is_some_and(|&c| c > 0),
@@ -1004,6 +1047,11 @@ fn route_table_agrees_with_nginx() {
     // The upstreams saw exactly the requests nginx says it proxied to them.
     for (u, before) in upstreams.iter().zip(before) {
         let answered = tally.answered.get(&u.name).copied().unwrap_or(0);
-        assert_eq!(u.seen() - before, answered, "requests recorded by upstream {}", u.name);
+        assert_eq!(
+            u.seen() - before,
+            answered,
+            "requests recorded by upstream {}",
+            u.name
+        );
     }
 }

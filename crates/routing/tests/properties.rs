@@ -118,7 +118,7 @@ proptest! {
         let Ok(back) = url_parse_nginx::parse_origin_form(encoded.as_bytes(), true) else {
             return Err(TestCaseError::fail(format!("{t}: {encoded} is refused")));
         };
-        prop_assert_eq!(&*back.path, &*parsed.path, "{t} -> {encoded}");
+        prop_assert_eq!(&*back.path, &*parsed.path, "{} -> {}", t, encoded);
         prop_assert!(back.args.is_none(), "{t}: {encoded} has a query");
     }
 
