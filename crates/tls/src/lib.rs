@@ -3,7 +3,6 @@
 //! a self-signed stand-in for the first start, and automatic issuance over ACME.
 
 pub mod acme;
-mod acme_http;
 pub mod pem;
 pub mod storage;
 pub mod store;

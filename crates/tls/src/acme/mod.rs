@@ -6,6 +6,8 @@
 //! next directory in the fallback list. The certificate being served never changes on a
 //! failure; new ones are swapped into the [`CertStore`] without a restart.
 
+mod client;
+
 use crate::pem::{self, Loaded};
 use crate::storage::{self, Status};
 use crate::store::CertStore;
@@ -43,7 +45,7 @@ pub struct AcmeManager {
     accounts: tokio::sync::Mutex<HashMap<String, Account>>,
     /// Index into the directory list, shared by all certificates.
     directory: Mutex<usize>,
-    retry_after: Arc<crate::acme_http::RetryAfter>,
+    retry_after: Arc<client::RetryAfter>,
 }
 
 /// A failure, worded for the log: what failed and what the CA said.
@@ -506,7 +508,7 @@ impl AcmeManager {
     }
 
     fn builder(&self) -> Result<AccountBuilder, IssueError> {
-        crate::acme_http::builder(
+        client::builder(
             self.cfg.ca_root.as_deref(),
             self.cfg.https_proxy.as_deref(),
             self.retry_after.clone(),
