@@ -1,27 +1,36 @@
 //! Automatic certificates over ACME (RFC 8555) with HTTP-01, through `instant-acme`.
 //!
-//! One loop per configured certificate: load what is stored, serve a self-signed
+//! One loop per configured certificate, started, restarted and stopped as `proxy.toml`
+//! changes ([`AcmeManager::reconfigure`]): load what is stored, serve a self-signed
 //! placeholder until a real certificate exists, issue or renew when a third of the lifetime
-//! is left (or inside the CA's ARI window), back off exponentially on failure and move to the
-//! next directory in the fallback list. The certificate being served never changes on a
-//! failure; new ones are swapped into the [`CertStore`] without a restart.
+//! is left or inside the CA's renewal window (ARI, RFC 9773, fetched again every 6 h or at
+//! the CA's `Retry-After`), back off exponentially on failure and move to the next directory
+//! in the fallback list. Every request to the CA has a connect timeout and a deadline, and
+//! every order a deadline, so a CA that stops answering is a failure like any other. One
+//! process orders a certificate at a time (a lock file in the storage directory), and each
+//! issuance is stored as one unit (see [`crate::storage`]). The certificate being served
+//! never changes on a failure; new ones are swapped into the [`CertStore`] without a restart.
 
 mod client;
+mod errors;
+mod names;
+mod order;
+pub mod schedule;
+
+pub use client::{RequestTimeout, Timeouts};
+pub use names::{held_back, is_public_name, not_public};
 
 use crate::pem::{self, Loaded};
 use crate::storage::{self, Status};
 use crate::store::CertStore;
-use crate::TlsError;
 use gateway_config::{Acme, AcmeCert};
-use instant_acme::{
-    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
-    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
-};
+use instant_acme::{Account, CertificateIdentifier};
 use rand::Rng;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 
 /// Where HTTP-01 key authorizations are published (the HTTP listener answers from it).
 pub trait ChallengeTokens: Send + Sync {
@@ -36,194 +45,292 @@ pub trait Observer: Send + Sync {
     fn issued(&self, certificate: &str, not_after: SystemTime);
 }
 
-/// The ACME client for every certificate of the `[acme]` section.
-pub struct AcmeManager {
-    cfg: Acme,
-    store: Arc<CertStore>,
-    tokens: Arc<dyn ChallengeTokens>,
-    observer: Arc<dyn Observer>,
-    accounts: tokio::sync::Mutex<HashMap<String, Account>>,
-    /// Index into the directory list, shared by all certificates.
-    directory: Mutex<usize>,
-    retry_after: Arc<client::RetryAfter>,
+/// What one certificate's loop works with: the `[acme]` section as it was when the loop
+/// started, and the certificate's entry.
+#[derive(Clone, Debug)]
+struct Job {
+    acme: Arc<Acme>,
+    cert: AcmeCert,
 }
 
-/// A failure, worded for the log: what failed and what the CA said.
-fn describe(e: &instant_acme::Error, retry_after: Option<String>) -> String {
-    use instant_acme::Error as E;
-    match e {
-        E::Api(p) => {
-            let kind = p
-                .r#type
-                .as_deref()
-                .unwrap_or("error")
-                .trim_start_matches("urn:ietf:params:acme:error:");
-            // These problem types mean the CA tried to validate and could not reach or
-            // verify us; say so, since "refused" would point at the CA.
-            let validation = [
-                "connection",
-                "dns",
-                "unauthorized",
-                "incorrectResponse",
-                "tls",
-                "caa",
-            ]
-            .contains(&kind);
-            let what = if validation {
-                "validation failed"
-            } else {
-                "the CA refused"
-            };
-            let mut s = format!("{what} ({kind}): {}", p.detail.as_deref().unwrap_or("no detail"));
-            for sub in &p.subproblems {
-                s.push_str(&format!("; {}", sub.detail.as_deref().unwrap_or("")));
-            }
-            if kind == "rateLimited" {
-                match retry_after {
-                    Some(after) => s.push_str(&format!(" (rate limited; the CA says retry after {after})")),
-                    None => s.push_str(" (rate limited: retrying with backoff)"),
-                }
-            }
-            s
+impl Job {
+    /// The certificate's directory (its own, else the section's), then the fallbacks.
+    fn directories(&self) -> Vec<String> {
+        let first = self
+            .cert
+            .directory
+            .clone()
+            .unwrap_or_else(|| self.acme.directory.clone());
+        std::iter::once(first)
+            .chain(self.acme.fallback_directories.iter().cloned())
+            .collect()
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.acme.connect_timeout,
+            request: self.acme.request_timeout,
         }
-        E::Hyper(err) => format!("cannot reach the CA (connection): {err}"),
-        E::Other(err) => format!("cannot reach the CA (DNS, connection or TLS): {err}"),
-        E::Timeout(_) => "the CA did not finish validation in time".into(),
-        other => format!("ACME error: {other}"),
     }
 }
 
-/// Names no public CA will issue for (as Caddy decides): localhost, `.local`, `.internal`,
-/// `.home.arpa`, IP addresses.
-pub fn is_public_name(name: &str) -> bool {
-    let n = name.trim_end_matches('.').to_ascii_lowercase();
-    let internal = [
-        "localhost",
-        ".localhost",
-        ".local",
-        ".internal",
-        ".home.arpa",
-        ".lan",
-    ];
-    !(n.parse::<std::net::IpAddr>().is_ok()
-        || !n.contains('.')
-        || internal.iter().any(|s| {
-            if s.starts_with('.') {
-                n.ends_with(s)
-            } else {
-                n == *s
-            }
-        }))
+/// The section without its certificate list: what every loop shares.
+fn same_settings(a: &Acme, b: &Acme) -> bool {
+    let strip = |x: &Acme| Acme {
+        certificates: Vec::new(),
+        ..x.clone()
+    };
+    strip(a) == strip(b)
 }
 
-fn is_unknown_account(e: &instant_acme::Error) -> bool {
-    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+fn jobs_of(cfg: Option<&Arc<Acme>>) -> Vec<Job> {
+    cfg.map(|a| {
+        a.certificates
+            .iter()
+            .map(|c| Job {
+                acme: a.clone(),
+                cert: c.clone(),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
-fn is_bad_nonce(e: &instant_acme::Error) -> bool {
-    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
+fn covers_all(cert: &Loaded, names: &[String]) -> bool {
+    names.iter().all(|n| cert.covers(n))
 }
 
-/// Attempts per ACME request when the CA rejects only its nonce.
-const NONCE_TRIES: usize = 60;
+/// A certificate known to the manager; `stop` is `None` when its names are held back (no
+/// loop runs).
+struct Slot {
+    job: Job,
+    stop: Option<watch::Sender<bool>>,
+}
 
-/// Evaluates `$attempt` (one awaited ACME request) again while the CA rejects only its
-/// nonce (RFC 8555 6.5: badNonce is always retryable), at most `NONCE_TRIES` times in all,
-/// so one unlucky request does not restart the whole order.
-macro_rules! retry_bad_nonce {
-    ($attempt:expr) => {{
-        let mut result = $attempt;
-        for _ in 1..NONCE_TRIES {
-            if !matches!(&result, Err(e) if is_bad_nonce(e)) {
-                break;
-            }
-            result = $attempt;
+impl Slot {
+    fn stop_loop(self) {
+        if let Some(tx) = self.stop {
+            let _ = tx.send(true);
         }
-        result
-    }};
+    }
+}
+
+#[derive(Default)]
+struct State {
+    cfg: Option<Arc<Acme>>,
+    slots: HashMap<String, Slot>,
+    /// Where loops run; set while [`AcmeManager::run`] runs.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// The ACME client for every certificate of the `[acme]` section.
+pub struct AcmeManager {
+    store: Arc<CertStore>,
+    tokens: Arc<dyn ChallengeTokens>,
+    observer: Arc<dyn Observer>,
+    /// Accounts by directory and client settings, each behind its own lock: a CA that hangs
+    /// while an account is created holds up only the loops that use that CA.
+    accounts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Account>>>>>,
+    retry_after: Arc<client::RetryAfter>,
+    state: Mutex<State>,
+}
+
+/// Sleeps until `at` (wall clock); `false` when the loop is told to stop first.
+async fn sleep_until(at: SystemTime, stop: &mut watch::Receiver<bool>) -> bool {
+    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::select! {
+        _ = stop.changed() => false,
+        _ = tokio::time::sleep(wait) => !*stop.borrow(),
+    }
+}
+
+/// How often a loop waiting for the storage lock tries again.
+const LOCK_POLL: Duration = Duration::from_millis(250);
+
+enum Locked {
+    Held(storage::StorageLock),
+    /// The lock file cannot be opened (unwritable storage): order without it.
+    Unavailable,
+    Stopped,
+    /// Still taken after `order_timeout`.
+    TimedOut,
 }
 
 impl AcmeManager {
+    /// A manager for `cfg` (`None`, or no certificates: nothing runs until a reload adds some).
     pub fn new(
-        cfg: Acme,
+        cfg: Option<Acme>,
         store: Arc<CertStore>,
         tokens: Arc<dyn ChallengeTokens>,
         observer: Arc<dyn Observer>,
     ) -> Self {
         Self {
-            cfg,
             store,
             tokens,
             observer,
-            accounts: tokio::sync::Mutex::new(HashMap::new()),
-            directory: Mutex::new(0),
+            accounts: Mutex::new(HashMap::new()),
             retry_after: Arc::default(),
+            state: Mutex::new(State {
+                cfg: cfg.map(Arc::new),
+                ..State::default()
+            }),
         }
     }
 
-    fn directories(&self) -> Vec<String> {
-        std::iter::once(self.cfg.directory.clone())
-            .chain(self.cfg.fallback_directories.iter().cloned())
-            .collect()
-    }
-
-    fn current_directory(&self) -> String {
-        let dirs = self.directories();
-        let i = *self.directory.lock().unwrap_or_else(|p| p.into_inner());
-        dirs[i % dirs.len()].clone()
-    }
-
-    fn next_directory(&self) -> Option<String> {
-        let dirs = self.directories();
-        if dirs.len() < 2 {
-            return None;
-        }
-        let mut i = self.directory.lock().unwrap_or_else(|p| p.into_inner());
-        *i = (*i + 1) % dirs.len();
-        Some(dirs[*i].clone())
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Before serving: install stored certificates, or a self-signed placeholder for those
     /// not issued yet, so the first handshake already has something to present.
     pub fn prepare(&self) {
-        for c in &self.cfg.certificates {
-            match storage::load(&self.cfg.storage, &c.name) {
-                Some(loaded) if c.names.iter().all(|n| loaded.covers(n)) => {
-                    self.store.install(&c.name, &c.names, loaded);
+        let jobs = jobs_of(self.lock_state().cfg.as_ref());
+        for job in &jobs {
+            self.prepare_one(job);
+        }
+    }
+
+    fn prepare_one(&self, job: &Job) {
+        let c = &job.cert;
+        let dir = &job.acme.storage;
+        let stored = storage::load_unit(dir, &c.name);
+        for why in &stored.refused {
+            tracing::error!(certificate = %c.name, error = %why, "stored certificate refused");
+        }
+        let current = self.current(&c.name);
+        let serving_real = current.as_ref().filter(|l| !l.self_signed);
+        match (stored.loaded, stored.from) {
+            (Some(loaded), Some(from)) if covers_all(&loaded, &c.names) => {
+                if serving_real.is_some_and(|cur| covers_all(cur, &c.names) && cur.not_after >= loaded.not_after) {
+                    return;
                 }
-                stored => {
-                    if stored.is_some() {
-                        tracing::info!(certificate = %c.name, "stored certificate does not cover every configured name; ordering a new one");
+                if storage::is_current(dir, &c.name, &from) {
+                    if let Err(e) = storage::link_current(dir, &c.name) {
+                        tracing::warn!(certificate = %c.name, error = %crate::error_chain(&e), "cannot point fullchain.pem and privkey.pem at the current unit");
                     }
-                    match pem::self_signed(&c.names) {
-                        Ok(p) => {
-                            tracing::warn!(certificate = %c.name, names = ?c.names, "no certificate yet: serving a self-signed placeholder until the CA issues one");
-                            self.store.install(&c.name, &c.names, p);
-                        }
-                        Err(e) => {
-                            tracing::error!(certificate = %c.name, error = %e, "cannot generate a placeholder")
-                        }
+                } else if !stored.refused.is_empty() {
+                    tracing::warn!(certificate = %c.name, from = %from.display(), "serving the previous good pair");
+                }
+                self.store.install(&c.name, &c.names, loaded);
+            }
+            (loaded, _) => {
+                if serving_real.is_some() {
+                    tracing::info!(certificate = %c.name, names = ?c.names, "the served certificate lacks a configured name: it keeps serving until the new one is issued");
+                    return;
+                }
+                if current.as_ref().is_some_and(|l| covers_all(l, &c.names)) {
+                    return;
+                }
+                if loaded.is_some() {
+                    tracing::info!(certificate = %c.name, "stored certificate does not cover every configured name; ordering a new one");
+                }
+                match pem::self_signed(&c.names) {
+                    Ok(p) => {
+                        tracing::warn!(certificate = %c.name, names = ?c.names, "no certificate yet: serving a self-signed placeholder until the CA issues one");
+                        self.store.install(&c.name, &c.names, p);
+                    }
+                    Err(e) => {
+                        tracing::error!(certificate = %c.name, error = %crate::error_chain(&e), "cannot generate a placeholder")
                     }
                 }
             }
         }
     }
 
-    /// Runs every certificate's loop until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tasks = Vec::new();
-        for c in self.cfg.certificates.clone() {
-            if let Some(n) = c.names.iter().find(|n| !is_public_name(n)) {
-                tracing::warn!(certificate = %c.name, name = %n, "not a public DNS name, so no CA can validate it: serving the self-signed certificate (set DOMAIN to a real name)");
+    /// Runs every certificate's loop until `shutdown` turns true; loops added by
+    /// [`reconfigure`](Self::reconfigure) run here too.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        {
+            let mut st = self.lock_state();
+            st.runtime = Some(tokio::runtime::Handle::current());
+            for job in jobs_of(st.cfg.as_ref()) {
+                if !st.slots.contains_key(&job.cert.name) {
+                    self.start(&mut st, job);
+                }
+            }
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        let mut st = self.lock_state();
+        st.runtime = None;
+        for (_, slot) in st.slots.drain() {
+            slot.stop_loop();
+        }
+    }
+
+    /// Applies a reloaded `[acme]` section: a certificate added starts its loop, a removed
+    /// one stops its loop (its files stay), one whose names, directory or section settings
+    /// (directory, email, timeouts, proxy...) changed restarts with them (changed names
+    /// order anew at once); the others go on undisturbed.
+    pub fn reconfigure(self: &Arc<Self>, acme: Option<&Acme>) {
+        let new = acme.cloned().map(Arc::new);
+        let mut st = self.lock_state();
+        if st.cfg.as_deref() == new.as_deref() {
+            return;
+        }
+        st.cfg = new.clone();
+        let wanted = jobs_of(new.as_ref());
+        let removed: Vec<String> = st
+            .slots
+            .keys()
+            .filter(|n| !wanted.iter().any(|j| &j.cert.name == *n))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(slot) = st.slots.remove(&name) {
+                let files = storage::cert_dir(&slot.job.acme.storage, &name);
+                tracing::info!(certificate = %name, files = %files.display(), "certificate removed from [acme]: its renewal loop stops; its files stay");
+                slot.stop_loop();
+            }
+        }
+        for job in wanted {
+            let unchanged = st
+                .slots
+                .get(&job.cert.name)
+                .is_some_and(|s| s.job.cert == job.cert && same_settings(&s.job.acme, &job.acme));
+            if unchanged {
                 continue;
             }
-            let me = self.clone();
-            let sd = shutdown.clone();
-            tasks.push(tokio::spawn(async move { me.manage(c, sd).await }));
+            match st.slots.remove(&job.cert.name) {
+                Some(old) => {
+                    tracing::info!(certificate = %job.cert.name, names = ?job.cert.names, "certificate settings changed in [acme]: its loop restarts with them");
+                    old.stop_loop();
+                }
+                None => {
+                    tracing::info!(certificate = %job.cert.name, names = ?job.cert.names, "certificate added to [acme]: starting its loop")
+                }
+            }
+            self.prepare_one(&job);
+            self.start(&mut st, job);
         }
-        for t in tasks {
-            let _ = t.await;
+    }
+
+    /// Starts the loop of `job` (when the manager runs), unless its names are held back.
+    fn start(self: &Arc<Self>, st: &mut State, job: Job) {
+        let name = job.cert.name.clone();
+        let private_ca = job.acme.ca_root.is_some();
+        if let Some((n, why)) = names::held_back(&job.cert.names, private_ca) {
+            tracing::warn!(certificate = %name, name = %n, reason = why, "a name no public CA validates: not ordered, the self-signed certificate keeps serving (set DOMAIN to a real name, or ca_root for a private CA)");
+            st.slots.insert(name, Slot { job, stop: None });
+            return;
         }
+        let Some(runtime) = st.runtime.clone() else {
+            return;
+        };
+        let (tx, rx) = watch::channel(false);
+        let me = self.clone();
+        let loop_job = job.clone();
+        runtime.spawn(async move { me.manage(loop_job, rx).await });
+        st.slots.insert(
+            name,
+            Slot {
+                job,
+                stop: Some(tx),
+            },
+        );
     }
 
     fn current(&self, name: &str) -> Option<Loaded> {
@@ -235,356 +342,244 @@ impl AcmeManager {
             .and_then(|e| e.cert.clone())
     }
 
-    /// When the current certificate should be renewed; `None` means now.
-    async fn renewal_time(&self, c: &AcmeCert) -> Option<SystemTime> {
-        let cert = self.current(&c.name)?;
-        if cert.self_signed || !c.names.iter().all(|n| cert.covers(n)) {
+    /// When to renew the served certificate; `None` when there is none worth keeping (none,
+    /// the placeholder, or one that lacks a configured name): order now.
+    async fn plan(&self, job: &Job, ari_directory: &str, u: f64) -> Option<schedule::Wake> {
+        let cert = self.current(&job.cert.name)?;
+        if cert.self_signed || !covers_all(&cert, &job.cert.names) {
             return None;
         }
-        let lifetime = cert.not_after.duration_since(cert.not_before).unwrap_or_default();
-        let mut at = cert.not_after - lifetime / 3;
-        // Spread renewals of many certificates over a window instead of one instant.
-        let jitter = (lifetime / 50).min(Duration::from_secs(6 * 3600));
-        if !jitter.is_zero() {
-            at -= jitter.mul_f64(rand::rng().random::<f64>());
-        }
-        if let Some(window) = self.ari_window(&cert).await {
-            at = at.min(window);
-        }
-        Some(at)
+        let own = schedule::renew_at(cert.not_before, cert.not_after, u);
+        let (window, retry_after) = self.ari_window(job, ari_directory, &cert, u).await;
+        Some(schedule::plan(
+            SystemTime::now(),
+            own,
+            window,
+            schedule::ari_recheck(retry_after),
+        ))
     }
 
-    /// A time inside the CA's suggested renewal window (ARI), when the CA offers one.
-    async fn ari_window(&self, cert: &Loaded) -> Option<SystemTime> {
-        let der = cert.key.cert.first()?;
-        let id = CertificateIdentifier::try_from(der).ok()?;
-        let account = self.account(&self.current_directory()).await.ok()?;
-        let (info, _) = account.renewal_info(&id).await.ok()?;
-        let start: SystemTime = info.suggested_window.start.into();
-        let end: SystemTime = info.suggested_window.end.into();
-        let span = end.duration_since(start).unwrap_or_default();
-        Some(start + span.mul_f64(rand::rng().random::<f64>()))
+    /// A time in the CA's suggested renewal window for `cert` (RFC 9773 section 4.2) and
+    /// the CA's `Retry-After` for asking again; nothing when the CA offers no ARI, does not
+    /// know the certificate or does not answer (within `order_timeout`).
+    async fn ari_window(
+        &self,
+        job: &Job,
+        directory: &str,
+        cert: &Loaded,
+        u: f64,
+    ) -> (Option<SystemTime>, Option<Duration>) {
+        let Some(id) = cert
+            .key
+            .cert
+            .first()
+            .and_then(|der| CertificateIdentifier::try_from(der).ok())
+        else {
+            return (None, None);
+        };
+        let lookup = async {
+            let account = self.account(job, directory).await.ok()?;
+            match account.renewal_info(&id).await {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    tracing::debug!(certificate = %job.cert.name, error = %errors::describe(&e, None), "no renewal window from the CA");
+                    None
+                }
+            }
+        };
+        match tokio::time::timeout(job.acme.order_timeout, lookup).await {
+            Ok(Some((info, retry))) => {
+                let start: SystemTime = info.suggested_window.start.into();
+                let end: SystemTime = info.suggested_window.end.into();
+                (schedule::in_window(start, end, u), Some(retry))
+            }
+            _ => (None, None),
+        }
     }
 
-    async fn manage(self: Arc<Self>, c: AcmeCert, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// One certificate's loop, until `stop`.
+    async fn manage(self: Arc<Self>, job: Job, mut stop: watch::Receiver<bool>) {
+        let c = &job.cert;
+        let cfg = job.acme.clone();
+        let dirs = job.directories();
+        let mut dir_index = 0usize;
         let mut failures: u32 = 0;
-        loop {
-            let (at, reason) = if failures == 0 {
-                match self.renewal_time(&c).await {
-                    None => (SystemTime::now(), "no valid certificate yet"),
-                    Some(t) => (t, "renewal"),
+        // Where in the jitter and in the CA's window this certificate renews; drawn again
+        // after each issuance.
+        let mut u: f64 = rand::rng().random();
+        let mut issued_by = storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
+        'run: loop {
+            let directory = dirs[dir_index % dirs.len()].clone();
+            let reason = if failures == 0 {
+                let ari_directory = issued_by.clone().unwrap_or_else(|| directory.clone());
+                match self.plan(&job, &ari_directory, u).await {
+                    None => {
+                        self.write_status(&job, &directory, None, Some(SystemTime::now()), None);
+                        "no valid certificate yet"
+                    }
+                    Some(wake) => {
+                        self.write_status(&job, &directory, None, Some(wake.renewal), None);
+                        if !sleep_until(wake.at, &mut stop).await {
+                            break 'run;
+                        }
+                        if !wake.renew {
+                            // Fetch the renewal window again (RFC 9773 section 4.3).
+                            continue 'run;
+                        }
+                        "renewal"
+                    }
                 }
             } else {
-                let base = self
-                    .cfg
-                    .retry_min
-                    .mul_f64(2f64.powi(failures.saturating_sub(1).min(30) as i32));
-                let wait = base
-                    .min(self.cfg.retry_max)
-                    .mul_f64(rand::rng().random_range(0.8..1.2));
-                tracing::warn!(certificate = %c.name, failures, retry_in = ?wait, "ACME attempt failed; retrying with backoff");
-                (SystemTime::now() + wait, "retry")
+                let base = schedule::backoff(cfg.retry_min, cfg.retry_max, failures);
+                let wait = base.mul_f64(rand::rng().random_range(0.8..1.2));
+                tracing::warn!(certificate = %c.name, failures, backoff = ?base, retry_in = ?wait, "ACME attempt failed; retrying with backoff");
+                let at = SystemTime::now() + wait;
+                self.write_status(&job, &directory, None, Some(at), None);
+                if !sleep_until(at, &mut stop).await {
+                    break 'run;
+                }
+                "retry"
             };
-            self.write_status(&c, Some(at), None);
-            let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            tracing::info!(certificate = %c.name, names = ?c.names, reason, directory = %self.current_directory(), "ordering certificate");
-            self.observer.attempt(&c.name);
-            match self.obtain(&c).await {
-                Ok((loaded, store_error)) => {
+            let result = 'attempt: {
+                // One orderer per certificate, across processes sharing the storage.
+                let _lock = match self.lock_storage(&job, &mut stop).await {
+                    Locked::Held(lock) => Some(lock),
+                    Locked::Unavailable => None,
+                    Locked::Stopped => break 'run,
+                    Locked::TimedOut => {
+                        break 'attempt Err(format!(
+                            "timed out: another process held the storage lock of `{}` for {:?}",
+                            c.name, cfg.order_timeout
+                        ))
+                    }
+                };
+                // Another gateway sharing the storage may have just stored one.
+                if self.adopt_stored(&job, u) {
                     failures = 0;
-                    tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = ?loaded.not_after, "certificate issued and now served");
+                    u = rand::rng().random();
+                    issued_by = storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
+                    continue 'run;
+                }
+                tracing::info!(certificate = %c.name, names = ?c.names, reason, directory = %directory, "ordering certificate");
+                self.observer.attempt(&c.name);
+                let replace = order::may_replace(issued_by.as_deref(), &directory);
+                let attempt = tokio::time::timeout(cfg.order_timeout, self.obtain(&job, &directory, replace));
+                tokio::select! {
+                    _ = stop.changed() => break 'run,
+                    r = attempt => r.unwrap_or_else(|_| Err(format!(
+                        "timed out: the order did not finish within {:?} (a CA or proxy that accepts connections but does not answer?)",
+                        cfg.order_timeout
+                    ))),
+                }
+            };
+            match result {
+                Ok(issued) => {
+                    failures = 0;
+                    u = rand::rng().random();
+                    issued_by = Some(directory.clone());
+                    let loaded = issued.loaded;
+                    tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = ?loaded.not_after, directory = %directory, "certificate issued and now served");
                     self.observer.issued(&c.name, loaded.not_after);
                     self.store.install(&c.name, &c.names, loaded);
-                    if let Some(e) = store_error {
-                        self.store.set_error(&c.name, Some(e.clone()));
-                        self.write_status(&c, None, Some(e));
+                    if issued.store_error.is_some() {
+                        self.store.set_error(&c.name, issued.store_error.clone());
                     }
+                    self.write_status(&job, &directory, Some(directory.as_str()), None, issued.store_error);
                 }
                 Err(msg) => {
                     failures += 1;
                     self.observer.failure(&c.name);
                     tracing::error!(certificate = %c.name, attempt = failures, error = %msg, "could not obtain certificate; still serving the current one");
                     self.store.set_error(&c.name, Some(msg.clone()));
-                    self.write_status(&c, None, Some(msg));
-                    if failures.is_multiple_of(3) {
-                        if let Some(d) = self.next_directory() {
-                            tracing::warn!(certificate = %c.name, directory = %d, "switching to the next ACME directory");
-                        }
+                    self.write_status(&job, &directory, None, None, Some(msg));
+                    if failures.is_multiple_of(3) && dirs.len() > 1 {
+                        dir_index = (dir_index + 1) % dirs.len();
+                        tracing::warn!(certificate = %c.name, directory = %dirs[dir_index], "switching to the next ACME directory");
                     }
                 }
             }
         }
+        tracing::info!(certificate = %c.name, "renewal loop stopped");
     }
 
-    fn write_status(&self, c: &AcmeCert, next: Option<SystemTime>, error: Option<String>) {
-        let mut st = storage::read_status(&self.cfg.storage, &c.name).unwrap_or_default();
+    /// Waits for the storage lock of the certificate, up to `order_timeout`.
+    async fn lock_storage(&self, job: &Job, stop: &mut watch::Receiver<bool>) -> Locked {
+        let name = &job.cert.name;
+        let deadline = tokio::time::Instant::now() + job.acme.order_timeout;
+        let mut told = false;
+        loop {
+            match storage::try_lock(&job.acme.storage, name) {
+                Ok(Some(lock)) => return Locked::Held(lock),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(certificate = %name, error = %crate::error_chain(&e), "cannot take the storage lock; ordering without it");
+                    return Locked::Unavailable;
+                }
+            }
+            if !told {
+                tracing::info!(certificate = %name, "another process is ordering this certificate (storage lock taken); waiting for it");
+                told = true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Locked::TimedOut;
+            }
+            tokio::select! {
+                _ = stop.changed() => return Locked::Stopped,
+                _ = tokio::time::sleep(LOCK_POLL) => {}
+            }
+        }
+    }
+
+    /// Serves the stored certificate instead of ordering when another process sharing the
+    /// storage just stored one: it covers the names, is newer than the served one and is
+    /// not due itself.
+    fn adopt_stored(&self, job: &Job, u: f64) -> bool {
+        let c = &job.cert;
+        let Some(stored) = storage::load(&job.acme.storage, &c.name) else {
+            return false;
+        };
+        if stored.self_signed || !covers_all(&stored, &c.names) {
+            return false;
+        }
+        let newer = self
+            .current(&c.name)
+            .is_none_or(|cur| cur.self_signed || stored.not_after > cur.not_after);
+        if !newer || schedule::renew_at(stored.not_before, stored.not_after, u) <= SystemTime::now() {
+            return false;
+        }
+        tracing::info!(certificate = %c.name, not_after = ?stored.not_after, "adopting the certificate another process stored (shared storage); not ordering");
+        self.observer.issued(&c.name, stored.not_after);
+        self.store.install(&c.name, &c.names, stored);
+        true
+    }
+
+    /// Records the loop's state for `gateway certs`: the next renewal, the last error
+    /// (cleared when `next` and `error` are both `None`, after a success), the directory in
+    /// use and the one that issued the stored certificate.
+    fn write_status(
+        &self,
+        job: &Job,
+        directory: &str,
+        issued_by: Option<&str>,
+        next: Option<SystemTime>,
+        error: Option<String>,
+    ) {
+        let c = &job.cert;
+        let mut st = storage::read_status(&job.acme.storage, &c.name).unwrap_or_default();
         if let Some(n) = next {
             st.next_renewal = Some(storage::rfc3339(n));
         }
         if error.is_some() || next.is_none() {
             st.last_error = error;
         }
-        st.directory = Some(self.current_directory());
+        st.directory = Some(directory.to_owned());
+        if let Some(by) = issued_by {
+            st.issued_by = Some(by.to_owned());
+        }
         st.names = c.names.clone();
-        let _ = storage::write_status(&self.cfg.storage, &c.name, &st);
-    }
-
-    /// One issuance, retried at once a few times when only the nonce was rejected.
-    async fn obtain(&self, c: &AcmeCert) -> Result<(Loaded, Option<String>), String> {
-        let mut last = String::new();
-        for _ in 0..10 {
-            match self.issue(c).await {
-                Ok(l) => return Ok(l),
-                Err(IssueError::Acme(e)) if is_bad_nonce(&e) || is_unknown_account(&e) => {
-                    last = describe(&e, None)
-                }
-                Err(IssueError::Acme(e)) => return Err(describe(&e, self.retry_after.take())),
-                Err(IssueError::Other(m)) => return Err(m),
-            }
+        if let Err(e) = storage::write_status(&job.acme.storage, &c.name, &st) {
+            tracing::debug!(certificate = %c.name, error = %crate::error_chain(&e), "cannot write status.json");
         }
-        Err(last)
-    }
-
-    /// Orders, validates, downloads and stores one certificate. A storage failure does not
-    /// fail the issuance (the certificate is served from memory); it is returned for reporting.
-    async fn issue(&self, c: &AcmeCert) -> Result<(Loaded, Option<String>), IssueError> {
-        let directory = self.current_directory();
-        let account = self.account(&directory).await?;
-        let ids: Vec<Identifier> = c.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-        let replaces = self.current(&c.name).filter(|l| !l.self_signed).and_then(|l| {
-            l.key
-                .cert
-                .first()
-                .and_then(|d| CertificateIdentifier::try_from(d).ok())
-                .map(|i| i.into_owned())
-        });
-        let mut new_order = NewOrder::new(&ids);
-        if let Some(r) = replaces.clone() {
-            new_order = new_order.replaces(r);
-        }
-        // Every request below is retried on its own on badNonce (see `retry_bad_nonce`).
-        let mut order = None;
-        for _ in 0..NONCE_TRIES {
-            match account.new_order(&new_order).await {
-                Ok(o) => {
-                    order = Some(o);
-                    break;
-                }
-                Err(e) if is_bad_nonce(&e) => continue,
-                // Not every CA supports ARI's `replaces`; order without it.
-                Err(instant_acme::Error::Unsupported(_)) if replaces.is_some() => {
-                    new_order = NewOrder::new(&ids)
-                }
-                Err(e) if is_unknown_account(&e) => {
-                    // The CA forgot the account (a test CA restarted, or it was deactivated):
-                    // set the stored one aside and register again on the next attempt.
-                    self.accounts.lock().await.remove(&directory);
-                    let path = storage::account_path(&self.cfg.storage, &directory);
-                    let _ = std::fs::rename(&path, path.with_extension("json.unknown-to-ca"));
-                    tracing::warn!(directory = %directory, "the CA does not know the stored account; registering a new one");
-                    return Err(IssueError::Acme(e));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let Some(mut order) = order else {
-            return Err(IssueError::Other("the CA kept rejecting nonces".into()));
-        };
-        let mut published: Vec<String> = Vec::new();
-        let mut readied: Vec<String> = Vec::new();
-        let mut auth_error = None;
-        'attempts: for _ in 0..NONCE_TRIES {
-            // A fresh pass re-yields the authorizations already fetched without a request.
-            let mut auths = order.authorizations();
-            while let Some(a) = auths.next().await {
-                let mut a = match a {
-                    Ok(a) => a,
-                    Err(e) if is_bad_nonce(&e) => continue 'attempts,
-                    Err(e) => {
-                        auth_error = Some(IssueError::Acme(e));
-                        break 'attempts;
-                    }
-                };
-                match a.status {
-                    AuthorizationStatus::Pending => {}
-                    AuthorizationStatus::Valid => continue,
-                    other => {
-                        auth_error = Some(IssueError::Other(format!("authorization is {other:?}")));
-                        break 'attempts;
-                    }
-                }
-                let Some(mut ch) = a.challenge(ChallengeType::Http01) else {
-                    auth_error = Some(IssueError::Other("the CA offers no HTTP-01 challenge".into()));
-                    break 'attempts;
-                };
-                let token = ch.token.clone();
-                if readied.contains(&token) {
-                    continue;
-                }
-                if !published.contains(&token) {
-                    self.tokens.publish(&token, ch.key_authorization().as_str());
-                    published.push(token.clone());
-                }
-                match ch.set_ready().await {
-                    Ok(()) => readied.push(token),
-                    Err(e) if is_bad_nonce(&e) => continue 'attempts,
-                    Err(e) => {
-                        auth_error = Some(IssueError::Acme(e));
-                        break 'attempts;
-                    }
-                }
-            }
-            break;
-        }
-        let policy = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .timeout(Duration::from_secs(90));
-        let result = async {
-            if let Some(e) = auth_error {
-                return Err(e);
-            }
-            let status = retry_bad_nonce!(order.poll_ready(&policy).await)?;
-            if status != OrderStatus::Ready {
-                return Err(IssueError::Other(
-                    self.validation_errors(&mut order, status).await,
-                ));
-            }
-            let key_pem = retry_bad_nonce!(order.finalize().await)?;
-            let chain_pem = retry_bad_nonce!(order.poll_certificate(&policy).await)?;
-            Ok((chain_pem, key_pem))
-        }
-        .await;
-        for t in &published {
-            self.tokens.withdraw(t);
-        }
-        let (chain_pem, key_pem) = result?;
-        let loaded = pem::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())
-            .map_err(|e| IssueError::Other(e.to_string()))?;
-        let store_error = match storage::save(
-            &self.cfg.storage,
-            &c.name,
-            chain_pem.as_bytes(),
-            key_pem.as_bytes(),
-        ) {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(certificate = %c.name, error = %e, "cannot store the new certificate; the old files are left intact");
-                Some(format!(
-                    "the new certificate is served but could not be stored in {}: {e}",
-                    self.cfg.storage.display()
-                ))
-            }
-        };
-        Ok((loaded, store_error))
-    }
-
-    /// The CA's words on why validation failed, per name.
-    async fn validation_errors(&self, order: &mut instant_acme::Order, status: OrderStatus) -> String {
-        let mut msgs = Vec::new();
-        let mut auths = order.authorizations();
-        while let Some(Ok(a)) = auths.next().await {
-            for ch in &a.challenges {
-                if let Some(p) = &ch.error {
-                    msgs.push(format!(
-                        "{:?}: {}",
-                        a.identifier().identifier,
-                        p.detail.as_deref().unwrap_or("validation failed")
-                    ));
-                }
-            }
-        }
-        if msgs.is_empty() {
-            format!("the order ended {status:?}")
-        } else {
-            format!("validation failed: {}", msgs.join("; "))
-        }
-    }
-
-    fn builder(&self) -> Result<AccountBuilder, IssueError> {
-        client::builder(
-            self.cfg.ca_root.as_deref(),
-            self.cfg.https_proxy.as_deref(),
-            self.retry_after.clone(),
-        )
-        .map_err(IssueError::Other)
-    }
-
-    /// The account for `directory`: stored credentials when present, else a new account
-    /// whose credentials are stored (mode 0600) for the next start.
-    async fn account(&self, directory: &str) -> Result<Account, IssueError> {
-        let mut cache = self.accounts.lock().await;
-        if let Some(a) = cache.get(directory) {
-            return Ok(a.clone());
-        }
-        let path = storage::account_path(&self.cfg.storage, directory);
-        let stored: Option<AccountCredentials> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let account = match stored {
-            Some(creds) => {
-                tracing::info!(directory, file = %path.display(), "using the stored ACME account");
-                self.builder()?.from_credentials(creds).await?
-            }
-            None => {
-                let contact: Vec<String> = self.cfg.email.iter().map(|e| format!("mailto:{e}")).collect();
-                let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
-                let eab = match &self.cfg.eab {
-                    Some((kid, hmac)) => Some(ExternalAccountKey::new(kid.clone(), &decode_b64url(hmac)?)),
-                    None => None,
-                };
-                let new = NewAccount {
-                    contact: &contact,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                };
-                let (account, creds) = retry_bad_nonce!(
-                    self.builder()?
-                        .create(&new, directory.to_owned(), eab.as_ref())
-                        .await
-                )?;
-                let json = serde_json::to_vec_pretty(&creds).map_err(|e| IssueError::Other(e.to_string()))?;
-                match storage::write_atomic(&path, &json, 0o600) {
-                    Ok(()) => tracing::info!(directory, file = %path.display(), "created ACME account"),
-                    Err(e) => {
-                        tracing::error!(file = %path.display(), error = %e, "cannot store the ACME account")
-                    }
-                }
-                account
-            }
-        };
-        cache.insert(directory.to_owned(), account.clone());
-        Ok(account)
-    }
-}
-
-fn decode_b64url(s: &str) -> Result<Vec<u8>, IssueError> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|e| IssueError::Other(format!("eab_hmac_key is not base64url: {e}")))
-}
-
-enum IssueError {
-    Acme(instant_acme::Error),
-    Other(String),
-}
-
-impl From<instant_acme::Error> for IssueError {
-    fn from(e: instant_acme::Error) -> Self {
-        IssueError::Acme(e)
-    }
-}
-
-impl From<TlsError> for IssueError {
-    fn from(e: TlsError) -> Self {
-        IssueError::Other(e.to_string())
     }
 }
 
@@ -593,10 +588,14 @@ impl From<TlsError> for IssueError {
 pub struct Report {
     pub name: String,
     pub names: Vec<String>,
+    /// The directory the certificate is ordered from (before any fallback).
+    pub directory: String,
     pub issuer: Option<String>,
     pub not_after: Option<SystemTime>,
     pub status: Status,
     pub path: PathBuf,
+    /// Stored pairs refused at load (a key that does not fit its chain), with the reason.
+    pub refused: Vec<String>,
 }
 
 /// Reads the stored state of every ACME certificate (no network).
@@ -604,61 +603,17 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
     cfg.certificates
         .iter()
         .map(|c| {
-            let loaded = storage::load(&cfg.storage, &c.name);
+            let stored = storage::load_unit(&cfg.storage, &c.name);
             Report {
                 name: c.name.clone(),
                 names: c.names.clone(),
-                issuer: loaded.as_ref().map(|l| l.issuer.clone()),
-                not_after: loaded.as_ref().map(|l| l.not_after),
+                directory: c.directory.clone().unwrap_or_else(|| cfg.directory.clone()),
+                issuer: stored.loaded.as_ref().map(|l| l.issuer.clone()),
+                not_after: stored.loaded.as_ref().map(|l| l.not_after),
                 status: storage::read_status(&cfg.storage, &c.name).unwrap_or_default(),
                 path: storage::cert_dir(&cfg.storage, &c.name),
+                refused: stored.refused,
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_public_name;
-
-    #[test]
-    fn problems_are_worded_for_the_log() {
-        use super::describe;
-        let problem = |kind: &str, detail: &str| {
-            let json =
-                format!(r#"{{"type":"urn:ietf:params:acme:error:{kind}","detail":"{detail}","status":400}}"#);
-            instant_acme::Error::Api(serde_json::from_str(&json).unwrap())
-        };
-        let rl = describe(
-            &problem("rateLimited", "too many certificates"),
-            Some("3600".into()),
-        );
-        assert!(
-            rl.contains("too many certificates") && rl.contains("retry after 3600"),
-            "{rl}"
-        );
-        let v = describe(&problem("connection", "dial tcp: refused"), None);
-        assert!(
-            v.starts_with("validation failed (connection): dial tcp: refused"),
-            "{v}"
-        );
-        let other = describe(&problem("malformed", "bad CSR"), None);
-        assert!(other.starts_with("the CA refused (malformed)"), "{other}");
-    }
-
-    #[test]
-    fn public_names() {
-        assert!(is_public_name("example.com") && is_public_name("a.gateway.test"));
-        for n in [
-            "localhost",
-            "x.localhost",
-            "printer.local",
-            "db.internal",
-            "10.0.0.1",
-            "api",
-            "h.home.arpa",
-        ] {
-            assert!(!is_public_name(n), "{n}");
-        }
-    }
 }
