@@ -334,7 +334,7 @@ impl AcmeManager {
                 let _ = storage::write_atomic(
                     &storage::contact_path(&cfg.storage, directory),
                     email.as_bytes(),
-                    0o644,
+                    0o600,
                 );
                 account
             }
@@ -359,7 +359,7 @@ impl AcmeManager {
         match retry_bad_nonce!(account.update_contacts(&refs).await) {
             Ok(()) => {
                 tracing::info!(directory, contact = ?contact, "gave the ACME account the configured contact");
-                if let Err(e) = storage::write_atomic(&path, wanted.as_bytes(), 0o644) {
+                if let Err(e) = storage::write_atomic(&path, wanted.as_bytes(), 0o600) {
                     tracing::warn!(file = %path.display(), error = %crate::error_chain(&e), "cannot record the account's contact");
                 }
             }
