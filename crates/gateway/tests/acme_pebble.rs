@@ -194,8 +194,8 @@ async fn pebble_unwritable_storage_keeps_old_files_and_reports() {
     gw.stop(Duration::from_secs(10));
     pebble.launch().await;
     // Make the new unit impossible to put in place, even for root: the temporary name of the
-    // `current` link is taken by a directory (a full disk fails the same way). The order takes far longer than
-    // creating this directory right after the process starts.
+    // `current` link is taken by a directory (a full disk fails the same way). The order
+    // takes far longer than creating this directory right after the process starts.
     gw.spawn(false, &[]);
     let pid = gw.pid();
     std::fs::create_dir_all(

@@ -169,7 +169,8 @@ fn versions(dir: &Path) -> Vec<String> {
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .filter(|n| n.starts_with(VERSION_PREFIX))
         .collect();
-    v.sort_unstable_by(|a, b| b.cmp(a));
+    v.sort_unstable();
+    v.reverse();
     v
 }
 
