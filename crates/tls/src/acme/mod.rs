@@ -440,10 +440,12 @@ impl AcmeManager {
                 }
                 "retry"
             };
+            // One orderer per certificate, across processes sharing the storage; held until
+            // the outcome is recorded, so another process that takes it next sees it all.
+            let mut lock: Option<storage::StorageLock> = None;
             let result = 'attempt: {
-                // One orderer per certificate, across processes sharing the storage.
-                let _lock = match self.lock_storage(&job, &mut stop).await {
-                    Locked::Held(lock) => Some(lock),
+                lock = match self.lock_storage(&job, &mut stop).await {
+                    Locked::Held(held) => Some(held),
                     Locked::Unavailable => None,
                     Locked::Stopped => break 'run,
                     Locked::TimedOut => {
@@ -498,6 +500,7 @@ impl AcmeManager {
                     }
                 }
             }
+            drop(lock);
         }
         tracing::info!(certificate = %c.name, "renewal loop stopped");
     }
