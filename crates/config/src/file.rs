@@ -90,6 +90,9 @@ pub struct Acme {
     pub eab_hmac_key: Option<S>,
     pub retry_min: Option<S>,
     pub retry_max: Option<S>,
+    pub connect_timeout: Option<S>,
+    pub request_timeout: Option<S>,
+    pub order_timeout: Option<S>,
     #[serde(default)]
     pub certificates: Vec<Spanned<AcmeCert>>,
 }
@@ -99,6 +102,7 @@ pub struct Acme {
 pub struct AcmeCert {
     pub name: S,
     pub names: Vec<S>,
+    pub directory: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -101,12 +101,23 @@ pub struct Acme {
     /// First wait after a failed attempt; doubles per failure up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Longest wait for the TCP connection to the CA (or to `https_proxy`).
+    pub connect_timeout: Duration,
+    /// Longest time one request to the CA may take, from connecting to the last byte of
+    /// the response (TLS handshake and proxy CONNECT included).
+    pub request_timeout: Duration,
+    /// Longest time one whole order may take (account, order, validation, download); a
+    /// stalled order counts as a failed attempt.
+    pub order_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeCert {
     pub name: String,
     pub names: Vec<String>,
+    /// This certificate's ACME directory, instead of the section's `directory`
+    /// (`fallback_directories` still follow it).
+    pub directory: Option<String>,
 }
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";

@@ -409,8 +409,26 @@ fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
                 format!("two ACME certificates are named `{name}`"),
             );
         }
-        certificates.push(AcmeCert { name, names });
+        let directory = c.get_ref().directory.as_ref().and_then(|s| url(cx, s));
+        certificates.push(AcmeCert {
+            name,
+            names,
+            directory,
+        });
     }
+    // A zero timeout would fail every request before it starts.
+    let timeout = |cx: &mut Ctx<'_>, s: &Option<S>, default: Duration| -> Duration {
+        let d = cx.duration(s, default);
+        match s {
+            Some(s) if d.is_zero() => cx
+                .err(s.span().start, "a timeout must be longer than 0")
+                .unwrap_or(default),
+            _ => d,
+        }
+    };
+    let connect_timeout = timeout(cx, &a.connect_timeout, Duration::from_secs(10));
+    let request_timeout = timeout(cx, &a.request_timeout, Duration::from_secs(30));
+    let order_timeout = timeout(cx, &a.order_timeout, Duration::from_secs(600));
     Acme {
         directory,
         fallback_directories,
@@ -434,6 +452,9 @@ fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
         certificates,
         retry_min: cx.duration(&a.retry_min, Duration::from_secs(60)),
         retry_max: cx.duration(&a.retry_max, Duration::from_secs(86400)),
+        connect_timeout,
+        request_timeout,
+        order_timeout,
     }
 }
 

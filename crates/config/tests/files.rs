@@ -146,3 +146,27 @@ fn host_and_path_matches() {
     let (_, _, msg) = one_error(&format!("{UP}[[routes]]\nupstream = \"api\"\n"));
     assert!(msg.contains("needs `prefix"));
 }
+
+#[test]
+fn acme_timeouts_and_per_certificate_directory() {
+    let src = format!(
+        "{UP}[acme]\nrequest_timeout = \"2s\"\n[[acme.certificates]]\nname = \"a\"\nnames = [\"a.example.com\"]\ndirectory = \"https://ca.example.net/dir\"\n[[acme.certificates]]\nname = \"b\"\nnames = [\"b.example.com\"]\n"
+    );
+    let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
+    let acme = cfg.acme.unwrap();
+    assert_eq!(acme.request_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(acme.connect_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(acme.order_timeout, std::time::Duration::from_secs(600));
+    assert_eq!(
+        acme.certificates[0].directory.as_deref(),
+        Some("https://ca.example.net/dir")
+    );
+    assert_eq!(acme.certificates[1].directory, None);
+    let (line, _, msg) = one_error(&format!("{UP}[acme]\norder_timeout = \"0s\"\n"));
+    assert_eq!(line, 4);
+    assert!(msg.contains("longer than 0"), "{msg}");
+    let (_, _, msg) = one_error(&format!(
+        "{UP}[acme]\n[[acme.certificates]]\nname = \"a\"\nnames = [\"a.example.com\"]\ndirectory = \"ca.example.net\"\n"
+    ));
+    assert!(msg.contains("not an ACME directory URL"), "{msg}");
+}

@@ -73,9 +73,15 @@ pub fn certs(config: &Path) -> ExitCode {
     if let Some(acme) = &cfg.acme {
         for r in gateway_tls::acme::report(acme) {
             any = true;
-            println!("certificate {} (ACME, {})", r.name, acme.directory);
+            println!("certificate {} (ACME, {})", r.name, r.directory);
             println!("  names:    {}", r.names.join(", "));
             println!("  stored:   {}", r.path.display());
+            if let Some(by) = &r.status.issued_by {
+                println!("  from:     {by}");
+            }
+            for why in &r.refused {
+                println!("  refused:  {why}");
+            }
             println!(
                 "  issuer:   {}",
                 r.issuer.as_deref().unwrap_or("(not issued yet)")

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 pub struct Reloader {
     pub path: PathBuf,
     pub shared: Arc<Shared>,
+    /// The ACME client, told about every reloaded `[acme]` section.
+    pub acme: Option<Arc<gateway_tls::acme::AcmeManager>>,
 }
 
 /// `(name, names)` of the ACME-managed certificates, kept by the store across reloads.
@@ -131,12 +133,15 @@ impl Reloader {
                         "listener addresses, threads, work_stealing or reuseport changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
                     );
                 }
-                if old.config.acme != cfg.acme {
-                    tracing::warn!(
-                        "the [acme] section changed: it takes effect after `gateway upgrade` or a restart"
-                    );
-                }
                 apply_certs(&self.shared, &cfg);
+                // After apply_certs: the store knows the managed names before loops start.
+                match &self.acme {
+                    Some(acme) => acme.reconfigure(cfg.acme.as_ref()),
+                    None if old.config.acme != cfg.acme => tracing::warn!(
+                        "the [acme] section changed: it takes effect after `gateway upgrade` or a restart"
+                    ),
+                    None => {}
+                }
                 let routes = cfg.routes.len();
                 self.shared.apply(cfg);
                 m.last_reload_success.set(unix_seconds(SystemTime::now()));

@@ -60,16 +60,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let certs = CertStore::new();
     let shared = Shared::new(cfg.clone(), certs.clone(), Metrics::global());
     reload::apply_certs(&shared, &cfg);
-    let acme = cfg.acme.as_ref().filter(|a| !a.certificates.is_empty()).map(|a| {
-        let m = Arc::new(AcmeManager::new(
-            a.clone(),
-            certs.clone(),
-            shared.challenges.clone(),
-            Arc::new(crate::acme::MetricsObserver(shared.metrics.clone())),
-        ));
-        m.prepare();
-        m
-    });
+    // Always created, even without [acme]: a reload may add certificates.
+    let acme = Arc::new(AcmeManager::new(
+        cfg.acme.clone(),
+        certs.clone(),
+        shared.challenges.clone(),
+        Arc::new(crate::acme::MetricsObserver(shared.metrics.clone())),
+    ));
+    acme.prepare();
     reload::publish_expiry(&shared);
     shared
         .metrics
@@ -95,14 +93,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }
-    if let Some(m) = acme {
-        server.add_service(background_service("acme", crate::acme::AcmeService(m)));
-    }
+    server.add_service(background_service("acme", crate::acme::AcmeService(acme.clone())));
     server.add_service(background_service(
         "reload",
         reload::Reloader {
             path: config.clone(),
             shared: shared.clone(),
+            acme: Some(acme),
         },
     ));
 

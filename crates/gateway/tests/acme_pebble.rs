@@ -2,94 +2,11 @@
 
 mod harness;
 
+use harness::acme::{config, lines_with, store_near_expiry, verified, wait_issued, NAMES};
 use harness::pebble::Pebble;
 use harness::{client, free_port, poll_until, upstream, Gateway};
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const NAMES: [&str; 2] = ["a.gateway.test", "b.gateway.test"];
-
-fn config(pebble: &Pebble, storage: &Path, upstream: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[listen]
-https = "{{HTTPS}}"
-http = "127.0.0.1:{http}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "1s"
-[tls]
-default_certificate = "main"
-[acme]
-directory = "{dir}"
-email = "admin@gateway.test"
-storage = "{storage}"
-ca_root = "{root}"
-retry_min = "200ms"
-retry_max = "2s"
-[[acme.certificates]]
-name = "main"
-names = ["{a}", "{b}"]
-[upstreams.echo]
-address = "{upstream}"
-[[routes]]
-prefix = "/"
-upstream = "echo"
-"#,
-        http = pebble.http_port,
-        dir = pebble.directory(),
-        storage = storage.display(),
-        root = pebble.listener_root().display(),
-        a = NAMES[0],
-        b = NAMES[1],
-    )
-}
-
-/// A TLS connection that only succeeds when the gateway presents a certificate for `sni`
-/// chaining to `root_pem` (Pebble's issuing root).
-async fn verified(
-    addr: std::net::SocketAddr,
-    sni: &str,
-    root_pem: &str,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots
-            .add(der.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn wait_issued(gw: &Gateway, pebble: &Pebble) -> String {
-    let root = pebble.issuing_root().await;
-    let https = gw.https;
-    poll_until(Duration::from_secs(60), "a certificate from Pebble", || {
-        let root = root.clone();
-        async move {
-            for n in NAMES {
-                verified(https, n, &root).await.ok()?;
-            }
-            Some(())
-        }
-    })
-    .await;
-    root
-}
 
 async fn get(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, host: &str) -> String {
     let req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
@@ -97,23 +14,6 @@ async fn get(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, hos
     let mut buf = vec![0u8; 8192];
     let n = s.read(&mut buf).await.unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// A stored certificate for the names that is near its end: a third of its life is long
-/// gone, so the gateway renews it at once (and serves it meanwhile).
-fn store_near_expiry(storage: &Path) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(80);
-    params.not_after = now + time::Duration::days(10);
-    let cert = params.self_signed(&key).unwrap();
-    let dir = storage.join("main");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("fullchain.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("privkey.pem"), key.serialize_pem()).unwrap();
-    cert.der().to_vec()
 }
 
 #[tokio::test]
@@ -128,12 +28,13 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
         let mut s = verified(gw.https, n, &root).await.unwrap();
         assert!(get(&mut s, n).await.starts_with("HTTP/1.1 200"));
     }
+    // The credentials, not the `.contact` record next to them.
     let account = std::fs::read_dir(storage.path().join("accounts"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("an account file");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&account).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "account credentials are private");
     let account_before = std::fs::read(&account).unwrap();
@@ -244,11 +145,33 @@ async fn pebble_down_keeps_the_current_certificate_and_retries_with_backoff() {
         log.contains("cannot reach the CA"),
         "the log says what failed:\n{log}"
     );
-    let waits: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("retrying with backoff"))
+    // The waits double from retry_min (200ms) up to retry_max (2s), each with ±20 % jitter.
+    poll_until(Duration::from_secs(30), "six failed attempts in the log", || {
+        let log = gw.stderr();
+        async move { (log.matches("retrying with backoff").count() >= 6).then_some(()) }
+    })
+    .await;
+    let lines = lines_with(&gw.stderr(), &["retrying with backoff"]);
+    let waits: Vec<(Duration, Duration)> = lines
+        .iter()
+        .map(|l| {
+            let get = |name| harness::acme::field(l, name).and_then(harness::acme::duration);
+            (
+                get("backoff").unwrap_or_else(|| panic!("no backoff in {l}")),
+                get("retry_in").unwrap_or_else(|| panic!("no retry_in in {l}")),
+            )
+        })
         .collect();
-    assert!(waits.len() >= 3);
+    let ms = Duration::from_millis;
+    let expected = [ms(200), ms(400), ms(800), ms(1600), ms(2000), ms(2000)];
+    let bases: Vec<Duration> = waits.iter().map(|w| w.0).take(expected.len()).collect();
+    assert_eq!(bases, expected, "{lines:#?}");
+    for (base, wait) in &waits {
+        assert!(
+            *wait >= base.mul_f64(0.79) && *wait <= base.mul_f64(1.21),
+            "{wait:?} is not {base:?} ± 20 %"
+        );
+    }
     let (_, served) = client::tls(gw.https, NAMES[0]).await;
     assert_eq!(served.as_ref(), &old[..], "the current certificate is kept");
     // The next start of the CA is picked up.
@@ -270,17 +193,12 @@ async fn pebble_unwritable_storage_keeps_old_files_and_reports() {
     let mut gw = Gateway::start(&config(&pebble, storage.path(), up.addr)).await;
     gw.stop(Duration::from_secs(10));
     pebble.launch().await;
-    // Make the key file impossible to replace, even for root: its temporary name is taken
-    // by a directory (a full disk fails the same write). The order takes far longer than
-    // creating this directory right after the process starts.
+    // Make the new unit impossible to put in place, even for root: the temporary name of the
+    // `current` link is taken by a directory (a full disk fails the same way). The order
+    // takes far longer than creating this directory right after the process starts.
     gw.spawn(false, &[]);
     let pid = gw.pid();
-    std::fs::create_dir_all(
-        storage
-            .path()
-            .join(format!("main/.privkey.pem.tmp-{pid}/blocker")),
-    )
-    .unwrap();
+    std::fs::create_dir_all(storage.path().join(format!("main/.current.tmp-{pid}/blocker"))).unwrap();
     gw.wait_ready().await;
     poll_until(
         Duration::from_secs(60),
@@ -306,10 +224,19 @@ async fn pebble_unwritable_storage_keeps_old_files_and_reports() {
         async move { status.contains("could not be stored").then_some(()) }
     })
     .await;
-    // The new certificate is still served from memory.
+    // The new certificate is still served from memory, not the old one from the files.
     let root = pebble.issuing_root().await;
     assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
-    let _ = old;
+    let (_, served) = client::tls(gw.https, NAMES[0]).await;
+    assert_ne!(served.as_ref(), &old[..], "the new certificate is served");
+    // No half-stored unit is left behind.
+    let units: Vec<String> = std::fs::read_dir(storage.path().join("main"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("v-") || n.starts_with(".new-") || n == "current")
+        .collect();
+    assert!(units.is_empty(), "{units:?}");
 }
 
 #[tokio::test]
@@ -387,4 +314,137 @@ async fn pebble_validation_failure_is_logged_with_the_ca_detail() {
     // Still serving the placeholder, and still retrying.
     let (_, cert) = client::tls(gw.https, NAMES[0]).await;
     assert_eq!(client::cert_names(&cert), NAMES.to_vec());
+}
+
+/// Short timeouts so a stalled CA is given up on in about 2 s.
+fn with_short_timeouts(cfg: &str) -> String {
+    cfg.replace(
+        "retry_min",
+        "connect_timeout = \"1s\"\nrequest_timeout = \"2s\"\norder_timeout = \"20s\"\nretry_min",
+    )
+}
+
+/// Failed attempts of `certificate` logged as timeouts.
+fn timeouts(log: &str, certificate: &str) -> usize {
+    let field = format!("certificate={certificate}");
+    lines_with(
+        log,
+        &["could not obtain certificate", "timed out", field.as_str()],
+    )
+    .len()
+}
+
+#[tokio::test]
+async fn pebble_a_ca_that_never_answers_times_out_while_another_certificate_is_issued() {
+    let storage = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(free_port(), &[]).await;
+    let up = upstream::echo().await;
+    // Accepts the connection and never says a word, not even the TLS handshake.
+    let stalled = upstream::hang().await;
+    let cfg = format!(
+        "{}\n[[acme.certificates]]\nname = \"stalled\"\nnames = [\"c.gateway.test\"]\ndirectory = \"https://localhost:{}/dir\"\n",
+        with_short_timeouts(&config(&pebble, storage.path(), up.addr)),
+        stalled.addr.port()
+    );
+    let gw = Gateway::start(&cfg).await;
+    // request_timeout is 2 s: the first attempt is given up on and logged as a timeout.
+    let line = poll_until(Duration::from_secs(10), "a timeout for the stalled CA", || {
+        let log = gw.stderr();
+        async move {
+            lines_with(&log, &["could not obtain certificate", "certificate=stalled"])
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert!(
+        line.contains("timed out: no complete answer from the CA within 2s"),
+        "{line}"
+    );
+    // Meanwhile the other certificate is issued by the working CA...
+    wait_issued(&gw, &pebble).await;
+    // ...and the stalled one keeps going through backoff and retries.
+    let seen = timeouts(&gw.stderr(), "stalled");
+    poll_until(Duration::from_secs(15), "another timeout after a retry", || {
+        let log = gw.stderr();
+        async move { (timeouts(&log, "stalled") > seen).then_some(()) }
+    })
+    .await;
+    assert!(!lines_with(&gw.stderr(), &["retrying with backoff", "certificate=stalled"]).is_empty());
+    let status = std::fs::read_to_string(storage.path().join("stalled/status.json")).unwrap();
+    assert!(status.contains("timed out"), "{status}");
+}
+
+#[tokio::test]
+async fn pebble_a_proxy_that_never_answers_times_out_and_a_reload_without_it_issues() {
+    let storage = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(free_port(), &[]).await;
+    let up = upstream::echo().await;
+    // Accepts the CONNECT request and never answers it.
+    let stalled = upstream::hang().await;
+    let direct = with_short_timeouts(&config(&pebble, storage.path(), up.addr));
+    let proxied = direct.replace(
+        "retry_min",
+        &format!("https_proxy = \"http://{}\"\nretry_min", stalled.addr),
+    );
+    let gw = Gateway::start(&proxied).await;
+    poll_until(
+        Duration::from_secs(15),
+        "two timeouts through the stalled proxy",
+        || {
+            let log = gw.stderr();
+            async move { (timeouts(&log, "main") >= 2).then_some(()) }
+        },
+    )
+    .await;
+    // The section's settings follow a reload: without the proxy the CA is reached.
+    gw.write_config(&direct);
+    wait_issued(&gw, &pebble).await;
+    assert!(
+        !lines_with(
+            &gw.stderr(),
+            &["certificate settings changed in [acme]", "certificate=main"]
+        )
+        .is_empty(),
+        "{}",
+        gw.stderr()
+    );
+}
+
+#[tokio::test]
+async fn pebble_a_wrong_ca_root_is_reported_with_its_inner_cause() {
+    let storage = tempfile::tempdir().unwrap();
+    let pebble = Pebble::start(free_port(), &[]).await;
+    let up = upstream::echo().await;
+    // A root that did not sign Pebble's listener certificate.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let wrong = elsewhere.path().join("wrong-root.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&wrong, other.cert.pem()).unwrap();
+    let cfg = config(&pebble, storage.path(), up.addr).replace(
+        &format!("ca_root = \"{}\"", pebble.listener_root().display()),
+        &format!("ca_root = \"{}\"", wrong.display()),
+    );
+    let gw = Gateway::start(&cfg).await;
+    let status_path = storage.path().join("main/status.json");
+    // Not only "client error (Connect)": the TLS verdict under it.
+    let status = poll_until(Duration::from_secs(30), "the TLS failure in status.json", || {
+        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+        async move { status.contains("invalid peer certificate").then_some(status) }
+    })
+    .await;
+    assert!(status.contains("cannot reach the CA"), "{status}");
+    assert!(status.contains("client error (Connect): "), "{status}");
+    let errors = lines_with(
+        &gw.stderr(),
+        &["could not obtain certificate", "invalid peer certificate"],
+    );
+    assert!(!errors.is_empty(), "{}", gw.stderr());
+    let out = std::process::Command::new(harness::gateway::binary())
+        .args(["certs", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("invalid peer certificate"), "{listing}");
 }

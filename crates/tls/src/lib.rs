@@ -3,7 +3,6 @@
 //! a self-signed stand-in for the first start, and automatic issuance over ACME.
 
 pub mod acme;
-mod acme_http;
 pub mod pem;
 pub mod storage;
 pub mod store;
@@ -20,4 +19,96 @@ pub enum TlsError {
     Read(PathBuf, #[source] std::io::Error),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// An error with every cause under it (`source()`), joined by ": ", so a log line or
+/// `status.json` shows the whole story: "client error (Connect): invalid peer certificate:
+/// UnknownIssuer", not only "client error (Connect)". A cause whose text its parent already
+/// printed (wrappers such as `"HTTP request failure: {0}"`) is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut parent = out.clone();
+    let mut cause = e.source();
+    // A bound, in case a broken `source()` loops.
+    for _ in 0..32 {
+        let Some(c) = cause else { break };
+        let text = c.to_string();
+        if !text.is_empty() && !parent.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        parent = text;
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+    use std::fmt;
+
+    #[derive(Debug)]
+    struct Leaf;
+    impl fmt::Display for Leaf {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("invalid peer certificate: CaUsedAsEndEntity")
+        }
+    }
+    impl std::error::Error for Leaf {}
+
+    /// Like hyper-util's client error: a terse text, the cause only in `source()`.
+    #[derive(Debug)]
+    struct Terse(Leaf);
+    impl fmt::Display for Terse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl std::error::Error for Terse {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// A wrapper that prints its cause and also returns it as `source()`.
+    #[derive(Debug)]
+    struct Repeating(Terse);
+    impl fmt::Display for Repeating {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "HTTP request failure: {}", self.0)
+        }
+    }
+    impl std::error::Error for Repeating {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn every_cause_is_shown_once() {
+        assert_eq!(
+            error_chain(&Terse(Leaf)),
+            "client error (Connect): invalid peer certificate: CaUsedAsEndEntity"
+        );
+        assert_eq!(
+            error_chain(&Repeating(Terse(Leaf))),
+            "HTTP request failure: client error (Connect): invalid peer certificate: CaUsedAsEndEntity"
+        );
+        assert_eq!(error_chain(&Leaf), "invalid peer certificate: CaUsedAsEndEntity");
+        // Through a boxed error, as instant-acme's `Error::Other` holds it.
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Terse(Leaf));
+        let acme = instant_acme::Error::Other(boxed);
+        assert!(
+            error_chain(&acme).ends_with("invalid peer certificate: CaUsedAsEndEntity"),
+            "{}",
+            error_chain(&acme)
+        );
+        // io::Error shows its inner error's text and skips to that error's cause.
+        let io = std::io::Error::other(Terse(Leaf));
+        assert_eq!(
+            error_chain(&io),
+            "client error (Connect): invalid peer certificate: CaUsedAsEndEntity"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! Included by each integration test file (`mod harness;`); each uses part of it.
 #![allow(dead_code)]
 
+pub mod acme;
 pub mod client;
 pub mod gateway;
 pub mod load;

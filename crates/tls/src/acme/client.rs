@@ -1,6 +1,10 @@
 //! The HTTP client instant-acme uses: the platform's roots or a private CA root, an
-//! optional HTTPS proxy (CONNECT) for reaching the CA, and a record of the CA's last
-//! `Retry-After` (instant-acme's problem type drops headers; a rate-limit log line needs it).
+//! optional HTTPS proxy (CONNECT) for reaching the CA, a connect timeout and a deadline per
+//! request, and a record of the CA's last `Retry-After` (instant-acme's problem type drops
+//! headers; a rate-limit log line needs it).
+//!
+//! instant-acme's own client has no timeout at all: a CA endpoint, or a proxy, that accepts
+//! the connection and never answers would stall the certificate's loop forever.
 
 use bytes::Bytes;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
@@ -12,6 +16,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The most recent `Retry-After` value the CA sent.
 #[derive(Default, Debug)]
@@ -23,9 +28,24 @@ impl RetryAfter {
     }
 }
 
+/// Limits for every request to the CA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connection to the CA or to the proxy.
+    pub connect: Duration,
+    /// The whole request: connection, TLS handshake, proxy CONNECT, response head and body.
+    pub request: Duration,
+}
+
+/// A request to the CA that did not complete within [`Timeouts::request`].
+#[derive(Debug, thiserror::Error)]
+#[error("no complete answer from the CA within {0:?} (connection, TLS handshake, proxy CONNECT or response)")]
+pub struct RequestTimeout(pub Duration);
+
 struct Recording {
     inner: Box<dyn HttpClient>,
     retry_after: Arc<RetryAfter>,
+    limit: Duration,
 }
 
 impl HttpClient for Recording {
@@ -35,19 +55,37 @@ impl HttpClient for Recording {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = self.inner.request(req);
         let slot = self.retry_after.clone();
+        let limit = self.limit;
         Box::pin(async move {
-            let rsp = fut.await?;
-            if let Some(v) = rsp
-                .parts
-                .headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-            {
-                *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.to_owned());
+            let whole = async move {
+                let rsp = fut.await?;
+                if let Some(v) = rsp
+                    .parts
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.to_owned());
+                }
+                // The body is read here, inside the deadline: a CA that sends its headers and
+                // then stalls would otherwise hang whoever reads the body later.
+                let BytesResponse { parts, mut body } = rsp;
+                let bytes = body.into_bytes().await.map_err(instant_acme::Error::Other)?;
+                Ok::<_, instant_acme::Error>(BytesResponse {
+                    parts,
+                    body: Box::new(bytes),
+                })
+            };
+            match tokio::time::timeout(limit, whole).await {
+                Ok(result) => result,
+                Err(_) => Err(instant_acme::Error::Other(Box::new(RequestTimeout(limit)))),
             }
-            Ok(rsp)
         })
     }
+}
+
+fn bad_root(path: &Path, e: &dyn std::error::Error) -> String {
+    format!("ca_root {}: {}", path.display(), crate::error_chain(e))
 }
 
 fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
@@ -56,13 +94,9 @@ fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     match ca_root {
         Some(path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for der in
-                CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_root {}: {e}", path.display()))?
-            {
-                let der = der.map_err(|e| format!("ca_root {}: {e}", path.display()))?;
-                roots
-                    .add(der)
-                    .map_err(|e| format!("ca_root {}: {e}", path.display()))?;
+            for der in CertificateDer::pem_file_iter(path).map_err(|e| bad_root(path, &e))? {
+                let der = der.map_err(|e| bad_root(path, &e))?;
+                roots.add(der).map_err(|e| bad_root(path, &e))?;
             }
             Ok(builder.with_root_certificates(roots).with_no_client_auth())
         }
@@ -71,20 +105,22 @@ fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
             builder
                 .with_platform_verifier()
                 .map(|b| b.with_no_client_auth())
-                .map_err(|e| format!("system roots: {e}"))
+                .map_err(|e| format!("system roots: {}", crate::error_chain(&e)))
         }
     }
 }
 
-/// An account builder for the configured CA root and proxy.
+/// An account builder for the configured CA root, proxy and timeouts.
 pub fn builder(
     ca_root: Option<&Path>,
     proxy: Option<&str>,
     retry_after: Arc<RetryAfter>,
+    timeouts: Timeouts,
 ) -> Result<AccountBuilder, String> {
     let tls = tls_config(ca_root)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
+    http.set_connect_timeout(Some(timeouts.connect));
     let inner: Box<dyn HttpClient> = match proxy {
         None => {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -108,5 +144,6 @@ pub fn builder(
     Ok(Account::builder_with_http(Box::new(Recording {
         inner,
         retry_after,
+        limit: timeouts.request,
     })))
 }

@@ -1,0 +1,624 @@
+//! Automatic certificates over ACME (RFC 8555) with HTTP-01, through `instant-acme`.
+//!
+//! One loop per configured certificate, started, restarted and stopped as `proxy.toml`
+//! changes ([`AcmeManager::reconfigure`]): load what is stored, serve a self-signed
+//! placeholder until a real certificate exists, issue or renew when a third of the lifetime
+//! is left or inside the CA's renewal window (ARI, RFC 9773, fetched again every 6 h or at
+//! the CA's `Retry-After`), back off exponentially on failure and move to the next directory
+//! in the fallback list. Every request to the CA has a connect timeout and a deadline, and
+//! every order a deadline, so a CA that stops answering is a failure like any other. One
+//! process orders a certificate at a time (a lock file in the storage directory), and each
+//! issuance is stored as one unit (see [`crate::storage`]). The certificate being served
+//! never changes on a failure; new ones are swapped into the [`CertStore`] without a restart.
+
+mod client;
+mod errors;
+mod names;
+mod order;
+pub mod schedule;
+
+pub use client::{RequestTimeout, Timeouts};
+pub use names::{held_back, is_public_name, not_public};
+
+use crate::pem::{self, Loaded};
+use crate::storage::{self, Status};
+use crate::store::CertStore;
+use gateway_config::{Acme, AcmeCert};
+use instant_acme::{Account, CertificateIdentifier};
+use rand::Rng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Where HTTP-01 key authorizations are published (the HTTP listener answers from it).
+pub trait ChallengeTokens: Send + Sync {
+    fn publish(&self, token: &str, key_authorization: &str);
+    fn withdraw(&self, token: &str);
+}
+
+/// Counters the binary turns into metrics.
+pub trait Observer: Send + Sync {
+    fn attempt(&self, certificate: &str);
+    fn failure(&self, certificate: &str);
+    fn issued(&self, certificate: &str, not_after: SystemTime);
+}
+
+/// What one certificate's loop works with: the `[acme]` section as it was when the loop
+/// started, and the certificate's entry.
+#[derive(Clone, Debug)]
+struct Job {
+    acme: Arc<Acme>,
+    cert: AcmeCert,
+}
+
+impl Job {
+    /// The certificate's directory (its own, else the section's), then the fallbacks.
+    fn directories(&self) -> Vec<String> {
+        let first = self
+            .cert
+            .directory
+            .clone()
+            .unwrap_or_else(|| self.acme.directory.clone());
+        std::iter::once(first)
+            .chain(self.acme.fallback_directories.iter().cloned())
+            .collect()
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.acme.connect_timeout,
+            request: self.acme.request_timeout,
+        }
+    }
+}
+
+/// The section without its certificate list: what every loop shares.
+fn same_settings(a: &Acme, b: &Acme) -> bool {
+    let strip = |x: &Acme| Acme {
+        certificates: Vec::new(),
+        ..x.clone()
+    };
+    strip(a) == strip(b)
+}
+
+fn jobs_of(cfg: Option<&Arc<Acme>>) -> Vec<Job> {
+    cfg.map(|a| {
+        a.certificates
+            .iter()
+            .map(|c| Job {
+                acme: a.clone(),
+                cert: c.clone(),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn covers_all(cert: &Loaded, names: &[String]) -> bool {
+    names.iter().all(|n| cert.covers(n))
+}
+
+/// A certificate known to the manager; `stop` is `None` when its names are held back (no
+/// loop runs).
+struct Slot {
+    job: Job,
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl Slot {
+    fn stop_loop(self) {
+        if let Some(tx) = self.stop {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    cfg: Option<Arc<Acme>>,
+    slots: HashMap<String, Slot>,
+    /// Where loops run; set while [`AcmeManager::run`] runs.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// The ACME client for every certificate of the `[acme]` section.
+pub struct AcmeManager {
+    store: Arc<CertStore>,
+    tokens: Arc<dyn ChallengeTokens>,
+    observer: Arc<dyn Observer>,
+    /// Accounts by directory and client settings, each behind its own lock: a CA that hangs
+    /// while an account is created holds up only the loops that use that CA.
+    accounts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Account>>>>>,
+    retry_after: Arc<client::RetryAfter>,
+    state: Mutex<State>,
+}
+
+/// Sleeps until `at` (wall clock); `false` when the loop is told to stop first.
+async fn sleep_until(at: SystemTime, stop: &mut watch::Receiver<bool>) -> bool {
+    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::select! {
+        _ = stop.changed() => false,
+        _ = tokio::time::sleep(wait) => !*stop.borrow(),
+    }
+}
+
+/// How often a loop waiting for the storage lock tries again.
+const LOCK_POLL: Duration = Duration::from_millis(250);
+
+enum Locked {
+    Held(storage::StorageLock),
+    /// The lock file cannot be opened (unwritable storage): order without it.
+    Unavailable,
+    Stopped,
+    /// Still taken after `order_timeout`.
+    TimedOut,
+}
+
+impl AcmeManager {
+    /// A manager for `cfg` (`None`, or no certificates: nothing runs until a reload adds some).
+    pub fn new(
+        cfg: Option<Acme>,
+        store: Arc<CertStore>,
+        tokens: Arc<dyn ChallengeTokens>,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
+        Self {
+            store,
+            tokens,
+            observer,
+            accounts: Mutex::new(HashMap::new()),
+            retry_after: Arc::default(),
+            state: Mutex::new(State {
+                cfg: cfg.map(Arc::new),
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Before serving: install stored certificates, or a self-signed placeholder for those
+    /// not issued yet, so the first handshake already has something to present.
+    pub fn prepare(&self) {
+        let jobs = jobs_of(self.lock_state().cfg.as_ref());
+        for job in &jobs {
+            self.prepare_one(job);
+        }
+    }
+
+    fn prepare_one(&self, job: &Job) {
+        let c = &job.cert;
+        let dir = &job.acme.storage;
+        let stored = storage::load_unit(dir, &c.name);
+        for why in &stored.refused {
+            tracing::error!(certificate = %c.name, error = %why, "stored certificate refused");
+        }
+        let current = self.current(&c.name);
+        let serving_real = current.as_ref().filter(|l| !l.self_signed);
+        match (stored.loaded, stored.from) {
+            (Some(loaded), Some(from)) if covers_all(&loaded, &c.names) => {
+                if serving_real
+                    .is_some_and(|cur| covers_all(cur, &c.names) && cur.not_after >= loaded.not_after)
+                {
+                    return;
+                }
+                if storage::is_current(dir, &c.name, &from) {
+                    if let Err(e) = storage::link_current(dir, &c.name) {
+                        tracing::warn!(certificate = %c.name, error = %crate::error_chain(&e), "cannot point fullchain.pem and privkey.pem at the current unit");
+                    }
+                } else if !stored.refused.is_empty() {
+                    tracing::warn!(certificate = %c.name, from = %from.display(), "serving the previous good pair");
+                }
+                self.store.install(&c.name, &c.names, loaded);
+            }
+            (loaded, _) => {
+                if serving_real.is_some() {
+                    tracing::info!(certificate = %c.name, names = ?c.names, "the served certificate lacks a configured name: it keeps serving until the new one is issued");
+                    return;
+                }
+                if current.as_ref().is_some_and(|l| covers_all(l, &c.names)) {
+                    return;
+                }
+                if loaded.is_some() {
+                    tracing::info!(certificate = %c.name, "stored certificate does not cover every configured name; ordering a new one");
+                }
+                match pem::self_signed(&c.names) {
+                    Ok(p) => {
+                        tracing::warn!(certificate = %c.name, names = ?c.names, "no certificate yet: serving a self-signed placeholder until the CA issues one");
+                        self.store.install(&c.name, &c.names, p);
+                    }
+                    Err(e) => {
+                        tracing::error!(certificate = %c.name, error = %crate::error_chain(&e), "cannot generate a placeholder")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs every certificate's loop until `shutdown` turns true; loops added by
+    /// [`reconfigure`](Self::reconfigure) run here too.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        {
+            let mut st = self.lock_state();
+            st.runtime = Some(tokio::runtime::Handle::current());
+            for job in jobs_of(st.cfg.as_ref()) {
+                if !st.slots.contains_key(&job.cert.name) {
+                    self.start(&mut st, job);
+                }
+            }
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        let mut st = self.lock_state();
+        st.runtime = None;
+        for (_, slot) in st.slots.drain() {
+            slot.stop_loop();
+        }
+    }
+
+    /// Applies a reloaded `[acme]` section: a certificate added starts its loop, a removed
+    /// one stops its loop (its files stay), one whose names, directory or section settings
+    /// (directory, email, timeouts, proxy...) changed restarts with them (changed names
+    /// order anew at once); the others go on undisturbed.
+    pub fn reconfigure(self: &Arc<Self>, acme: Option<&Acme>) {
+        let new = acme.cloned().map(Arc::new);
+        let mut st = self.lock_state();
+        if st.cfg.as_deref() == new.as_deref() {
+            return;
+        }
+        st.cfg = new.clone();
+        let wanted = jobs_of(new.as_ref());
+        let removed: Vec<String> = st
+            .slots
+            .keys()
+            .filter(|n| !wanted.iter().any(|j| &j.cert.name == *n))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(slot) = st.slots.remove(&name) {
+                let files = storage::cert_dir(&slot.job.acme.storage, &name);
+                tracing::info!(certificate = %name, files = %files.display(), "certificate removed from [acme]: its renewal loop stops; its files stay");
+                slot.stop_loop();
+            }
+        }
+        for job in wanted {
+            let unchanged = st
+                .slots
+                .get(&job.cert.name)
+                .is_some_and(|s| s.job.cert == job.cert && same_settings(&s.job.acme, &job.acme));
+            if unchanged {
+                continue;
+            }
+            match st.slots.remove(&job.cert.name) {
+                Some(old) => {
+                    tracing::info!(certificate = %job.cert.name, names = ?job.cert.names, "certificate settings changed in [acme]: its loop restarts with them");
+                    old.stop_loop();
+                }
+                None => {
+                    tracing::info!(certificate = %job.cert.name, names = ?job.cert.names, "certificate added to [acme]: starting its loop")
+                }
+            }
+            self.prepare_one(&job);
+            self.start(&mut st, job);
+        }
+    }
+
+    /// Starts the loop of `job` (when the manager runs), unless its names are held back.
+    fn start(self: &Arc<Self>, st: &mut State, job: Job) {
+        let name = job.cert.name.clone();
+        let private_ca = job.acme.ca_root.is_some();
+        if let Some((n, why)) = names::held_back(&job.cert.names, private_ca) {
+            tracing::warn!(certificate = %name, name = %n, reason = why, "a name no public CA validates: not ordered, the self-signed certificate keeps serving (set DOMAIN to a real name, or ca_root for a private CA)");
+            st.slots.insert(name, Slot { job, stop: None });
+            return;
+        }
+        let Some(runtime) = st.runtime.clone() else {
+            return;
+        };
+        let (tx, rx) = watch::channel(false);
+        let me = self.clone();
+        let loop_job = job.clone();
+        runtime.spawn(async move { me.manage(loop_job, rx).await });
+        st.slots.insert(name, Slot { job, stop: Some(tx) });
+    }
+
+    fn current(&self, name: &str) -> Option<Loaded> {
+        self.store
+            .snapshot()
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.cert.clone())
+    }
+
+    /// When to renew the served certificate; `None` when there is none worth keeping (none,
+    /// the placeholder, or one that lacks a configured name): order now.
+    async fn plan(&self, job: &Job, ari_directory: &str, u: f64) -> Option<schedule::Wake> {
+        let cert = self.current(&job.cert.name)?;
+        if cert.self_signed || !covers_all(&cert, &job.cert.names) {
+            return None;
+        }
+        let own = schedule::renew_at(cert.not_before, cert.not_after, u);
+        let (window, retry_after) = self.ari_window(job, ari_directory, &cert, u).await;
+        Some(schedule::plan(
+            SystemTime::now(),
+            own,
+            window,
+            schedule::ari_recheck(retry_after),
+        ))
+    }
+
+    /// A time in the CA's suggested renewal window for `cert` (RFC 9773 section 4.2) and
+    /// the CA's `Retry-After` for asking again; nothing when the CA offers no ARI, does not
+    /// know the certificate or does not answer (within `order_timeout`).
+    async fn ari_window(
+        &self,
+        job: &Job,
+        directory: &str,
+        cert: &Loaded,
+        u: f64,
+    ) -> (Option<SystemTime>, Option<Duration>) {
+        let Some(id) = cert
+            .key
+            .cert
+            .first()
+            .and_then(|der| CertificateIdentifier::try_from(der).ok())
+        else {
+            return (None, None);
+        };
+        let lookup = async {
+            let account = self.account(job, directory).await.ok()?;
+            match account.renewal_info(&id).await {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    tracing::debug!(certificate = %job.cert.name, error = %errors::describe(&e, None), "no renewal window from the CA");
+                    None
+                }
+            }
+        };
+        match tokio::time::timeout(job.acme.order_timeout, lookup).await {
+            Ok(Some((info, retry))) => {
+                let start: SystemTime = info.suggested_window.start.into();
+                let end: SystemTime = info.suggested_window.end.into();
+                (schedule::in_window(start, end, u), Some(retry))
+            }
+            _ => (None, None),
+        }
+    }
+
+    /// One certificate's loop, until `stop`.
+    async fn manage(self: Arc<Self>, job: Job, mut stop: watch::Receiver<bool>) {
+        let c = &job.cert;
+        let cfg = job.acme.clone();
+        let dirs = job.directories();
+        let mut dir_index = 0usize;
+        let mut failures: u32 = 0;
+        // Where in the jitter and in the CA's window this certificate renews; drawn again
+        // after each issuance.
+        let mut u: f64 = rand::rng().random();
+        let mut issued_by = storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
+        'run: loop {
+            let directory = dirs[dir_index % dirs.len()].clone();
+            let reason = if failures == 0 {
+                let ari_directory = issued_by.clone().unwrap_or_else(|| directory.clone());
+                match self.plan(&job, &ari_directory, u).await {
+                    None => {
+                        self.write_status(&job, &directory, None, Some(SystemTime::now()), None);
+                        "no valid certificate yet"
+                    }
+                    Some(wake) => {
+                        self.write_status(&job, &directory, None, Some(wake.renewal), None);
+                        if !sleep_until(wake.at, &mut stop).await {
+                            break 'run;
+                        }
+                        if !wake.renew {
+                            // Fetch the renewal window again (RFC 9773 section 4.3).
+                            continue 'run;
+                        }
+                        "renewal"
+                    }
+                }
+            } else {
+                let base = schedule::backoff(cfg.retry_min, cfg.retry_max, failures);
+                let wait = base.mul_f64(rand::rng().random_range(0.8..1.2));
+                tracing::warn!(certificate = %c.name, failures, backoff = ?base, retry_in = ?wait, "ACME attempt failed; retrying with backoff");
+                let at = SystemTime::now() + wait;
+                self.write_status(&job, &directory, None, Some(at), None);
+                if !sleep_until(at, &mut stop).await {
+                    break 'run;
+                }
+                "retry"
+            };
+            // One orderer per certificate, across processes sharing the storage; held until
+            // the outcome is recorded, so another process that takes it next sees it all.
+            let mut lock: Option<storage::StorageLock> = None;
+            let result = 'attempt: {
+                lock = match self.lock_storage(&job, &mut stop).await {
+                    Locked::Held(held) => Some(held),
+                    Locked::Unavailable => None,
+                    Locked::Stopped => break 'run,
+                    Locked::TimedOut => {
+                        break 'attempt Err(format!(
+                            "timed out: another process held the storage lock of `{}` for {:?}",
+                            c.name, cfg.order_timeout
+                        ))
+                    }
+                };
+                // Another gateway sharing the storage may have just stored one.
+                if self.adopt_stored(&job, u) {
+                    failures = 0;
+                    u = rand::rng().random();
+                    issued_by = storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
+                    continue 'run;
+                }
+                tracing::info!(certificate = %c.name, names = ?c.names, reason, directory = %directory, "ordering certificate");
+                self.observer.attempt(&c.name);
+                let replace = order::may_replace(issued_by.as_deref(), &directory);
+                let attempt = tokio::time::timeout(cfg.order_timeout, self.obtain(&job, &directory, replace));
+                tokio::select! {
+                    _ = stop.changed() => break 'run,
+                    r = attempt => r.unwrap_or_else(|_| Err(format!(
+                        "timed out: the order did not finish within {:?} (a CA or proxy that accepts connections but does not answer?)",
+                        cfg.order_timeout
+                    ))),
+                }
+            };
+            match result {
+                Ok(issued) => {
+                    failures = 0;
+                    u = rand::rng().random();
+                    issued_by = Some(directory.clone());
+                    let loaded = issued.loaded;
+                    tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = ?loaded.not_after, directory = %directory, "certificate issued and now served");
+                    self.observer.issued(&c.name, loaded.not_after);
+                    self.store.install(&c.name, &c.names, loaded);
+                    if issued.store_error.is_some() {
+                        self.store.set_error(&c.name, issued.store_error.clone());
+                    }
+                    self.write_status(
+                        &job,
+                        &directory,
+                        Some(directory.as_str()),
+                        None,
+                        issued.store_error,
+                    );
+                }
+                Err(msg) => {
+                    failures += 1;
+                    self.observer.failure(&c.name);
+                    tracing::error!(certificate = %c.name, attempt = failures, error = %msg, "could not obtain certificate; still serving the current one");
+                    self.store.set_error(&c.name, Some(msg.clone()));
+                    self.write_status(&job, &directory, None, None, Some(msg));
+                    if failures.is_multiple_of(3) && dirs.len() > 1 {
+                        dir_index = (dir_index + 1) % dirs.len();
+                        tracing::warn!(certificate = %c.name, directory = %dirs[dir_index], "switching to the next ACME directory");
+                    }
+                }
+            }
+            drop(lock);
+        }
+        tracing::info!(certificate = %c.name, "renewal loop stopped");
+    }
+
+    /// Waits for the storage lock of the certificate, up to `order_timeout`.
+    async fn lock_storage(&self, job: &Job, stop: &mut watch::Receiver<bool>) -> Locked {
+        let name = &job.cert.name;
+        let deadline = tokio::time::Instant::now() + job.acme.order_timeout;
+        let mut told = false;
+        loop {
+            match storage::try_lock(&job.acme.storage, name) {
+                Ok(Some(lock)) => return Locked::Held(lock),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(certificate = %name, error = %crate::error_chain(&e), "cannot take the storage lock; ordering without it");
+                    return Locked::Unavailable;
+                }
+            }
+            if !told {
+                tracing::info!(certificate = %name, "another process is ordering this certificate (storage lock taken); waiting for it");
+                told = true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Locked::TimedOut;
+            }
+            tokio::select! {
+                _ = stop.changed() => return Locked::Stopped,
+                _ = tokio::time::sleep(LOCK_POLL) => {}
+            }
+        }
+    }
+
+    /// Serves the stored certificate instead of ordering when another process sharing the
+    /// storage just stored one: it covers the names, is newer than the served one and is
+    /// not due itself.
+    fn adopt_stored(&self, job: &Job, u: f64) -> bool {
+        let c = &job.cert;
+        let Some(stored) = storage::load(&job.acme.storage, &c.name) else {
+            return false;
+        };
+        if stored.self_signed || !covers_all(&stored, &c.names) {
+            return false;
+        }
+        let newer = self
+            .current(&c.name)
+            .is_none_or(|cur| cur.self_signed || stored.not_after > cur.not_after);
+        if !newer || schedule::renew_at(stored.not_before, stored.not_after, u) <= SystemTime::now() {
+            return false;
+        }
+        tracing::info!(certificate = %c.name, not_after = ?stored.not_after, "adopting the certificate another process stored (shared storage); not ordering");
+        self.observer.issued(&c.name, stored.not_after);
+        self.store.install(&c.name, &c.names, stored);
+        true
+    }
+
+    /// Records the loop's state for `gateway certs`: the next renewal, the last error
+    /// (cleared when `next` and `error` are both `None`, after a success), the directory in
+    /// use and the one that issued the stored certificate.
+    fn write_status(
+        &self,
+        job: &Job,
+        directory: &str,
+        issued_by: Option<&str>,
+        next: Option<SystemTime>,
+        error: Option<String>,
+    ) {
+        let c = &job.cert;
+        let mut st = storage::read_status(&job.acme.storage, &c.name).unwrap_or_default();
+        if let Some(n) = next {
+            st.next_renewal = Some(storage::rfc3339(n));
+        }
+        if error.is_some() || next.is_none() {
+            st.last_error = error;
+        }
+        st.directory = Some(directory.to_owned());
+        if let Some(by) = issued_by {
+            st.issued_by = Some(by.to_owned());
+        }
+        st.names = c.names.clone();
+        if let Err(e) = storage::write_status(&job.acme.storage, &c.name, &st) {
+            tracing::debug!(certificate = %c.name, error = %crate::error_chain(&e), "cannot write status.json");
+        }
+    }
+}
+
+/// What `gateway certs` shows for one certificate.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub name: String,
+    pub names: Vec<String>,
+    /// The directory the certificate is ordered from (before any fallback).
+    pub directory: String,
+    pub issuer: Option<String>,
+    pub not_after: Option<SystemTime>,
+    pub status: Status,
+    pub path: PathBuf,
+    /// Stored pairs refused at load (a key that does not fit its chain), with the reason.
+    pub refused: Vec<String>,
+}
+
+/// Reads the stored state of every ACME certificate (no network).
+pub fn report(cfg: &Acme) -> Vec<Report> {
+    cfg.certificates
+        .iter()
+        .map(|c| {
+            let stored = storage::load_unit(&cfg.storage, &c.name);
+            Report {
+                name: c.name.clone(),
+                names: c.names.clone(),
+                directory: c.directory.clone().unwrap_or_else(|| cfg.directory.clone()),
+                issuer: stored.loaded.as_ref().map(|l| l.issuer.clone()),
+                not_after: stored.loaded.as_ref().map(|l| l.not_after),
+                status: storage::read_status(&cfg.storage, &c.name).unwrap_or_default(),
+                path: storage::cert_dir(&cfg.storage, &c.name),
+                refused: stored.refused,
+            }
+        })
+        .collect()
+}
