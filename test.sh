@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, as CI does (`.ci/run` calls this after fmt and clippy).
+#
+# The integration tests start real programs on loopback: Pebble (an ACME CA) and its
+# challenge server, Prometheus and promtool, nginx (the routing oracle) and openssl. This
+# script installs the Debian packages that provide the missing ones (with sudo when not
+# root), then runs `cargo test --workspace`; extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# program -> Debian package
+tools=(
+    "pebble pebble"
+    "pebble-challtestsrv pebble"
+    "prometheus prometheus"
+    "promtool prometheus"
+    "nginx nginx-light"
+    "openssl openssl"
+)
+missing=()
+for entry in "${tools[@]}"; do
+    set -- $entry
+    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
+        case " ${missing[*]-} " in *" $2 "*) ;; *) missing+=("$2") ;; esac
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test.sh: installing the Debian packages the tests use: ${missing[*]}" >&2
+    if [ "$(id -u)" = 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        echo "test.sh: not root and no sudo: install them first: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: no apt-get here: install these Debian packages (or their equivalents) first: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" ca-certificates >/dev/null
+fi
+
+exec cargo test --workspace "$@"
