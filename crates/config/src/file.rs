@@ -61,6 +61,8 @@ pub struct Server {
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub default_certificate: Option<S>,
+    pub session_cache: Option<Spanned<i64>>,
+    pub session_tickets: Option<bool>,
     #[serde(default)]
     pub certificates: Vec<Spanned<CertFiles>>,
 }

@@ -67,6 +67,12 @@ pub struct Tls {
     pub certificates: Vec<CertFiles>,
     /// Certificate served to clients without SNI or with an unknown name.
     pub default_certificate: Option<String>,
+    /// Sessions kept for resumption by session ID, shared by every thread (nginx
+    /// `ssl_session_cache shared:SSL:10m` holds about 40,000). Applied at start.
+    pub session_cache: usize,
+    /// Stateless session tickets (RFC 5077 / RFC 8446 §4.6.1) with keys rotated every 6 hours,
+    /// shared by every thread (nginx `ssl_session_tickets`). Applied at start.
+    pub session_tickets: bool,
 }
 
 /// What to do when a configured certificate file does not exist.

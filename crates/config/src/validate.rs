@@ -552,6 +552,8 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
     Tls {
         certificates,
         default_certificate,
+        session_cache: cx.int(&t.session_cache, 0, 10_000_000, "session_cache", 20_000) as usize,
+        session_tickets: t.session_tickets.unwrap_or(true),
     }
 }
 

@@ -127,10 +127,12 @@ impl Reloader {
                 let old = self.shared.snapshot.load_full();
                 let (o, n) = (&old.config.server, &cfg.server);
                 if old.config.listen != cfg.listen
+                    || (old.config.tls.session_cache, old.config.tls.session_tickets)
+                        != (cfg.tls.session_cache, cfg.tls.session_tickets)
                     || (o.threads, o.work_stealing, o.reuseport) != (n.threads, n.work_stealing, n.reuseport)
                 {
                     tracing::warn!(
-                        "listener addresses, threads, work_stealing or reuseport changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
+                        "listener addresses, threads, work_stealing, reuseport or the TLS session cache changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
                     );
                 }
                 apply_certs(&self.shared, &cfg);

@@ -51,25 +51,6 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Where the head ends (after the blank line) and how many header lines it has, scanning
-/// from `from` so a trickled request is not rescanned from the start.
-fn head_end(buf: &[u8], from: usize, lines: &mut usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    let mut i = start;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        if nl >= from {
-            *lines += 1;
-        }
-        let blank = (nl >= 1 && buf[nl - 1] == b'\n') || (nl >= 3 && &buf[nl - 3..nl] == b"\r\n\r");
-        if blank && nl >= 1 {
-            return Some(nl + 1);
-        }
-        i = nl + 1;
-    }
-    None
-}
-
 /// What the head reader enforces, from `[limits]`.
 struct HeadLimits {
     /// Wait for the first byte (keepalive idleness: closed quietly).
@@ -138,7 +119,7 @@ async fn read_head(
     let mut scanned = 0;
     let mut lines = 0;
     loop {
-        if let Some(end) = head_end(&buf, scanned, &mut lines) {
+        if let Some(end) = framing::head_end(&buf, scanned, &mut lines) {
             // Request line + headers + blank line.
             if end > limits.max_bytes || lines > limits.max_lines + 2 {
                 return Head::Refused(431);
@@ -324,30 +305,5 @@ impl ServerApp for Edge {
         for proxy in self.proxies.iter() {
             ServerApp::cleanup(&**proxy).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::head_end;
-
-    #[test]
-    fn finds_the_end_of_a_head_read_in_pieces() {
-        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\nbody";
-        let mut lines = 0;
-        assert_eq!(head_end(req, 0, &mut lines), Some(req.len() - 4));
-        assert_eq!(lines, 4);
-        let mut lines = 0;
-        let mut found = None;
-        for n in 1..=req.len() {
-            if let Some(e) = head_end(&req[..n], n - 1, &mut lines) {
-                found = Some(e);
-                break;
-            }
-        }
-        assert_eq!(found, Some(req.len() - 4));
-        assert_eq!(lines, 4);
-        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0, &mut 0), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0, &mut 0), None);
     }
 }

@@ -34,6 +34,26 @@ pub enum BodyFraming {
     Chunked,
 }
 
+/// Where a request head ends (the byte after its blank line) and how many header lines it
+/// has, scanning from `from` so a trickled request is not rescanned from the start. Bare LF
+/// line ends count too (RFC 9112 §2.2), as httparse then decides.
+pub fn head_end(buf: &[u8], from: usize, lines: &mut usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut i = start;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        if nl >= from {
+            *lines += 1;
+        }
+        let blank = (nl >= 1 && buf[nl - 1] == b'\n') || (nl >= 3 && &buf[nl - 3..nl] == b"\r\n\r");
+        if blank && nl >= 1 {
+            return Some(nl + 1);
+        }
+        i = nl + 1;
+    }
+    None
+}
+
 /// Transfer codings registered with IANA: known, but only `chunked` alone is accepted.
 const KNOWN_CODINGS: &[&str] = &[
     "chunked",
@@ -439,5 +459,25 @@ mod tests {
         assert_eq!(check(&long), Err(Refusal::UriTooLong));
         let grafana = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "q".repeat(6000));
         assert_eq!(check(&grafana), Ok(BodyFraming::None));
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head_read_in_pieces() {
+        let req = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\nbody";
+        let mut lines = 0;
+        assert_eq!(head_end(req, 0, &mut lines), Some(req.len() - 4));
+        assert_eq!(lines, 4);
+        let mut lines = 0;
+        let mut found = None;
+        for n in 1..=req.len() {
+            if let Some(e) = head_end(&req[..n], n - 1, &mut lines) {
+                found = Some(e);
+                break;
+            }
+        }
+        assert_eq!(found, Some(req.len() - 4));
+        assert_eq!(lines, 4);
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0, &mut 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0, &mut 0), None);
     }
 }

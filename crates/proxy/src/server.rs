@@ -47,14 +47,22 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
 /// rustls behind Pingora, certificates from the SNI store, HTTP/2 offered through ALPN, and
 /// `sessions` as the TLS session cache (one for all listeners, so a returning client resumes
 /// whichever thread accepts it).
-fn tls_settings(shared: &Shared, sessions: &Arc<dyn StoresServerSessions>) -> TlsSettings {
+fn tls_settings(
+    shared: &Shared,
+    sessions: &Arc<dyn StoresServerSessions>,
+    tickets: &Option<Arc<dyn rustls::server::ProducesTickets>>,
+) -> TlsSettings {
     // Cipher suites: rustls offers only forward-secret AEAD suites; versions TLS 1.2 and 1.3.
     let mut tls = TlsSettings::intermediate("", "").expect("settings without files");
     tls.set_cert_resolver(shared.certs.clone());
     tls.enable_h2();
     let sessions = sessions.clone();
+    let tickets = tickets.clone();
     tls.set_server_config_hook(Arc::new(move |config: &mut ServerConfig| {
         config.session_storage = sessions.clone();
+        if let Some(t) = &tickets {
+            config.ticketer = t.clone();
+        }
     }));
     tls
 }
@@ -87,8 +95,24 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     // (the first thread to wake accepts the whole burst of new connections).
     let reuseport = snap.config.server.reuseport && !conf.work_stealing && listen.https.port() != 0;
     let workers = if reuseport { conf.threads.max(1) } else { 1 };
-    // rustls' default size (256 sessions), shared instead of one per service.
-    let sessions: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(256);
+    // One session cache and one ticket key set for all services (and so all threads); built
+    // once, so they outlive reloads.
+    let sessions: Arc<dyn StoresServerSessions> = if snap.config.tls.session_cache > 0 {
+        ServerSessionMemoryCache::new(snap.config.tls.session_cache)
+    } else {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    };
+    let tickets: Option<Arc<dyn rustls::server::ProducesTickets>> = if snap.config.tls.session_tickets {
+        match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create TLS session ticket keys; resumption by session ID only");
+                None
+            }
+        }
+    } else {
+        None
+    };
     for worker in 0..workers {
         let name = if workers == 1 {
             "https".to_string()
@@ -104,7 +128,7 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
         https.add_listener(
             ListenerConfig::tcp(listener_key(listen.https, worker))
                 .tcp_socket_options(socket)
-                .tls(tls_settings(&shared, &sessions))
+                .tls(tls_settings(&shared, &sessions, &tickets))
                 // No read buffer below TLS: rustls reads 4 KiB at a time into its own buffer,
                 // so Pingora's (64 KiB by default) only held memory, 94 KB per idle
                 // connection at first. The write buffer stays: it joins rustls' records into
