@@ -5,9 +5,32 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+/// The deadline of one step of a client (connect, handshake, one write or read).
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A plain reqwest client (metrics, Prometheus' API) whose requests have a deadline, unlike
+/// `reqwest::get`.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// The body of `http://{addr}/metrics`.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let r = plain()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("scrape /metrics");
+    r.text().await.expect("the /metrics body")
+}
 
 /// A reqwest client that accepts the test certificates and resolves `localhost` to loopback.
 pub fn http(h2: bool) -> reqwest::Client {
@@ -18,7 +41,7 @@ pub fn http(h2: bool) -> reqwest::Client {
         .no_brotli()
         .no_zstd()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(60));
+        .timeout(Duration::from_secs(60));
     let b = if h2 {
         b.http2_adaptive_window(true)
     } else {
@@ -76,9 +99,13 @@ pub async fn tls(addr: SocketAddr, sni: &str) -> (TlsStream<TcpStream>, Certific
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tcp = super::within(STEP, "connecting", TcpStream::connect(addr))
+        .await
+        .expect("connect");
     let name = ServerName::try_from(sni.to_owned()).expect("server name");
-    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    let stream = super::within(STEP, "the TLS handshake", connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake");
     let cert = capture.0.lock().unwrap().clone().expect("a certificate");
     (stream, cert)
 }
@@ -103,11 +130,13 @@ pub fn cert_names(der: &CertificateDer<'_>) -> Vec<String> {
 /// Sends raw bytes over TLS and reads the response head (or until the connection closes).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let (mut s, _) = tls(addr, "localhost").await;
-    s.write_all(request).await.expect("write");
+    super::within(STEP, "sending the request", s.write_all(request))
+        .await
+        .expect("write");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut chunk)).await {
+        match tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => {
                 buf.extend_from_slice(&chunk[..n]);

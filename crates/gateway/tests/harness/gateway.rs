@@ -1,8 +1,9 @@
 //! The gateway binary as a child process.
 
+use super::process::{GroupGuard, ProcessGuard};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Path of the `gateway` binary under test: Cargo builds it, with this package's features
@@ -19,14 +20,22 @@ fn fill(text: &str, https: SocketAddr, http: SocketAddr, metrics: SocketAddr, di
         .replace("{DIR}", &dir.display().to_string())
 }
 
-/// A running gateway; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A running gateway; killed (its whole process group) when dropped, with every process
+/// it was before ([`Gateway::spawn`] again) and every successor adopted after an upgrade.
 pub struct Gateway {
-    pub child: Option<Child>,
+    /// The current process; dereferences to its `std::process::Child`.
+    pub child: Option<ProcessGuard>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub metrics: SocketAddr,
+    /// The environment of the last start (for `${NAME}` in the listen addresses).
+    env: Vec<(String, String)>,
+    /// Processes replaced by [`Gateway::spawn`] while still running.
+    previous: Vec<ProcessGuard>,
+    /// Successors started by `gateway upgrade` (not our children).
+    successors: Vec<GroupGuard>,
 }
 
 impl Gateway {
@@ -51,6 +60,9 @@ impl Gateway {
             https,
             http,
             metrics,
+            env: Vec::new(),
+            previous: Vec::new(),
+            successors: Vec::new(),
         };
         g.spawn(false, &env);
         g.wait_ready().await;
@@ -61,7 +73,8 @@ impl Gateway {
         self.dir.path().join("run")
     }
 
-    /// Starts the process (again, or as the `--upgrade` successor).
+    /// Starts the process (again, or as the `--upgrade` successor), in a process group of
+    /// its own. A process still held in `child` is kept running (and guarded) meanwhile.
     pub fn spawn(&mut self, upgrade: bool, env: &[(&str, &str)]) {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -87,17 +100,36 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        self.child = Some(cmd.spawn().expect("start gateway"));
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if let Some(old) = self.child.take() {
+            self.previous.push(old);
+        }
+        self.child = Some(ProcessGuard::spawn(&mut cmd, "the gateway"));
     }
 
-    /// Polls the HTTPS and metrics listeners until they accept connections.
+    /// The listeners of the configuration file as it is now: `https`, `http` and `metrics`
+    /// of `[listen]` (`"off"` left out); the harness's own addresses when it names none.
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        let text = std::fs::read_to_string(&self.config).unwrap_or_default();
+        let found = listen_addrs(&text, &self.env);
+        if found.is_empty() {
+            vec![self.https, self.http, self.metrics]
+        } else {
+            found
+        }
+    }
+
+    /// Polls every listener of the configuration (HTTPS, HTTP, metrics) until each accepts
+    /// connections; fails at once, with the log, if the process exits meanwhile.
     pub async fn wait_ready(&mut self) {
-        let (https, metrics) = (self.https, self.metrics);
+        let addrs = self.listeners();
         let logs = self.dir.path().join("stderr.log");
         let child = self.child.as_mut().expect("started");
-        super::poll_until(Duration::from_secs(30), "the gateway to listen", || {
+        let what = format!("the gateway to listen on {addrs:?}");
+        super::poll_until(Duration::from_secs(30), &what, || {
             let exited = child.try_wait().ok().flatten();
             let logs = logs.clone();
+            let addrs = addrs.clone();
             async move {
                 if let Some(status) = exited {
                     panic!(
@@ -105,9 +137,13 @@ impl Gateway {
                         std::fs::read_to_string(logs).unwrap_or_default()
                     );
                 }
-                let a = tokio::net::TcpStream::connect(https).await.ok()?;
-                let b = tokio::net::TcpStream::connect(metrics).await.ok()?;
-                drop((a, b));
+                for addr in addrs {
+                    let connect = tokio::net::TcpStream::connect(addr);
+                    tokio::time::timeout(Duration::from_secs(2), connect)
+                        .await
+                        .ok()?
+                        .ok()?;
+                }
                 Some(())
             }
         })
@@ -126,8 +162,13 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
+    /// The pid of the current process: the child, or else the last successor adopted.
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+        self.child
+            .as_ref()
+            .map(|c| c.pid())
+            .or_else(|| self.successors.last().map(GroupGuard::pid))
+            .expect("running")
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -142,43 +183,108 @@ impl Gateway {
         std::fs::rename(tmp, &self.config).unwrap();
     }
 
-    /// Stops with SIGTERM and waits up to `limit`; returns whether it exited in time.
+    /// Stops with SIGTERM and waits up to `limit`; returns whether it exited in time (if not,
+    /// it is killed).
     pub fn stop(&mut self, limit: Duration) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
         };
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::unistd::Pid::from_raw(child.pid()),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let start = std::time::Instant::now();
-        while start.elapsed() < limit {
-            if child.try_wait().ok().flatten().is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        let exited = child.wait_exit(limit).is_some();
+        child.kill_group();
+        exited
     }
 
-    /// Takes the current child, leaving the gateway object free to spawn a successor.
-    pub fn take_child(&mut self) -> Option<Child> {
+    /// Takes the current process, leaving the gateway object free to spawn a successor. The
+    /// guard still kills it when dropped.
+    pub fn take_child(&mut self) -> Option<ProcessGuard> {
         self.child.take()
+    }
+
+    /// After `gateway upgrade`: the successor it started (the pid file's process), guarded
+    /// from now on (killed with the gateway) and the target of [`Gateway::pid`] and
+    /// [`Gateway::signal`] once `child` is taken. Returns its pid.
+    pub fn adopt_successor(&mut self) -> i32 {
+        let pid_file = self.run_dir().join("gateway.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        self.successors.push(GroupGuard::new(pid, &binary()));
+        pid
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child = None;
+        self.previous.clear();
+        self.successors.clear();
         if std::thread::panicking() {
             eprintln!("--- gateway stderr ---\n{}", self.stderr());
         }
     }
+}
+
+/// The listen addresses of a configuration text (`https`, `http` and `metrics` under
+/// `[listen]`), `${NAME}` and `${NAME:-default}` expanded from `env`, then the environment.
+/// Values that are no socket address (`"off"`) are left out.
+fn listen_addrs(text: &str, env: &[(String, String)]) -> Vec<SocketAddr> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.trim_matches(|c: char| c == '[' || c == ']').trim().to_owned();
+            continue;
+        }
+        if section != "listen" {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if !["https", "http", "metrics"].contains(&key.trim()) {
+            continue;
+        }
+        let Some(value) = value.trim().strip_prefix('"').and_then(|v| v.split('"').next()) else {
+            continue;
+        };
+        if let Ok(addr) = expand(value, env).parse::<SocketAddr>() {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// `${NAME}` and `${NAME:-default}` in `value`, as the gateway reads them.
+fn expand(value: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("${") {
+        let Some(len) = rest[at..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..at]);
+        let inner = &rest[at + 2..at + len];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        let set = env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.is_empty() || default.is_none());
+        out.push_str(&set.or(default.map(str::to_owned)).unwrap_or_default());
+        rest = &rest[at + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A minimal gateway configuration for tests: one catch-all route to `upstream`.

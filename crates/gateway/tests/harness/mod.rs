@@ -9,9 +9,11 @@ pub mod client;
 pub mod gateway;
 pub mod load;
 pub mod pebble;
+pub mod process;
 pub mod upstream;
 
 pub use gateway::Gateway;
+pub use process::{require_tool, run_cmd, run_cmd_async, ProcessGuard};
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
@@ -40,6 +42,7 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// Polls `f` until it returns `Some`, up to `limit`. Readiness is polled, never slept for.
+/// An attempt still running when the limit passes fails the test too.
 pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -47,13 +50,22 @@ where
 {
     let start = Instant::now();
     loop {
-        if let Some(v) = f().await {
-            return v;
+        let left = limit.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, f()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) if start.elapsed() < limit => {}
+            _ => break,
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Awaits `f` for at most `limit`: a step that hangs fails the test, naming `what`, instead
+/// of hanging the run.
+pub async fn within<F: std::future::Future>(limit: Duration, what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
     }
 }

@@ -4,14 +4,19 @@
 //! HTTP listener on `http_port`. Pebble's own HTTPS listener uses a certificate generated
 //! here; that certificate is the `ca_root` the gateway trusts for the ACME endpoint.
 
+use super::process::{require_tool, ProcessGuard};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Both programs come from Debian's `pebble`.
+const PACKAGE: &str = "pebble";
+
 pub struct Pebble {
-    pebble: Option<Child>,
-    dns: Child,
+    pebble: Option<ProcessGuard>,
+    dns: ProcessGuard,
+    dns_mgmt: SocketAddr,
     pub dir: tempfile::TempDir,
     pub acme: SocketAddr,
     pub mgmt: SocketAddr,
@@ -44,8 +49,9 @@ impl Pebble {
         });
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let dns = Command::new("pebble-challtestsrv")
-            .args([
+        let dns_mgmt = super::free_addr();
+        let mut dns = Command::new(require_tool("pebble-challtestsrv", PACKAGE));
+        dns.args([
                 "-dns01",
                 &dns_addr.to_string(),
                 "-http01",
@@ -57,19 +63,20 @@ impl Pebble {
             ])
             .args([
                 "-management",
-                &super::free_addr().to_string(),
+                &dns_mgmt.to_string(),
                 "-defaultIPv4",
                 "127.0.0.1",
                 "-defaultIPv6",
                 "",
             ])
+            .stdin(Stdio::null())
             .stdout(log("dns.log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv (Debian package `pebble`)");
+            .stderr(Stdio::null());
+        let dns = ProcessGuard::spawn(&mut dns, "pebble-challtestsrv");
         let mut p = Pebble {
             pebble: None,
             dns,
+            dns_mgmt,
             dir,
             acme,
             mgmt,
@@ -81,38 +88,58 @@ impl Pebble {
         p
     }
 
-    /// (Re)starts the Pebble process on the same ports. A restarted Pebble has a new CA and
-    /// forgets every account and order.
+    /// (Re)starts the Pebble process on the same ports, and waits until its listeners and
+    /// those of its DNS (pebble-challtestsrv: TCP DNS and management) accept connections.
+    /// A restarted Pebble has a new CA and forgets every account and order.
     pub async fn launch(&mut self) {
+        self.stop();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("pebble.log"))
             .unwrap();
-        let child = Command::new("pebble")
-            .arg("-config")
+        let mut cmd = Command::new(require_tool("pebble", PACKAGE));
+        cmd.arg("-config")
             .arg(self.dir.path().join("pebble.json"))
             .arg("-dnsserver")
             .arg(self.dns_addr.to_string())
             .env("PEBBLE_VA_NOSLEEP", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("pebble (Debian package `pebble`)");
-        self.pebble = Some(child);
-        let acme = self.acme;
-        super::poll_until(Duration::from_secs(30), "pebble to listen", || async move {
-            tokio::net::TcpStream::connect(acme).await.ok().map(|_| ())
+            .stderr(out);
+        self.pebble = Some(ProcessGuard::spawn(&mut cmd, "pebble"));
+        let addrs = [self.acme, self.mgmt, self.dns_addr, self.dns_mgmt];
+        let log = self.dir.path().join("pebble.log");
+        let (pebble, dns) = (self.pebble.as_mut().expect("started"), &mut self.dns);
+        super::poll_until(Duration::from_secs(30), "pebble and its DNS to listen", || {
+            let exited = [("pebble", pebble.try_wait()), ("pebble-challtestsrv", dns.try_wait())];
+            let log = log.clone();
+            async move {
+                for (name, status) in exited {
+                    if let Ok(Some(status)) = status {
+                        panic!(
+                            "{name} exited at start ({status}):\n{}",
+                            std::fs::read_to_string(log).unwrap_or_default()
+                        );
+                    }
+                }
+                for addr in addrs {
+                    let connect = tokio::net::TcpStream::connect(addr);
+                    tokio::time::timeout(Duration::from_secs(2), connect)
+                        .await
+                        .ok()?
+                        .ok()?;
+                }
+                Some(())
+            }
         })
         .await;
     }
 
+    /// Stops Pebble (its DNS keeps running).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.pebble.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.pebble = None;
     }
 
     pub fn directory(&self) -> String {
@@ -128,6 +155,7 @@ impl Pebble {
     pub async fn issuing_root(&self) -> String {
         let c = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
         c.get(format!("https://{}/roots/0", self.mgmt))
@@ -146,9 +174,9 @@ impl Pebble {
 
 impl Drop for Pebble {
     fn drop(&mut self) {
+        // The guards kill both processes (and their groups).
         self.stop();
-        let _ = self.dns.kill();
-        let _ = self.dns.wait();
+        self.dns.kill_group();
         if std::thread::panicking() {
             eprintln!("--- pebble log ---\n{}", self.log());
         }
