@@ -6,8 +6,11 @@ use futures_util::{SinkExt, StreamExt};
 use harness::gateway::simple_config;
 use harness::{client, upstream, Gateway};
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The deadline of one step (a response head, an event, a read).
+const STEP: Duration = Duration::from_secs(10);
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
@@ -107,30 +110,39 @@ async fn sse_events_arrive_one_by_one_and_uncompressed() {
     let up = upstream::echo().await;
     let gw = Gateway::start(&simple_config(up.addr, "")).await;
     for h2 in [false, true] {
-        let mut r = client::http(h2)
-            .get(gw.url("/sse"))
+        let proto = if h2 { "h2" } else { "HTTP/1.1" };
+        let request = client::http(h2)
+            .get(gw.url("/sse-paced"))
             .header("Accept-Encoding", "gzip")
-            .send()
+            .send();
+        let mut r = harness::within(STEP, "the SSE response head", request)
             .await
             .unwrap();
         assert_eq!(header(&r, "content-type"), Some("text/event-stream"));
         assert!(header(&r, "content-encoding").is_none());
-        let start = Instant::now();
-        let mut arrivals = Vec::new();
+        // The upstream sends event 0, then each next event only once this client has seen the
+        // previous one: a gateway that held events back (buffering, compression) would never
+        // deliver the event the upstream waits on, and the read below would time out.
         let mut text = String::new();
-        while let Some(chunk) = r.chunk().await.unwrap() {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            while arrivals.len() < text.matches("\n\n").count() {
-                arrivals.push(start.elapsed());
+        for i in 0..upstream::SSE_PACED_EVENTS {
+            let what = format!("SSE event {i} ({proto}) while the upstream holds back the next one");
+            while text.matches("\n\n").count() <= i {
+                let chunk = harness::within(STEP, &what, r.chunk())
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("the stream ended before event {i}: {text}"));
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            assert!(text.contains(&format!("id: {i}\ndata: event {i} ")), "{text}");
+            if i + 1 < upstream::SSE_PACED_EVENTS {
+                up.release_sse_event();
             }
         }
-        assert_eq!(arrivals.len(), 5, "{text}");
-        // Events are 200 ms apart upstream; buffering would deliver them together.
-        let spread = arrivals[4] - arrivals[0];
-        assert!(
-            spread >= Duration::from_millis(600),
-            "first and last event arrived {spread:?} apart: buffered"
-        );
+        let end = harness::within(STEP, "the end of the SSE stream", r.chunk())
+            .await
+            .unwrap();
+        assert!(end.is_none(), "more after the last event: {end:?}");
+        assert_eq!(text.matches("\n\n").count(), upstream::SSE_PACED_EVENTS, "{text}");
     }
 }
 
@@ -140,7 +152,8 @@ async fn wss(
 ) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let (tls, _) = client::tls(gw.https, "localhost").await;
     let url = format!("wss://localhost:{}{path}", gw.https.port());
-    let (ws, resp) = tokio_tungstenite::client_async(url, tls)
+    let handshake = tokio_tungstenite::client_async(url, tls);
+    let (ws, resp) = harness::within(STEP, "the WebSocket handshake", handshake)
         .await
         .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
@@ -157,18 +170,22 @@ async fn websocket_stays_open_past_the_downstream_read_timeout() {
     );
     let gw = Gateway::start(&simple_config(up.addr, &routes)).await;
     let mut ws = wss(&gw, "/ws/echo").await;
-    ws.send("hello".into()).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap(), "hello");
+    harness::within(STEP, "sending", ws.send("hello".into()))
+        .await
+        .unwrap();
+    let echoed = harness::within(STEP, "the echo", ws.next()).await;
+    assert_eq!(echoed.unwrap().unwrap().into_text().unwrap(), "hello");
     // Idle for longer than the 1 s body read timeout: the connection must survive.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    ws.send("still here".into()).await.unwrap();
-    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+    harness::within(STEP, "sending after the idle time", ws.send("still here".into()))
         .await
-        .expect("an answer")
-        .unwrap()
+        .unwrap();
+    let echoed = harness::within(STEP, "the echo after the idle time", ws.next())
+        .await
+        .expect("the connection is still open")
         .unwrap();
     assert_eq!(echoed.into_text().unwrap(), "still here");
-    ws.close(None).await.ok();
+    let _ = harness::within(STEP, "closing", ws.close(None)).await;
 }
 
 #[tokio::test]
@@ -255,9 +272,13 @@ async fn oversized_upload_by_content_length_is_refused_before_the_upstream() {
         sent
     });
     let mut buf = vec![0u8; 4096];
-    let n = rd.read(&mut buf).await.unwrap_or(0);
+    let n = harness::within(Duration::from_secs(30), "the gateway's answer", rd.read(&mut buf))
+        .await
+        .unwrap_or(0);
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let sent = writer.await.unwrap();
+    let sent = harness::within(Duration::from_secs(60), "the upload to stop", writer)
+        .await
+        .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(sent < total, "the gateway answered only after the whole body");
     assert!(up.seen().is_empty(), "the upstream saw {:?}", up.seen());
@@ -265,32 +286,55 @@ async fn oversized_upload_by_content_length_is_refused_before_the_upstream() {
 
 #[tokio::test]
 async fn oversized_chunked_upload_is_cut_when_it_passes_the_limit() {
+    const MAX_BODY: usize = 1 << 20;
+    const CHUNK: usize = 64 * 1024;
     let up = upstream::echo().await;
     let routes = "[[routes]]\nprefix = \"/upload/\"\nupstream = \"echo\"\nmax_body = \"1M\"\n";
     let gw = Gateway::start(&simple_config(up.addr, routes)).await;
-    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
-        (0..600).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 1024 * 1024]))),
-    ));
-    let r = client::http(false)
-        .post(gw.url("/upload/big"))
-        .body(body)
-        .send()
-        .await;
-    // The gateway may close while the client is still writing; then only the log says 413.
-    if let Ok(r) = r {
-        assert_eq!(r.status(), 413);
-    }
-    let started = Instant::now();
-    harness::poll_until(Duration::from_secs(10), "the 413 in the access log", || {
-        let out = gw.stdout();
-        async move { out.contains("\"POST /upload/big HTTP/1.1\" 413").then_some(()) }
+    // Raw HTTP/1.1, so the answer is read while the body is still being written.
+    let (s, _) = client::tls(gw.https, "localhost").await;
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let head = "POST /upload/big HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    harness::within(STEP, "sending the head", wr.write_all(head.as_bytes()))
+        .await
+        .unwrap();
+    // Up to 600 MiB in 64 KiB chunks, until the gateway stops reading.
+    let writer = tokio::spawn(async move {
+        let mut chunk = format!("{CHUNK:x}\r\n").into_bytes();
+        chunk.resize(chunk.len() + CHUNK, b'y');
+        chunk.extend_from_slice(b"\r\n");
+        let mut sent = 0usize;
+        while sent < 600 << 20 {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += CHUNK;
+        }
+    });
+    let mut buf = vec![0u8; 4096];
+    let n = harness::within(Duration::from_secs(30), "the gateway's answer", rd.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    writer.abort();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "the client gets 413: {answer:?}");
+    // The upstream got the body up to the limit, never past it: its request ends (cut) with
+    // at most max_body bytes, and with most of them (the gateway streamed until the limit
+    // instead of refusing early).
+    let seen = harness::poll_until(Duration::from_secs(10), "the cut upload at the upstream", || {
+        let seen = up.seen();
+        async move { seen.into_iter().find(|s| s.uri == "/upload/big") }
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(10));
-    let seen = up.seen();
     assert!(
-        seen.iter().all(|s| s.body_len < 600 * 1024 * 1024),
-        "the upstream never gets the whole body"
+        seen.body_len <= MAX_BODY,
+        "the upstream got {} bytes, past max_body ({MAX_BODY})",
+        seen.body_len
+    );
+    assert!(
+        seen.body_len >= MAX_BODY / 2,
+        "the upstream got only {} bytes: cut long before max_body ({MAX_BODY})",
+        seen.body_len
     );
 }
 

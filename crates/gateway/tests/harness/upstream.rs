@@ -1,8 +1,8 @@
 //! Upstream servers for the tests, on 127.0.0.1:0.
 //!
 //! `echo` reports what it received as JSON and has a few special paths (large HTML, SSE,
-//! already-encoded bodies); `ws_echo` is a WebSocket echo; `hang` accepts and never
-//! answers; `closed` is a port with nothing listening.
+//! SSE paced by the test, already-encoded bodies); `ws_echo` is a WebSocket echo; `hang`
+//! accepts and never answers; `closed` is a port with nothing listening.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -15,6 +15,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Events in an `/sse-paced` stream.
+pub const SSE_PACED_EVENTS: usize = 4;
 
 /// What the echo upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -37,6 +41,9 @@ impl Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// `/sse-paced` sends each event after the first only when it takes a permit from here:
+    /// [`Upstream::release_sse_event`].
+    pub sse_gate: Arc<Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,6 +56,20 @@ impl Drop for Upstream {
 impl Upstream {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Lets an `/sse-paced` stream send its next event.
+    pub fn release_sse_event(&self) {
+        self.sse_gate.add_permits(1);
+    }
+
+    fn new(addr: SocketAddr, seen: Arc<Mutex<Vec<Seen>>>, task: tokio::task::JoinHandle<()>) -> Upstream {
+        Upstream {
+            addr,
+            seen,
+            sse_gate: Arc::new(Semaphore::new(0)),
+            task,
+        }
     }
 }
 
@@ -82,6 +103,7 @@ fn full(status: u16, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
 async fn echo_handler(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Semaphore>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().to_string();
     let uri = req.uri().to_string();
@@ -151,6 +173,26 @@ async fn echo_handler(
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .unwrap()
         }
+        "/sse-paced" => {
+            // Event 0 at once; each next one only when the test has seen the previous one
+            // and released it: a proxy that holds events back never delivers the first.
+            let stream = futures_util::stream::unfold((0usize, gate), |(i, gate)| async move {
+                if i >= SSE_PACED_EVENTS {
+                    return None;
+                }
+                if i > 0 {
+                    gate.acquire().await.ok()?.forget();
+                }
+                let ev = format!("id: {i}\ndata: event {i} {}\n\n", "padding ".repeat(40));
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(ev))), (i + 1, gate)))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .unwrap()
+        }
         "/sse-long" => {
             let stream = futures_util::stream::unfold(0u32, |i| async move {
                 if i >= 600 {
@@ -193,14 +235,18 @@ pub async fn echo() -> Upstream {
     let addr = listener.local_addr().unwrap();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let s = seen.clone();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let seen = s.clone();
+            let gate = g.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| echo_handler(req, seen.clone()));
+                let svc =
+                    hyper::service::service_fn(move |req| echo_handler(req, seen.clone(), gate.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), svc)
@@ -208,7 +254,12 @@ pub async fn echo() -> Upstream {
             });
         }
     });
-    Upstream { addr, seen, task }
+    Upstream {
+        addr,
+        seen,
+        sse_gate: gate,
+        task,
+    }
 }
 
 /// A WebSocket echo upstream (any path).
@@ -237,7 +288,7 @@ pub async fn ws_echo() -> Upstream {
             });
         }
     });
-    Upstream { addr, seen, task }
+    Upstream::new(addr, seen, task)
 }
 
 /// Accepts connections and never answers (for timeouts).
@@ -250,11 +301,7 @@ pub async fn hang() -> Upstream {
             held.push(s);
         }
     });
-    Upstream {
-        addr,
-        seen: Arc::default(),
-        task,
-    }
+    Upstream::new(addr, Arc::default(), task)
 }
 
 /// An address with nothing listening.
