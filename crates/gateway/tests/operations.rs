@@ -4,10 +4,17 @@
 mod harness;
 
 use futures_util::{SinkExt, StreamExt};
-use harness::{client, load, poll_until, upstream, Gateway};
+use harness::{client, load, poll_until, upstream, within, Gateway};
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// The deadline of one step (a handshake, a message, an event).
+const STEP: Duration = Duration::from_secs(10);
+/// The deadline of a `gateway` subcommand.
+const CMD: Duration = Duration::from_secs(60);
+/// Load workers finish their request in flight after `stop`: at most the client's timeout.
+const WORKERS: Duration = Duration::from_secs(90);
 
 fn versioned(up: SocketAddr, ws: SocketAddr, version: usize) -> String {
     let only_even = if version.is_multiple_of(2) {
@@ -51,12 +58,7 @@ async fn config_version(c: &reqwest::Client, gw: &Gateway) -> Option<String> {
 }
 
 async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", gw.metrics))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = client::scrape(gw.metrics).await;
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())
@@ -73,19 +75,23 @@ async fn twenty_reloads_under_load_drop_nothing() {
 
     // Long-lived streams opened before the first reload.
     let (tls, _) = client::tls(gw.https, "localhost").await;
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws/x", gw.https.port()), tls)
-            .await
-            .unwrap();
+    let url = format!("wss://localhost:{}/ws/x", gw.https.port());
+    let handshake = tokio_tungstenite::client_async(url, tls);
+    let (mut ws, _) = within(STEP, "the WebSocket handshake", handshake)
+        .await
+        .unwrap();
     let mut sse = client::http(true).get(gw.url("/sse-long")).send().await.unwrap();
     assert_eq!(sse.status(), 200);
-    sse.chunk().await.unwrap().expect("a first event");
+    within(STEP, "a first SSE event", sse.chunk())
+        .await
+        .unwrap()
+        .expect("a first event");
 
     let (tally, workers) = load::start(gw.url("/load"), 4, 50_000);
     for version in 1..=20 {
         gw.write_config(&versioned(up.addr, ws_up.addr, version));
         let want = version.to_string();
-        poll_until(Duration::from_secs(10), "the new configuration", || {
+        poll_until(Duration::from_secs(20), "the new configuration", || {
             let c = c.clone();
             let want = want.clone();
             let gw = &gw;
@@ -101,20 +107,19 @@ async fn twenty_reloads_under_load_drop_nothing() {
     }
     tally.stop();
     for w in workers {
-        w.await.unwrap();
+        within(WORKERS, "a load worker to stop", w).await.unwrap();
     }
     assert_eq!(tally.failed(), 0, "failures: {:?}", tally.errors.lock().unwrap());
     assert!(tally.ok() > 100, "the load loop ran ({} requests)", tally.ok());
 
-    ws.send("after twenty reloads".into()).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap().into_text().unwrap(),
-        "after twenty reloads"
-    );
-    let more = tokio::time::timeout(Duration::from_secs(5), sse.chunk())
+    within(STEP, "sending on the WebSocket", ws.send("after twenty reloads".into()))
         .await
-        .unwrap()
         .unwrap();
+    let echoed = within(STEP, "the WebSocket echo", ws.next())
+        .await
+        .expect("the WebSocket is still open");
+    assert_eq!(echoed.unwrap().into_text().unwrap(), "after twenty reloads");
+    let more = within(STEP, "more SSE events", sse.chunk()).await.unwrap();
     assert!(
         more.is_some_and(|b| b.starts_with(b"data: tick")),
         "the SSE stream is still flowing"
@@ -133,24 +138,22 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
     let c = client::http(false);
     assert_eq!(config_version(&c, &gw).await.as_deref(), Some("7"));
 
-    let health = Command::new(harness::gateway::binary())
-        .arg("healthcheck")
-        .arg("--config")
-        .arg(&gw.config)
-        .status()
-        .unwrap();
-    assert!(health.success(), "the container healthcheck passes");
+    let mut health = Command::new(harness::gateway::binary());
+    health.arg("healthcheck").arg("--config").arg(&gw.config);
+    let health = harness::run_cmd_async(health, CMD).await;
+    assert!(
+        health.status.success(),
+        "the container healthcheck passes: {}",
+        String::from_utf8_lossy(&health.stderr)
+    );
 
     let broken = good
         .replace("prefix = \"/ws/\"", "prefixx = \"/ws/\"")
         .replace("address = \"", "address = \"nope");
     gw.write_config(&broken);
-    let out = Command::new(harness::gateway::binary())
-        .arg("reload")
-        .arg("--run-dir")
-        .arg(gw.run_dir())
-        .output()
-        .unwrap();
+    let mut reload = Command::new(harness::gateway::binary());
+    reload.arg("reload").arg("--run-dir").arg(gw.run_dir());
+    let out = harness::run_cmd_async(reload, CMD).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     poll_until(Duration::from_secs(10), "the refusal in the log", || {
         let log = gw.stderr();
@@ -188,21 +191,69 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
     .await;
 }
 
+/// Two named routes and no catch-all: a request for an unknown host and path matches
+/// nothing, so it is counted under `route="none"` and cannot borrow a configured label.
+fn scrape_config(up: SocketAddr) -> String {
+    format!(
+        r#"
+[listen]
+https = "{{HTTPS}}"
+http = "{{HTTP}}"
+metrics = "{{METRICS}}"
+[server]
+grace_period = "3s"
+threads = 2
+[logging]
+access_log = "off"
+[upstreams.echo]
+address = "{up}"
+[[routes]]
+name = "scraped"
+prefix = "/scraped"
+upstream = "echo"
+[[routes]]
+name = "api"
+host = "api.test"
+prefix = "/"
+upstream = "echo"
+"#
+    )
+}
+
+/// The result vector of an instant query to Prometheus' HTTP API.
+async fn prom_query(api: &reqwest::Client, web: SocketAddr, query: &str) -> Option<Vec<serde_json::Value>> {
+    let r = api
+        .get(format!("http://{web}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.ok()?).ok()?;
+    v["data"]["result"].as_array().cloned()
+}
+
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
+    let prometheus = harness::require_tool("prometheus", "prometheus");
     let up = upstream::echo().await;
-    let ws_up = upstream::ws_echo().await;
-    let gw = Gateway::start(&versioned(up.addr, ws_up.addr, 1)).await;
+    let gw = Gateway::start(&scrape_config(up.addr)).await;
     let c = client::http(false);
     for _ in 0..5 {
         assert_eq!(c.get(gw.url("/scraped")).send().await.unwrap().status(), 200);
     }
-    // Unknown hosts and paths must not create series.
-    let _ = c
-        .get(gw.url("/random/path/12345"))
+    // Unknown host, unknown path: no route, 404; it must not create series of its own.
+    let r = c
+        .get(gw.url("/no-such-route/zzz"))
         .header("Host", "evil.example")
         .send()
-        .await;
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no route for an unknown host and path");
+    let exposed = client::scrape(gw.metrics).await;
+    for needle in ["evil.example", "no-such-route"] {
+        assert!(!exposed.contains(needle), "{needle} became a label:\n{exposed}");
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let web = harness::free_addr();
     let cfg = format!(
@@ -210,74 +261,61 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
         gw.metrics
     );
     std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
-    let mut prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("prometheus (Debian package `prometheus`)");
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut prom);
-    let plain = reqwest::Client::new();
-    let body = poll_until(
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.path().join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.path().join("data").display()
+    ))
+    .arg(format!("--web.listen-address={web}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap());
+    let _prometheus = harness::ProcessGuard::spawn(&mut cmd, "prometheus");
+    let api = client::plain();
+    let results = poll_until(
         Duration::from_secs(60),
-        "prometheus to scrape the gateway",
+        "prometheus to scrape both series",
         || {
-            let plain = plain.clone();
+            let api = api.clone();
             async move {
-                let r = plain
-                    .get(format!("http://{web}/api/v1/query"))
-                    .query(&[("query", "gateway_requests_total")])
-                    .send()
-                    .await
-                    .ok()?;
-                let body = r.text().await.ok()?;
-                body.contains("\"route\":\"all\"").then_some(body)
+                let results = prom_query(&api, web, "gateway_requests_total").await?;
+                let has = |route: &str| results.iter().any(|r| r["metric"]["route"] == route);
+                let both = has("scraped") && has("none");
+                both.then_some(results)
             }
         },
     )
     .await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let results = v["data"]["result"].as_array().unwrap();
-    let all_2xx = results
-        .iter()
-        .find(|r| {
-            r["metric"]["route"] == "all" && r["metric"]["status"] == "2xx" && r["metric"]["method"] == "GET"
-        })
-        .expect("a series for route=all, GET, 2xx");
-    let count: f64 = all_2xx["value"][1].as_str().unwrap().parse().unwrap();
-    assert!(count >= 5.0, "{body}");
-    for r in results {
-        let route = r["metric"]["route"].as_str().unwrap();
+    let value = |route: &str, status: &str| -> f64 {
+        results
+            .iter()
+            .find(|r| {
+                let m = &r["metric"];
+                m["route"] == route && m["status"] == status && m["method"] == "GET"
+            })
+            .and_then(|r| r["value"][1].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no series for route={route}, GET, {status}: {results:#?}"))
+    };
+    assert_eq!(value("scraped", "2xx"), 5.0, "{results:#?}");
+    assert_eq!(value("none", "4xx"), 1.0, "the unknown host and path: {results:#?}");
+    for r in &results {
+        let route = r["metric"]["route"].as_str().unwrap_or_default();
         assert!(
-            ["all", "/ws/", "none"].contains(&route),
-            "unexpected route label {route}"
+            ["scraped", "none"].contains(&route),
+            "unexpected route label {route}: {results:#?}"
         );
     }
-    let up_body = plain
-        .get(format!("http://{web}/api/v1/query"))
-        .query(&[("query", "gateway_build_info")])
-        .send()
+    let build = prom_query(&api, web, "gateway_build_info")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(up_body.contains("\"version\""), "{up_body}");
+        .expect("the build_info query");
+    assert!(
+        build.iter().any(|r| r["metric"]["version"].is_string()),
+        "{build:#?}"
+    );
 }
 
 /// Listening TCP sockets on `port` (IPv4), from /proc/net/tcp.
@@ -313,7 +351,13 @@ async fn upgrade_under_load(reuseport: bool) {
         .replace("threads = 2", &format!("threads = 2\nreuseport = {reuseport}"));
     let mut gw = Gateway::start(&toml).await;
     let sockets = if reuseport { 2 } else { 1 };
-    assert_eq!(listening_sockets(gw.https.port()), sockets);
+    // Each thread's socket is bound as its service starts: the first may already accept.
+    let port = gw.https.port();
+    poll_until(Duration::from_secs(10), &format!("{sockets} HTTPS sockets"), || {
+        let n = listening_sockets(port);
+        async move { (n == sockets).then_some(()) }
+    })
+    .await;
     let (tally, workers) = load::start(gw.url("/during-upgrade"), 4, 100_000);
     poll_until(Duration::from_secs(10), "load to flow", || {
         let n = tally.ok();
@@ -321,39 +365,28 @@ async fn upgrade_under_load(reuseport: bool) {
     })
     .await;
     let old_pid = gw.pid();
-    let out = Command::new(harness::gateway::binary())
+    // Run on a blocking thread: the load keeps flowing through the handover.
+    let mut upgrade = Command::new(harness::gateway::binary());
+    upgrade
         .arg("upgrade")
         .arg("--config")
         .arg(&gw.config)
         .arg("--run-dir")
         .arg(gw.run_dir())
         .arg("--log")
-        .arg(gw.dir.path().join("stderr.log"))
-        .output()
-        .unwrap();
+        .arg(gw.dir.path().join("stderr.log"));
+    let out = harness::run_cmd_async(upgrade, CMD).await;
+    // The successor (in a process group of its own) is killed with `gw`, whatever happens.
+    let new_pid = gw.adopt_successor();
     assert!(
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let new_pid: i32 = std::fs::read_to_string(gw.run_dir().join("gateway.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert_ne!(new_pid, old_pid);
-    struct KillPid(i32);
-    impl Drop for KillPid {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-    let _new = KillPid(new_pid);
-    // The old process drains and exits while load continues against the new one.
+    // The old process drains and exits while load continues against the new one; its guard
+    // kills it if the test fails first.
     let mut old = gw.take_child().unwrap();
     poll_until(Duration::from_secs(30), "the old process to exit", || {
         let done = old.try_wait().ok().flatten();
@@ -362,7 +395,7 @@ async fn upgrade_under_load(reuseport: bool) {
     .await;
     let before = tally.ok();
     poll_until(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "requests served by the new process",
         || {
             let n = tally.ok();
@@ -372,7 +405,7 @@ async fn upgrade_under_load(reuseport: bool) {
     .await;
     tally.stop();
     for w in workers {
-        w.await.unwrap();
+        within(WORKERS, "a load worker to stop", w).await.unwrap();
     }
     assert_eq!(
         tally.failed(),
@@ -381,13 +414,6 @@ async fn upgrade_under_load(reuseport: bool) {
         tally.errors.lock().unwrap()
     );
     assert_eq!(listening_sockets(gw.https.port()), sockets, "after the handover");
-    assert!(
-        client::http(false)
-            .get(gw.url("/after"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    );
+    let after = client::http(false).get(gw.url("/after")).send().await.unwrap();
+    assert_eq!(after.status(), 200);
 }
