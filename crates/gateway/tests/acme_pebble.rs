@@ -4,16 +4,30 @@ mod harness;
 
 use harness::acme::{config, lines_with, store_near_expiry, verified, wait_issued, NAMES};
 use harness::pebble::Pebble;
-use harness::{client, free_port, poll_until, upstream, Gateway};
+use harness::{client, free_port, poll_until, upstream, within, Gateway};
+use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The deadline of one step (a write, a read).
+const STEP: Duration = Duration::from_secs(10);
+
 async fn get(s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, host: &str) -> String {
     let req = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+    within(STEP, "sending the request", s.write_all(req.as_bytes()))
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 8192];
-    let n = s.read(&mut buf).await.unwrap();
+    let n = within(STEP, "the response", s.read(&mut buf)).await.unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// `gateway certs --config <config>`, with a deadline; its standard output.
+async fn certs_listing(config: &std::path::Path) -> String {
+    let mut cmd = Command::new(harness::gateway::binary());
+    cmd.args(["certs", "--config"]).arg(config);
+    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -39,12 +53,7 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
     assert_eq!(mode & 0o777, 0o600, "account credentials are private");
     let account_before = std::fs::read(&account).unwrap();
     let cert_before = std::fs::read(storage.path().join("main/fullchain.pem")).unwrap();
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.metrics))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client::scrape(gw.metrics).await;
     assert!(
         metrics.contains("gateway_certificate_expiry_timestamp_seconds{certificate=\"main\"}"),
         "{metrics}"
@@ -53,12 +62,7 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
         metrics.contains("gateway_acme_renewals_total{certificate=\"main\"} 1"),
         "{metrics}"
     );
-    let out = std::process::Command::new(harness::gateway::binary())
-        .args(["certs", "--config"])
-        .arg(&gw.config)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = certs_listing(&gw.config).await;
     assert!(
         listing.contains("a.gateway.test, b.gateway.test") && listing.contains("Pebble"),
         "{listing}"
@@ -348,7 +352,7 @@ async fn pebble_a_ca_that_never_answers_times_out_while_another_certificate_is_i
     );
     let gw = Gateway::start(&cfg).await;
     // request_timeout is 2 s: the first attempt is given up on and logged as a timeout.
-    let line = poll_until(Duration::from_secs(10), "a timeout for the stalled CA", || {
+    let line = poll_until(Duration::from_secs(20), "a timeout for the stalled CA", || {
         let log = gw.stderr();
         async move {
             lines_with(&log, &["could not obtain certificate", "certificate=stalled"])
@@ -365,7 +369,7 @@ async fn pebble_a_ca_that_never_answers_times_out_while_another_certificate_is_i
     wait_issued(&gw, &pebble).await;
     // ...and the stalled one keeps going through backoff and retries.
     let seen = timeouts(&gw.stderr(), "stalled");
-    poll_until(Duration::from_secs(15), "another timeout after a retry", || {
+    poll_until(Duration::from_secs(30), "another timeout after a retry", || {
         let log = gw.stderr();
         async move { (timeouts(&log, "stalled") > seen).then_some(()) }
     })
@@ -389,7 +393,7 @@ async fn pebble_a_proxy_that_never_answers_times_out_and_a_reload_without_it_iss
     );
     let gw = Gateway::start(&proxied).await;
     poll_until(
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         "two timeouts through the stalled proxy",
         || {
             let log = gw.stderr();
@@ -440,11 +444,6 @@ async fn pebble_a_wrong_ca_root_is_reported_with_its_inner_cause() {
         &["could not obtain certificate", "invalid peer certificate"],
     );
     assert!(!errors.is_empty(), "{}", gw.stderr());
-    let out = std::process::Command::new(harness::gateway::binary())
-        .args(["certs", "--config"])
-        .arg(&gw.config)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = certs_listing(&gw.config).await;
     assert!(listing.contains("invalid peer certificate"), "{listing}");
 }
