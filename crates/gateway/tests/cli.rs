@@ -1,15 +1,17 @@
 //! `gateway check` and `gateway route` as a person runs them.
 
+mod harness;
+
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn gateway(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.args(args)
         .env("DOMAIN", "example.com")
-        .env_remove("UNSET_FOR_TEST")
-        .output()
-        .expect("the gateway binary runs")
+        .env_remove("UNSET_FOR_TEST");
+    harness::run_cmd(&mut cmd, Duration::from_secs(60))
 }
 
 fn shipped() -> String {
