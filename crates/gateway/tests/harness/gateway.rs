@@ -162,13 +162,23 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
     }
 
-    /// The pid of the current process: the child, or else the last successor adopted.
+    /// The pid of the current process: the child, or else (after an upgrade, the child
+    /// taken) the one the pid file names.
     pub fn pid(&self) -> i32 {
         self.child
             .as_ref()
             .map(|c| c.pid())
-            .or_else(|| self.successors.last().map(GroupGuard::pid))
-            .expect("running")
+            .unwrap_or_else(|| self.pid_file())
+    }
+
+    /// The pid in the run directory's pid file.
+    pub fn pid_file(&self) -> i32 {
+        let path = self.run_dir().join("gateway.pid");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -204,19 +214,37 @@ impl Gateway {
         self.child.take()
     }
 
-    /// After `gateway upgrade`: the successor it started (the pid file's process), guarded
-    /// from now on (killed with the gateway) and the target of [`Gateway::pid`] and
-    /// [`Gateway::signal`] once `child` is taken. Returns its pid.
+    /// After `gateway upgrade`, whether it succeeded or not: every process it started for
+    /// this gateway (`run --upgrade` with this configuration file, found in /proc; each in a
+    /// process group of its own, not our children) is guarded from now on, killed with the
+    /// gateway. Returns the pid the pid file names (the successor, when the upgrade worked).
     pub fn adopt_successor(&mut self) -> i32 {
-        let pid_file = self.run_dir().join("gateway.pid");
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
-        self.successors.push(GroupGuard::new(pid, &binary()));
-        pid
+        for pid in upgrade_processes(&self.config) {
+            if !self.successors.iter().any(|g| g.pid() == pid) {
+                self.successors.push(GroupGuard::new(pid, &binary()));
+            }
+        }
+        self.pid_file()
     }
+}
+
+/// Processes running `gateway run --upgrade` with `config`, from /proc.
+fn upgrade_processes(config: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let config = config.as_os_str().as_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            args.iter().any(|a| *a == &b"--upgrade"[..]) && args.iter().any(|a| *a == config)
+        })
+        .collect()
 }
 
 impl Drop for Gateway {
