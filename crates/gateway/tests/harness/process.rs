@@ -195,8 +195,10 @@ impl GroupGuard {
         let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", self.pid)) else {
             return false;
         };
-        let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok() == b.canonicalize().ok();
-        same(&exe, &self.exe) && kill(Pid::from_raw(self.pid), None).is_ok()
+        let canonical = |p: &Path| p.canonicalize().ok();
+        let same = exe == self.exe
+            || canonical(exe.as_path()).is_some_and(|e| Some(e) == canonical(self.exe.as_path()));
+        same && kill(Pid::from_raw(self.pid), None).is_ok()
     }
 }
 
@@ -268,7 +270,7 @@ pub async fn run_cmd_async(cmd: Command, limit: Duration) -> Output {
     match task.await {
         Ok(out) => out,
         Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
+            Ok(payload) => std::panic::resume_unwind(payload),
             Err(e) => panic!("the command's thread failed: {e}"),
         },
     }
