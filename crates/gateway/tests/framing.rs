@@ -351,12 +351,13 @@ async fn a_trickled_body_gets_408_and_a_stalled_reader_is_cut() {
     ))
     .await;
 
-    // A body byte, then silence longer than body_read_timeout.
+    // A body byte, then silence longer than body_read_timeout. The clock starts before the
+    // write: the gateway's timeout cannot start earlier, however late this task runs.
     let (mut s, _) = client::tls(gw.https, "localhost").await;
+    let started = Instant::now();
     s.write_all(b"POST /slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nx")
         .await
         .unwrap();
-    let started = Instant::now();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
         .await
