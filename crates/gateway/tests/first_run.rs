@@ -5,37 +5,24 @@
 
 mod harness;
 
-use harness::{client, gateway::simple_config, upstream, Gateway};
+use harness::{client, gateway::simple_config, upstream, Gateway, ProcessGuard};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Waits for the process to exit within `limit` (killed and failing the test if not); its
+/// exit code and stderr.
+fn finish(mut guard: ProcessGuard, limit: Duration) -> (Option<i32>, String) {
+    let status = guard
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("the gateway did not exit within {limit:?}"));
+    let mut err = String::new();
+    if let Some(mut e) = guard.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
     }
-}
-
-/// Waits for the child to exit within `limit`; its exit code and stderr.
-fn finish(mut guard: Guard, limit: Duration) -> (Option<i32>, String) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            let mut err = String::new();
-            if let Some(mut e) = guard.0.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            return (status.code(), err);
-        }
-        assert!(start.elapsed() < limit, "the gateway did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    (status.code(), err)
 }
 
 /// A config directory readable by every user (for the unprivileged run).
@@ -53,10 +40,10 @@ fn config_dir(https: &str) -> tempfile::TempDir {
     dir
 }
 
-fn run(dir: &std::path::Path, as_nobody: bool) -> Guard {
+fn run(dir: &std::path::Path, as_nobody: bool) -> ProcessGuard {
     let bin = harness::gateway::binary();
     let mut cmd = if as_nobody {
-        let mut c = Command::new("setpriv");
+        let mut c = Command::new(harness::require_tool("setpriv", "util-linux"));
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
         c
     } else {
@@ -71,7 +58,7 @@ fn run(dir: &std::path::Path, as_nobody: bool) -> Guard {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    Guard(cmd.spawn().expect("start the gateway"))
+    ProcessGuard::spawn(&mut cmd, "the gateway")
 }
 
 #[test]
@@ -97,10 +84,8 @@ fn a_privileged_port_as_a_normal_user_says_how_to_fix_it() {
     // Runs the binary as `nobody`; as a non-root test user it runs as that user.
     let root = nix::unistd::getuid().is_root();
     if root {
-        assert!(
-            Command::new("setpriv").arg("--version").output().is_ok(),
-            "setpriv (Debian package util-linux) is needed to run as another user"
-        );
+        // Needed to run as another user.
+        harness::require_tool("setpriv", "util-linux");
     }
     // A privileged port nothing listens on.
     let port = (600..1000)
@@ -157,16 +142,12 @@ async fn logs_have_no_colour_codes_off_a_terminal_and_can_be_json() {
 async fn an_ip_address_as_sni_is_not_logged_per_connection() {
     let up = upstream::echo().await;
     let gw = Gateway::start(&simple_config(up.addr, "")).await;
-    assert!(
-        Command::new("openssl").arg("version").output().is_ok(),
-        "openssl (Debian package openssl) is needed to send an IP address as SNI"
-    );
+    // Needed to send an IP address as SNI.
+    let openssl = harness::require_tool("openssl", "openssl");
     for _ in 0..5 {
-        let out = Command::new("openssl")
-            .args(["s_client", "-connect", &gw.https.to_string(), "-servername", "127.0.0.1"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(&openssl);
+        cmd.args(["s_client", "-connect", &gw.https.to_string(), "-servername", "127.0.0.1"]);
+        let out = harness::run_cmd_async(cmd, Duration::from_secs(30)).await;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate"), "handshake: {text}");
     }
@@ -189,8 +170,8 @@ async fn a_stdout_nobody_reads_never_stalls_requests() {
         .replace("{HTTP}", &http.to_string())
         .replace("{METRICS}", &metrics.to_string());
     std::fs::write(dir.path().join("proxy.toml"), toml).unwrap();
-    let child = Command::new(harness::gateway::binary())
-        .arg("run")
+    let mut cmd = Command::new(harness::gateway::binary());
+    cmd.arg("run")
         .arg("--config")
         .arg(dir.path().join("proxy.toml"))
         .arg("--run-dir")
@@ -198,12 +179,13 @@ async fn a_stdout_nobody_reads_never_stalls_requests() {
         .stdin(Stdio::null())
         // A pipe that is never read: it holds 64 KiB, about 400 access lines.
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Guard(child);
-    harness::poll_until(Duration::from_secs(30), "the gateway to listen", || async {
-        tokio::net::TcpStream::connect(https).await.ok().map(|_| ())
+        .stderr(Stdio::null());
+    let _gateway = ProcessGuard::spawn(&mut cmd, "the gateway");
+    harness::poll_until(Duration::from_secs(30), "the gateway to listen", || async move {
+        for addr in [https, http, metrics] {
+            tokio::net::TcpStream::connect(addr).await.ok()?;
+        }
+        Some(())
     })
     .await;
     let c = client::http(false);
