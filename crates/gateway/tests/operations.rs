@@ -387,7 +387,7 @@ async fn upgrade_under_load(reuseport: bool) {
     assert_ne!(new_pid, old_pid);
     // The old process drains and exits while load continues against the new one; its guard
     // kills it if the test fails first.
-    let mut old = gw.take_child().unwrap();
+    let mut old = gw.take_process().unwrap();
     poll_until(Duration::from_secs(30), "the old process to exit", || {
         let done = old.try_wait().ok().flatten();
         async move { done.map(|_| ()) }

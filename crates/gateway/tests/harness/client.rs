@@ -10,28 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// The deadline of one step of a client (connect, handshake, one write or read).
-pub const STEP: Duration = Duration::from_secs(10);
-
-/// A plain reqwest client (metrics, Prometheus' API) whose requests have a deadline, unlike
-/// `reqwest::get`.
-pub fn plain() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
-/// The body of `http://{addr}/metrics`.
-pub async fn scrape(addr: SocketAddr) -> String {
-    let r = plain()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .expect("scrape /metrics");
-    r.text().await.expect("the /metrics body")
-}
-
 /// A reqwest client that accepts the test certificates and resolves `localhost` to loopback.
 pub fn http(h2: bool) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -41,7 +19,7 @@ pub fn http(h2: bool) -> reqwest::Client {
         .no_brotli()
         .no_zstd()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60));
+        .timeout(std::time::Duration::from_secs(60));
     let b = if h2 {
         b.http2_adaptive_window(true)
     } else {
@@ -147,4 +125,26 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The deadline of one step of a client (connect, handshake, one write or read).
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A plain reqwest client (metrics, Prometheus' API) whose requests have a deadline, unlike
+/// `reqwest::get`.
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// The body of `http://{addr}/metrics`.
+pub async fn scrape(addr: SocketAddr) -> String {
+    let r = plain()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("scrape /metrics");
+    r.text().await.expect("the /metrics body")
 }

@@ -2,8 +2,9 @@
 
 use super::process::{GroupGuard, ProcessGuard};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Path of the `gateway` binary under test: Cargo builds it, with this package's features
@@ -23,8 +24,8 @@ fn fill(text: &str, https: SocketAddr, http: SocketAddr, metrics: SocketAddr, di
 /// A running gateway; killed (its whole process group) when dropped, with every process
 /// it was before ([`Gateway::spawn`] again) and every successor adopted after an upgrade.
 pub struct Gateway {
-    /// The current process; dereferences to its `std::process::Child`.
-    pub child: Option<ProcessGuard>,
+    /// The current process, in a process group of its own; the `Gateway` is its guard.
+    pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub https: SocketAddr,
@@ -74,7 +75,8 @@ impl Gateway {
     }
 
     /// Starts the process (again, or as the `--upgrade` successor), in a process group of
-    /// its own. A process still held in `child` is kept running (and guarded) meanwhile.
+    /// its own, guarded by the `Gateway` from the start. A process still held in `child` is
+    /// kept running (and guarded) meanwhile.
     pub fn spawn(&mut self, upgrade: bool, env: &[(&str, &str)]) {
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -99,12 +101,15 @@ impl Gateway {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err);
+            .stderr(err)
+            .process_group(0);
         self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if let Some(old) = self.child.take() {
-            self.previous.push(old);
+            self.previous.push(ProcessGuard::adopt(old, "an earlier gateway process"));
         }
-        self.child = Some(ProcessGuard::spawn(&mut cmd, "the gateway"));
+        let child = cmd.spawn().expect("start gateway");
+        super::process::register(child.id() as i32);
+        self.child = Some(child);
     }
 
     /// The listeners of the configuration file as it is now: `https`, `http` and `metrics`
@@ -120,16 +125,20 @@ impl Gateway {
     }
 
     /// Polls every listener of the configuration (HTTPS, HTTP, metrics) until each accepts
-    /// connections; fails at once, with the log, if the process exits meanwhile.
+    /// connections, and the pid file until it names this process (written once signals are
+    /// handled); fails at once, with the log, if the process exits meanwhile.
     pub async fn wait_ready(&mut self) {
         let addrs = self.listeners();
         let logs = self.dir.path().join("stderr.log");
+        let pid_file = self.run_dir().join("gateway.pid");
         let child = self.child.as_mut().expect("started");
-        let what = format!("the gateway to listen on {addrs:?}");
+        let pid = child.id().to_string();
+        let what = format!("the gateway to listen on {addrs:?} and write its pid file");
         super::poll_until(Duration::from_secs(30), &what, || {
             let exited = child.try_wait().ok().flatten();
             let logs = logs.clone();
             let addrs = addrs.clone();
+            let signals_handled = std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid);
             async move {
                 if let Some(status) = exited {
                     panic!(
@@ -144,10 +153,15 @@ impl Gateway {
                         .ok()?
                         .ok()?;
                 }
-                Some(())
+                signals_handled.then_some(())
             }
         })
         .await;
+    }
+
+    /// The stderr log's size in bytes.
+    pub fn stderr_len(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("stderr.log")).map_or(0, |m| m.len())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -167,7 +181,7 @@ impl Gateway {
     pub fn pid(&self) -> i32 {
         self.child
             .as_ref()
-            .map(|c| c.pid())
+            .map(|c| c.id() as i32)
             .unwrap_or_else(|| self.pid_file())
     }
 
@@ -196,7 +210,7 @@ impl Gateway {
     /// Stops with SIGTERM and waits up to `limit`; returns whether it exited in time (if not,
     /// it is killed).
     pub fn stop(&mut self, limit: Duration) -> bool {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut child) = self.take_process() else {
             return true;
         };
         let _ = nix::sys::signal::kill(
@@ -208,10 +222,16 @@ impl Gateway {
         exited
     }
 
-    /// Takes the current process, leaving the gateway object free to spawn a successor. The
-    /// guard still kills it when dropped.
-    pub fn take_child(&mut self) -> Option<ProcessGuard> {
+    /// Takes the current child, leaving the gateway object free to spawn a successor. The
+    /// caller stops it from then on: wrap it at once (`process::KillOnDrop`,
+    /// `ProcessGuard::adopt`), or take it guarded with [`Gateway::take_process`].
+    pub fn take_child(&mut self) -> Option<Child> {
         self.child.take()
+    }
+
+    /// [`Gateway::take_child`], under a guard that kills it (and its group) when dropped.
+    pub fn take_process(&mut self) -> Option<ProcessGuard> {
+        self.child.take().map(|c| ProcessGuard::adopt(c, "the gateway"))
     }
 
     /// After `gateway upgrade`, whether it succeeded or not: every process it started for
@@ -249,7 +269,7 @@ fn upgrade_processes(config: &Path) -> Vec<i32> {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.child = None;
+        drop(self.take_process());
         self.previous.clear();
         self.successors.clear();
         if std::thread::panicking() {

@@ -24,12 +24,14 @@ use std::time::{Duration, Instant};
 /// The process groups started by this test process and not yet killed.
 static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
-fn register(group: i32) {
+/// Records `group` (a process group this test started) for the signal watcher, which it
+/// starts on first use.
+pub fn register(group: i32) {
     watch_signals();
     GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(group);
 }
 
-fn unregister(group: i32) {
+pub fn unregister(group: i32) {
     GROUPS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -80,12 +82,24 @@ fn watch_signals() {
 
 /// True while `pid` is a child of this process that has not been reaped: until then its pid,
 /// and so the group it leads, cannot belong to another process.
-fn not_reaped(pid: Pid) -> bool {
+pub fn not_reaped(pid: Pid) -> bool {
     waitid(
         Id::Pid(pid),
         WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
     )
     .is_ok()
+}
+
+/// Kills the process group `child` leads (only while `child` is not reaped: see
+/// [`not_reaped`]; nothing happens to a group it does not lead), then `child`, and reaps it.
+pub fn kill_child_group(child: &mut Child) {
+    let pid = Pid::from_raw(child.id() as i32);
+    if not_reaped(pid) {
+        let _ = killpg(pid, Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    unregister(pid.as_raw());
 }
 
 /// A child process leading its own process group, killed with its group on drop.
@@ -136,13 +150,7 @@ impl ProcessGuard {
     /// Kills the whole group (while the leader is not reaped, see [`not_reaped`]), then the
     /// leader, and reaps it.
     pub fn kill_group(&mut self) {
-        let pid = Pid::from_raw(self.pid());
-        if not_reaped(pid) {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        unregister(pid.as_raw());
+        kill_child_group(&mut self.child);
     }
 
     pub fn what(&self) -> &str {
@@ -301,4 +309,105 @@ pub fn require_tool(bin: &str, package: &str) -> PathBuf {
              `{package}` (`apt-get install {package}`; `.ci/run` installs every package the tests use)"
         )
     })
+}
+
+// The guards and waits below keep the API of the `ops-safety` branch's `harness::process`
+// (lifecycle tests), killing whole process groups too.
+
+/// Interval of the exit checks.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A child process, killed (SIGKILL, with the process group it leads) and reaped when
+/// dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_child_group(&mut self.0);
+    }
+}
+
+/// A process that is not this test's child, killed (SIGKILL, with the process group it
+/// leads) when dropped unless it is gone.
+pub struct KillPid(pub i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if !gone(self.0) {
+            let pid = Pid::from_raw(self.0);
+            if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether process `pid` has exited: no `/proc/<pid>` any more, or a zombie not yet reaped
+/// (proc(5): the state is the field after the `)` that closes the command name).
+pub fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; `None` when it is still running (left as is).
+pub async fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits up to `limit` for process `pid` (not a child) to be gone; whether it is.
+pub async fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        if gone(pid) {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Every process, but this one, whose command line has `arg` as one of its arguments (such
+/// as a test's own run directory), from `/proc/<pid>/cmdline` (NUL-separated).
+pub fn with_arg(arg: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && !gone(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) every process [`with_arg`] `self.0` when dropped: the backstop for
+/// processes a failed step left behind without telling their pid (a gateway started by an
+/// interrupted `gateway upgrade`).
+pub struct KillAllWithArg(pub String);
+
+impl Drop for KillAllWithArg {
+    fn drop(&mut self) {
+        for pid in with_arg(&self.0) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
 }
