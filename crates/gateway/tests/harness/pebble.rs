@@ -52,26 +52,26 @@ impl Pebble {
         let dns_mgmt = super::free_addr();
         let mut dns = Command::new(require_tool("pebble-challtestsrv", PACKAGE));
         dns.args([
-                "-dns01",
-                &dns_addr.to_string(),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ])
-            .args([
-                "-management",
-                &dns_mgmt.to_string(),
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log("dns.log"))
-            .stderr(Stdio::null());
+            "-dns01",
+            &dns_addr.to_string(),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+        ])
+        .args([
+            "-management",
+            &dns_mgmt.to_string(),
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log("dns.log"))
+        .stderr(Stdio::null());
         let dns = ProcessGuard::spawn(&mut dns, "pebble-challtestsrv");
         let mut p = Pebble {
             pebble: None,
