@@ -463,6 +463,31 @@ fn server(port: u16, host: &str, default: &str, normalized: bool) -> String {
         .replace("{LOCATIONS}", &locations)
 }
 
+/// `nginx -V`: the version and build options (nginx prints them on stderr), with a deadline.
+fn nginx_build(bin: &Path) -> String {
+    let mut err = tempfile::tempfile().expect("a temporary file for nginx -V");
+    let mut child = Command::new(bin)
+        .arg("-V")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.try_clone().expect("the temporary file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", bin.display()));
+    let start = Instant::now();
+    while child.try_wait().expect("waiting for nginx -V").is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{} -V` did not finish within 30 s", bin.display());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut text = Vec::new();
+    let _ = io::Seek::seek(&mut err, io::SeekFrom::Start(0));
+    let _ = err.read_to_end(&mut text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// nginx in the foreground, one process, everything under a temporary directory; killed on drop.
 struct NginxProcess {
     child: Child,
@@ -474,11 +499,7 @@ struct NginxProcess {
 impl NginxProcess {
     fn start(upstreams: &[Recorder]) -> NginxProcess {
         let bin = nginx_binary();
-        let build = Command::new(&bin)
-            .arg("-V")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", bin.display()));
-        let build = String::from_utf8_lossy(&build.stderr).into_owned();
+        let build = nginx_build(&bin);
         let version = build.lines().next().unwrap_or("nginx").trim().to_string();
         let mut last_error = String::new();
         // A free port can be taken between probing and nginx's bind: a few attempts.
