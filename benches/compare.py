@@ -4,7 +4,7 @@
 Started here, on loopback only:
   - a static upstream: nginx with 1 worker serving fixed files (/json: 44 bytes, /page.html: 48 KB);
   - a WebSocket echo and an SSE upstream (bench-tool);
-  - the gateway (release build) and nginx as proxies, configured alike: same routes and
+  - the gateway (profiling build: release + line tables) and nginx as proxies, configured alike: same routes and
     security headers, gzip level 6, a keepalive upstream pool, TLS with one ECDSA P-256
     certificate, 2 workers / 2 threads each.
 
@@ -336,8 +336,8 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cases", default="h1,h2,gzip,handshake,ws,idle,sse")
-    ap.add_argument("--gateway", default=os.path.join(ROOT, "target/release/gateway"))
-    ap.add_argument("--tool", default=os.path.join(ROOT, "target/release/bench-tool"))
+    ap.add_argument("--gateway", default=os.path.join(ROOT, "target/profiling/gateway"))
+    ap.add_argument("--tool", default=os.path.join(ROOT, "target/profiling/bench-tool"))
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench"))
     ap.add_argument("--bare", action="store_true",

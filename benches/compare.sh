@@ -4,5 +4,5 @@
 # Needs Debian's nginx-light, wrk and nghttp2-client (h2load); `.ci/run` installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p gateway -p gateway-benches --bins
+cargo build --profile profiling -p gateway -p gateway-benches --bins
 exec python3 benches/compare.py "$@"
