@@ -492,7 +492,7 @@ def main():
     if not os.path.exists(args.gateway):
         raise SystemExit(f"no gateway binary at {args.gateway}: {build}, or pass --gateway")
     have_tool = os.path.exists(args.tool)
-    if not have_tool and (need := [c for c in cases if c in TOOL_CASES] + (["--bare"] if args.bare else [])):
+    if not have_tool and (need := [c for c in cases if c in TOOL_CASES and not args.serve] + (["--bare"] if args.bare else [])):
         raise SystemExit(f"no bench-tool at {args.tool} (needed by {', '.join(need)}): {build}, "
                          f"or pass --tool, or run only h1,h2,gzip,handshake,h1-log")
 
