@@ -239,10 +239,12 @@ def haproxy_conf(port, up, ws, sse, pem, access_log=False):
     timeouts. HAProxy cannot write a log file itself: with `access_log` it logs one
     combined-format line per request to stdout (`log stdout format raw`, one write per line,
     like nginx's unbuffered access_log), and compare.py points stdout at a file; a UDP target
-    would need a syslog receiver whose CPU the comparison would not count."""
+    would need a syslog receiver whose CPU the comparison would not count. (Its %B counts
+    the response headers too; nginx's $body_bytes_sent and the gateway count the body.)"""
     types = " ".join(["text/html"] + TYPES.split())
     glog = "  log stdout format raw local0" if access_log else ""
     flog = ("""  log global
+  option dontlognull
   capture request header Referer len 128
   capture request header User-Agent len 128
   log-format "%ci - - [%trl] %{+Q}r %ST %B %{+Q}[capture.req.hdr(0)] %{+Q}[capture.req.hdr(1)]"
