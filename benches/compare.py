@@ -39,7 +39,7 @@ JSON_BODY = b'{"status":"ok","service":"api","n":42,"x":1}'
 assert len(JSON_BODY) == 44
 
 
-# Debian packages of the programs started here (`.ci/run` installs them).
+# Debian packages of the programs started here (checked at start, installed by hand).
 PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "h2load": "nghttp2-client", "haproxy": "haproxy"}
 
 
