@@ -130,7 +130,7 @@ async fn ten_upgrades_in_a_row_under_load_refuse_nothing() {
     let mut gw = Gateway::start(&versioned(up.addr, 0)).await;
     let first = KillOnDrop(gw.take_child().expect("running"));
     let mut newer: Vec<KillPid> = Vec::new();
-    // (pid, when its SIGQUIT was sent, at the latest)
+    // (pid, when the upgrade that sent it SIGQUIT returned: a second or so after the signal)
     let mut draining: Vec<(i32, Instant)> = Vec::new();
     let exit_budget = CLOSE_TIMEOUT + GRACE + MARGIN;
 
@@ -147,10 +147,10 @@ async fn ten_upgrades_in_a_row_under_load_refuse_nothing() {
     for version in 1..=10 {
         gw.write_config(&versioned(up.addr, version));
         let (kept_before, fresh_before) = (kept.ok(), fresh.ok());
-        let signalled_by = Instant::now();
         if let Err(e) = upgrade(&gw).await {
             panic!("upgrade {version}: {e}");
         }
+        let signalled_by = Instant::now();
         let new = read_pid(&gw).expect("a pid file after the upgrade");
         assert_ne!(new, current, "upgrade {version}: the pid file names a new process");
         newer.push(KillPid(new));
