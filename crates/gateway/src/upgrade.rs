@@ -98,7 +98,8 @@ fn holds_socket(pid: i32, inodes: &[u64]) -> bool {
     };
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
     })
 }
 

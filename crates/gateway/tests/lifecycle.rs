@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::gateway::{binary, simple_config};
-use harness::process::{gone, wait_exit, wait_gone, KillOnDrop, KillPid};
+use harness::process::{gone, wait_exit, wait_gone, with_arg, KillAllWithArg, KillOnDrop, KillPid};
 use harness::{client, load, poll_until, upstream, Gateway};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -128,6 +128,9 @@ async fn upgrade(gw: &Gateway) -> Result<String, String> {
 async fn ten_upgrades_in_a_row_under_load_refuse_nothing() {
     let up = upstream::echo().await;
     let mut gw = Gateway::start(&versioned(up.addr, 0)).await;
+    let run_dir = gw.run_dir().display().to_string();
+    // Dropped after the guards below: whatever still runs with this run directory.
+    let _backstop = KillAllWithArg(run_dir.clone());
     let first = KillOnDrop(gw.take_child().expect("running"));
     let mut newer: Vec<KillPid> = Vec::new();
     // (pid, when the upgrade that sent it SIGQUIT returned: a second or so after the signal)
@@ -207,6 +210,7 @@ async fn ten_upgrades_in_a_row_under_load_refuse_nothing() {
     let r = client::http(true).get(gw.url("/after")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(read_pid(&gw), Some(current));
+    assert_eq!(with_arg(&run_dir), vec![current], "only the last gateway runs");
     let log = gw.stderr_len();
     assert!(log < 11 * LOG_LIMIT, "{log} bytes of stderr for 11 processes");
     drop(first);

@@ -37,7 +37,7 @@ pub fn gone(pid: i32) -> bool {
         Err(_) => true,
         Ok(stat) => stat
             .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(|c: char| c == 'Z' || c == 'X')),
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
 }
 
@@ -66,5 +66,35 @@ pub async fn wait_gone(pid: i32, limit: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Every process, but this one, whose command line has `arg` as one of its arguments (such
+/// as a test's own run directory), from `/proc/<pid>/cmdline` (NUL-separated).
+pub fn with_arg(arg: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && !gone(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) every process [`with_arg`] `self.0` when dropped: the backstop for
+/// processes a failed step left behind without telling their pid (a gateway started by an
+/// interrupted `gateway upgrade`).
+pub struct KillAllWithArg(pub String);
+
+impl Drop for KillAllWithArg {
+    fn drop(&mut self) {
+        for pid in with_arg(&self.0) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
     }
 }
