@@ -343,24 +343,28 @@ fn accept_error_action(e: &pingora_error::Error, shutting_down: bool) -> AcceptE
     let Some(io) = e.root_cause().downcast_ref::<std::io::Error>() else {
         return AcceptErrorAction::Stop;
     };
-    let Some(code) = io.raw_os_error() else {
-        return AcceptErrorAction::Stop;
-    };
-    #[cfg(unix)]
-    {
-        match code {
-            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptErrorAction::BackOff,
-            libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT => {
-                AcceptErrorAction::Stop
-            }
-            _ => AcceptErrorAction::Yield,
+    match io.raw_os_error() {
+        Some(code) => os_error_action(code),
+        None => AcceptErrorAction::Stop,
+    }
+}
+
+/// gateway patch: [accept_error_action] for an accept(2) errno.
+#[cfg(unix)]
+fn os_error_action(code: i32) -> AcceptErrorAction {
+    match code {
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptErrorAction::BackOff,
+        libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT => {
+            AcceptErrorAction::Stop
         }
+        _ => AcceptErrorAction::Yield,
     }
-    #[cfg(not(unix))]
-    {
-        let _ = code;
-        AcceptErrorAction::Yield
-    }
+}
+
+/// gateway patch: [accept_error_action] for an OS error code (not classified off Unix).
+#[cfg(not(unix))]
+fn os_error_action(_code: i32) -> AcceptErrorAction {
+    AcceptErrorAction::Yield
 }
 
 #[async_trait]
