@@ -165,7 +165,7 @@ async fn scrape_until(gw: &Gateway, what: &str, pred: impl Fn(&str) -> bool) -> 
         let pred = &pred;
         async move {
             let text = text.await?;
-            pred(&text).then_some(text)
+            pred(text.as_str()).then_some(text)
         }
     })
     .await
