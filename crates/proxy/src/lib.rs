@@ -20,5 +20,5 @@ pub mod state;
 
 pub use edge::Guarded;
 pub use proxy::{Ctx, Gateway};
-pub use server::{add_services, server_conf};
+pub use server::{add_services, server_conf, upgrade_sock_path};
 pub use state::{Shared, Snapshot};

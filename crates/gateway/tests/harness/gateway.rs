@@ -90,14 +90,19 @@ impl Gateway {
         self.child = Some(cmd.spawn().expect("start gateway"));
     }
 
-    /// Polls the HTTPS and metrics listeners until they accept connections.
+    /// Polls the HTTPS and metrics listeners until they accept connections, and the pid file
+    /// until it names this process (written once it handles SIGHUP, SIGTERM, SIGINT and
+    /// SIGQUIT: before that, a signal would kill it).
     pub async fn wait_ready(&mut self) {
         let (https, metrics) = (self.https, self.metrics);
         let logs = self.dir.path().join("stderr.log");
+        let pid_file = self.run_dir().join("gateway.pid");
         let child = self.child.as_mut().expect("started");
+        let pid = child.id().to_string();
         super::poll_until(Duration::from_secs(30), "the gateway to listen", || {
             let exited = child.try_wait().ok().flatten();
             let logs = logs.clone();
+            let signals_handled = std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid);
             async move {
                 if let Some(status) = exited {
                     panic!(
@@ -108,10 +113,15 @@ impl Gateway {
                 let a = tokio::net::TcpStream::connect(https).await.ok()?;
                 let b = tokio::net::TcpStream::connect(metrics).await.ok()?;
                 drop((a, b));
-                Some(())
+                signals_handled.then_some(())
             }
         })
         .await;
+    }
+
+    /// The stderr log's size in bytes.
+    pub fn stderr_len(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("stderr.log")).map_or(0, |m| m.len())
     }
 
     pub fn url(&self, path: &str) -> String {

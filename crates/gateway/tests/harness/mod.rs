@@ -8,7 +8,9 @@ pub mod acme;
 pub mod client;
 pub mod gateway;
 pub mod load;
+pub mod metrics;
 pub mod pebble;
+pub mod process;
 pub mod upstream;
 
 pub use gateway::Gateway;
