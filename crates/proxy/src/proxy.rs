@@ -33,6 +33,9 @@ pub struct Ctx {
     pub upstream_path: String,
     pub request_body: u64,
     pub encoder: Option<Encoder>,
+    /// The compressed response has no declared length (chunked or close-delimited upstream,
+    /// e.g. a token stream): the encoder is flushed after every upstream chunk.
+    pub flush_chunks: bool,
     pub upgraded: bool,
     pub sse: bool,
     pub status: u16,
@@ -88,6 +91,7 @@ impl ProxyHttp for Gateway {
             upstream_path: String::new(),
             request_body: 0,
             encoder: None,
+            flush_chunks: false,
             upgraded: false,
             sse: false,
             status: 0,
@@ -303,6 +307,7 @@ impl ProxyHttp for Gateway {
                 let declared_length = headers::content_length(&resp.headers);
                 headers::mark_encoded(resp, alg.token())?;
                 ctx.encoder = Some(snap.compression.encoder(alg, declared_length));
+                ctx.flush_chunks = declared_length.is_none();
             }
         }
         Ok(())
@@ -319,9 +324,16 @@ impl ProxyHttp for Gateway {
             return Ok(None);
         };
         let input = body.take().unwrap_or_default();
-        let mut out = enc
-            .encode(&input)
-            .map_err(|e| Error::because(ErrorType::InternalError, "compressing the response", e))?;
+        // A streamed body (no Content-Length) is flushed chunk by chunk, so each piece reaches
+        // the client when the upstream sends it; a body of known length is left to the
+        // encoder's buffering (better ratio), as the end comes anyway.
+        let encoded = if ctx.flush_chunks && !end_of_stream && !input.is_empty() {
+            enc.encode_flushed(&input)
+        } else {
+            enc.encode(&input)
+        };
+        let mut out =
+            encoded.map_err(|e| Error::because(ErrorType::InternalError, "compressing the response", e))?;
         if end_of_stream {
             if let Some(enc) = ctx.encoder.take() {
                 let tail = enc

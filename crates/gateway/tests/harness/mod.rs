@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod load;
 pub mod pebble;
 pub mod upstream;
+pub mod wire;
 
 pub use gateway::Gateway;
 
