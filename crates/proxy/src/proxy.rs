@@ -423,7 +423,20 @@ impl ProxyHttp for Gateway {
                     | ErrorType::ConnectNoRoute
             )
         {
-            let kind = if status == 504 { "timeout" } else { "response" };
+            // Malformed upstream framing (vendor/pingora-core/PATCHED.md): a bad head, Content-Length
+            // or Transfer-Encoding is `InvalidHTTPHeader`, a bad chunked body `InvalidChunk` or
+            // `InvalidTrailerEnd`. Told apart from other failed responses (reset, early close).
+            let protocol = matches!(
+                e.etype(),
+                ErrorType::InvalidHTTPHeader | ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd")
+            );
+            let kind = if status == 504 {
+                "timeout"
+            } else if protocol {
+                "protocol"
+            } else {
+                "response"
+            };
             self.shared
                 .metrics
                 .upstream_errors
