@@ -204,13 +204,13 @@ impl ProxyHttp for Gateway {
         };
         let up = &ctx.snap.route_upstream[i];
         let route = &ctx.snap.config.routes[i];
-        let addr = self.shared.dns.resolve(&up.host, up.port).await.map_err(|msg| {
+        let addr = self.shared.dns.resolve(&up.host, up.port).await.map_err(|dns_error| {
             self.shared
                 .metrics
                 .upstream_errors
                 .with_label_values(&[&up.name, "dns"])
                 .inc();
-            let mut e = Error::explain(ErrorType::ConnectNoRoute, msg);
+            let mut e = Error::explain(ErrorType::ConnectNoRoute, dns_error.to_string());
             e.esource = ErrorSource::Upstream;
             e
         })?;
@@ -356,8 +356,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // A restarted container gets a new address: resolve again now.
-        self.shared.dns.invalidate();
+        // A recreated container gets a new address: resolve the name again (at most once a
+        // second per name, however many requests fail meanwhile).
+        if let Some(up) = ctx.route.and_then(|i| ctx.snap.route_upstream.get(i)) {
+            self.shared.dns.invalidate(&up.host, up.port);
+        }
         let kind = match e.etype() {
             ErrorType::ConnectTimedout => "connect_timeout",
             ErrorType::ConnectRefused => "connect_refused",
