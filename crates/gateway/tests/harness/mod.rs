@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pebble;
 pub mod process;
 pub mod upstream;
+pub mod wire;
 
 pub use gateway::Gateway;
 
