@@ -55,6 +55,7 @@ pub struct Server {
     pub work_stealing: Option<bool>,
     pub reuseport: Option<bool>,
     pub dns_refresh: Option<S>,
+    pub resolver: Option<Vec<S>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -60,6 +60,10 @@ pub struct Server {
     pub reuseport: bool,
     /// How often upstream host names are resolved again.
     pub dns_refresh: Duration,
+    /// Name servers for upstream host names (nginx `resolver`), port 53 unless given. Empty:
+    /// the system's, from `/etc/resolv.conf`, with `/etc/hosts` first (Docker's embedded DNS
+    /// at 127.0.0.11 in a compose network).
+    pub resolver: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -181,6 +181,7 @@ pub(crate) fn convert(
         work_stealing: f.server.work_stealing.unwrap_or(false),
         reuseport: f.server.reuseport.unwrap_or(true),
         dns_refresh: cx.duration(&f.server.dns_refresh, Duration::from_secs(30)),
+        resolver: resolver(&mut cx, &f.server.resolver),
     };
 
     let limits = Limits {
@@ -276,6 +277,32 @@ fn security(cx: &mut Ctx<'_>, s: &file::Security) -> Vec<(String, String)> {
         }
     }
     headers
+}
+
+/// `[server] resolver`: name server addresses as nginx's `resolver` directive takes them, an
+/// IP with an optional port (`127.0.0.11`, `10.0.0.2:5353`, `[fd00::1]:53`); 53 by default
+/// (RFC 1035 section 4.2).
+fn resolver(cx: &mut Ctx<'_>, list: &Option<Vec<S>>) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for s in list.iter().flatten() {
+        let Some(t) = cx.text(s) else { continue };
+        let t = t.trim();
+        let parsed = t
+            .parse::<SocketAddr>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Ok(a) => out.push(a),
+            Err(_) => {
+                cx.err::<()>(
+                    s.span().start,
+                    format!(
+                        "`{t}` is not a name server address; write an IP such as `127.0.0.11`, or an IP and a port such as `10.0.0.2:5353` or `[fd00::1]:53`"
+                    ),
+                );
+            }
+        }
+    }
+    out
 }
 
 fn forwarding(cx: &mut Ctx<'_>, f: &file::Forwarding) -> Forwarding {

@@ -170,3 +170,19 @@ fn acme_timeouts_and_per_certificate_directory() {
     ));
     assert!(msg.contains("not an ACME directory URL"), "{msg}");
 }
+
+#[test]
+fn resolver_takes_ips_with_optional_ports() {
+    let src = format!("[server]\nresolver = [\"127.0.0.11\", \"10.0.0.2:5353\", \"[fd00::1]:53\"]\n{UP}");
+    let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
+    let want: Vec<std::net::SocketAddr> = ["127.0.0.11:53", "10.0.0.2:5353", "[fd00::1]:53"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(cfg.server.resolver, want);
+    let cfg = parse(UP, Path::new("p.toml"), &env).unwrap();
+    assert!(cfg.server.resolver.is_empty(), "the system's resolver by default");
+    let (line, _, msg) = one_error(&format!("[server]\nresolver = [\"dns.local\"]\n{UP}"));
+    assert_eq!(line, 2);
+    assert!(msg.contains("not a name server address"), "{msg}");
+}

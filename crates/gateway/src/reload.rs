@@ -10,7 +10,6 @@ use pingora_core::services::background::BackgroundService;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 pub struct Reloader {
@@ -18,6 +17,9 @@ pub struct Reloader {
     pub shared: Arc<Shared>,
     /// The ACME client, told about every reloaded `[acme]` section.
     pub acme: Option<Arc<gateway_tls::acme::AcmeManager>>,
+    /// SIGHUPs, forwarded by the main loop's handler (`crate::signal::Signals`, which is
+    /// installed before the pid file is written); taken when the service starts.
+    pub hup: std::sync::Mutex<Option<mpsc::UnboundedReceiver<()>>>,
 }
 
 /// `(name, names)` of the ACME-managed certificates, kept by the store across reloads.
@@ -222,13 +224,7 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP");
-                None
-            }
-        };
+        let mut hup = self.hup.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let watch_enabled = self.shared.snapshot.load().config.server.watch_config;
         let mut watcher = if watch_enabled {

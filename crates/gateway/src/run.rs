@@ -2,9 +2,9 @@
 //!
 //! Signals: SIGTERM drains gracefully within `grace_period`; SIGINT stops at once; SIGHUP
 //! reloads; SIGQUIT hands the listening sockets to a new process started with `--upgrade`.
+//! All four are handled before the pid file is written (`signal::Signals`).
 
 use crate::{admin::Admin, reload};
-use anyhow::Context;
 use gateway_proxy::metrics::Metrics;
 use gateway_proxy::Shared;
 use gateway_tls::acme::AcmeManager;
@@ -94,18 +94,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         server.add_service(admin);
     }
     server.add_service(background_service("acme", crate::acme::AcmeService(acme.clone())));
+    let (hup_tx, hup_rx) = tokio::sync::mpsc::unbounded_channel();
     server.add_service(background_service(
         "reload",
         reload::Reloader {
             path: config.clone(),
             shared: shared.clone(),
             acme: Some(acme),
+            hup: std::sync::Mutex::new(Some(hup_rx)),
         },
     ));
 
+    // Written by `Signals` once SIGQUIT/SIGTERM/SIGINT/SIGHUP are handled: before that, any
+    // of them would kill the process (`gateway upgrade` waits for it before its next step).
     let pid = pid_path(&args.run_dir);
-    std::fs::write(&pid, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", pid.display()))?;
     tracing::info!(
         https = %cfg.listen.https,
         http = ?cfg.listen.http,
@@ -115,7 +117,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         pid_file = %pid.display(),
         "gateway starting"
     );
-    server.run(pingora::server::RunArgs::default());
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::signal::Signals {
+            pid_file: pid.clone(),
+            hup: hup_tx,
+        }),
+    });
     // A newer process may have taken over the pid file during an upgrade.
     if std::fs::read_to_string(&pid).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
         let _ = std::fs::remove_file(&pid);

@@ -753,6 +753,7 @@ async fn e_unsafe_upstream_framing_is_a_502_and_the_connection_is_dropped() {
     }))
     .await;
     let gw = Gateway::start(&simple_config(rec.addr, "")).await;
+    let protocol = "gateway_upstream_errors_total{kind=\"protocol\",upstream=\"echo\"}";
 
     for (path, _) in E_CASES {
         let mut c = h1_connect(&gw).await;
@@ -763,6 +764,8 @@ async fn e_unsafe_upstream_framing_is_a_502_and_the_connection_is_dropped() {
         // Closed by the gateway, not pooled.
         rec.request(&format!("GET {path} "), true).await;
     }
+    // Each counted as an upstream protocol error (kind="protocol"), not as "response".
+    assert_eq!(metric(&gw, protocol).await, E_CASES.len() as f64);
 
     // A response body that breaks the chunked framing: the head may already be relayed, but
     // no body byte is, the response stays incomplete and the upstream connection is dropped.
@@ -771,6 +774,7 @@ async fn e_unsafe_upstream_framing_is_a_502_and_the_connection_is_dropped() {
     assert!(r.status == 502 || !r.complete, "{}", text(&r.raw));
     assert!(find(&r.raw, b"hello").is_none(), "{}", text(&r.raw));
     rec.request("GET /bad-chunk ", true).await;
+    assert_eq!(metric(&gw, protocol).await, E_CASES.len() as f64 + 1.0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ pub mod challenge;
 pub mod compress;
 pub mod dns;
 mod edge;
+pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod metrics;
@@ -19,6 +20,7 @@ mod server;
 pub mod state;
 
 pub use edge::Guarded;
+pub use error::Error;
 pub use proxy::{Ctx, Gateway};
-pub use server::{add_services, server_conf};
+pub use server::{add_services, server_conf, upgrade_sock_path};
 pub use state::{Shared, Snapshot};

@@ -33,6 +33,9 @@ pub struct Ctx {
     pub upstream_path: String,
     pub request_body: u64,
     pub encoder: Option<Encoder>,
+    /// The compressed response has no declared length (chunked or close-delimited upstream,
+    /// e.g. a token stream): the encoder is flushed after every upstream chunk.
+    pub flush_chunks: bool,
     pub upgraded: bool,
     pub sse: bool,
     pub status: u16,
@@ -88,6 +91,7 @@ impl ProxyHttp for Gateway {
             upstream_path: String::new(),
             request_body: 0,
             encoder: None,
+            flush_chunks: false,
             upgraded: false,
             sse: false,
             status: 0,
@@ -200,13 +204,13 @@ impl ProxyHttp for Gateway {
         };
         let up = &ctx.snap.route_upstream[i];
         let route = &ctx.snap.config.routes[i];
-        let addr = self.shared.dns.resolve(&up.host, up.port).await.map_err(|msg| {
+        let addr = self.shared.dns.resolve(&up.host, up.port).await.map_err(|dns_error| {
             self.shared
                 .metrics
                 .upstream_errors
                 .with_label_values(&[&up.name, "dns"])
                 .inc();
-            let mut e = Error::explain(ErrorType::ConnectNoRoute, msg);
+            let mut e = Error::explain(ErrorType::ConnectNoRoute, dns_error.to_string());
             e.esource = ErrorSource::Upstream;
             e
         })?;
@@ -303,6 +307,7 @@ impl ProxyHttp for Gateway {
                 let declared_length = headers::content_length(&resp.headers);
                 headers::mark_encoded(resp, alg.token())?;
                 ctx.encoder = Some(snap.compression.encoder(alg, declared_length));
+                ctx.flush_chunks = declared_length.is_none();
             }
         }
         Ok(())
@@ -319,9 +324,16 @@ impl ProxyHttp for Gateway {
             return Ok(None);
         };
         let input = body.take().unwrap_or_default();
-        let mut out = enc
-            .encode(&input)
-            .map_err(|e| Error::because(ErrorType::InternalError, "compressing the response", e))?;
+        // A streamed body (no Content-Length) is flushed chunk by chunk, so each piece reaches
+        // the client when the upstream sends it; a body of known length is left to the
+        // encoder's buffering (better ratio), as the end comes anyway.
+        let encoded = if ctx.flush_chunks && !end_of_stream && !input.is_empty() {
+            enc.encode_flushed(&input)
+        } else {
+            enc.encode(&input)
+        };
+        let mut out =
+            encoded.map_err(|e| Error::because(ErrorType::InternalError, "compressing the response", e))?;
         if end_of_stream {
             if let Some(enc) = ctx.encoder.take() {
                 let tail = enc
@@ -344,8 +356,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // A restarted container gets a new address: resolve again now.
-        self.shared.dns.invalidate();
+        // A recreated container gets a new address: resolve the name again (at most once a
+        // second per name, however many requests fail meanwhile).
+        if let Some(up) = ctx.route.and_then(|i| ctx.snap.route_upstream.get(i)) {
+            self.shared.dns.invalidate(&up.host, up.port);
+        }
         let kind = match e.etype() {
             ErrorType::ConnectTimedout => "connect_timeout",
             ErrorType::ConnectRefused => "connect_refused",
@@ -411,7 +426,20 @@ impl ProxyHttp for Gateway {
                     | ErrorType::ConnectNoRoute
             )
         {
-            let kind = if status == 504 { "timeout" } else { "response" };
+            // Malformed upstream framing (vendor/pingora-core/PATCHED.md): a bad head, Content-Length
+            // or Transfer-Encoding is `InvalidHTTPHeader`, a bad chunked body `InvalidChunk` or
+            // `InvalidTrailerEnd`. Told apart from other failed responses (reset, early close).
+            let protocol = matches!(
+                e.etype(),
+                ErrorType::InvalidHTTPHeader | ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd")
+            );
+            let kind = if status == 504 {
+                "timeout"
+            } else if protocol {
+                "protocol"
+            } else {
+                "response"
+            };
             self.shared
                 .metrics
                 .upstream_errors

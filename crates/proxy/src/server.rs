@@ -16,6 +16,12 @@ use rustls::ServerConfig;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where a new process started with `--upgrade` waits for the listening sockets (Pingora's
+/// `upgrade_sock`); `gateway upgrade` watches it to know when that process is ready.
+pub fn upgrade_sock_path(run_dir: &Path) -> std::path::PathBuf {
+    run_dir.join("gateway_upgrade.sock")
+}
+
 /// Pingora's server settings derived from `proxy.toml`.
 ///
 /// `run_dir` holds the pid file and the upgrade socket used for zero-downtime upgrades.
@@ -39,7 +45,7 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
         // work stealing on 2 cores (fewer cross-thread wake-ups).
         work_stealing: cfg.server.work_stealing,
         pid_file: pid.display().to_string(),
-        upgrade_sock: run_dir.join("gateway_upgrade.sock").display().to_string(),
+        upgrade_sock: upgrade_sock_path(run_dir).display().to_string(),
         ..ServerConf::default()
     }
 }

@@ -78,7 +78,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, certs: Arc<CertStore>, metrics: Arc<Metrics>) -> Arc<Self> {
-        let dns = Dns::new(config.server.dns_refresh);
+        let dns = Dns::new(config.server.dns_refresh, &config.server.resolver);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             certs,
@@ -104,6 +104,7 @@ impl Shared {
             .iter()
             .map(|u| (u.host.clone(), u.port))
             .collect();
-        self.dns.set_wanted(names, snap.config.server.dns_refresh);
+        self.dns
+            .set_wanted(names, snap.config.server.dns_refresh, &snap.config.server.resolver);
     }
 }

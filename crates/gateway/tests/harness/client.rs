@@ -12,6 +12,16 @@ use tokio_rustls::client::TlsStream;
 
 /// A reqwest client that accepts the test certificates and resolves `localhost` to loopback.
 pub fn http(h2: bool) -> reqwest::Client {
+    builder(h2).build().expect("client")
+}
+
+/// Like [`http`], without connection reuse: each request opens a new connection (TCP and
+/// TLS handshake), so the gateway's accept loops work all the time.
+pub fn fresh(h2: bool) -> reqwest::Client {
+    builder(h2).pool_max_idle_per_host(0).build().expect("client")
+}
+
+fn builder(h2: bool) -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let b = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -20,12 +30,11 @@ pub fn http(h2: bool) -> reqwest::Client {
         .no_zstd()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(60));
-    let b = if h2 {
+    if h2 {
         b.http2_adaptive_window(true)
     } else {
         b.http1_only()
-    };
-    b.build().expect("client")
+    }
 }
 
 /// Accepts any certificate and remembers the one presented.

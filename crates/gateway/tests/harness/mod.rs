@@ -8,9 +8,11 @@ pub mod acme;
 pub mod client;
 pub mod gateway;
 pub mod load;
+pub mod metrics;
 pub mod pebble;
 pub mod process;
 pub mod upstream;
+pub mod wire;
 
 pub use gateway::Gateway;
 pub use process::{require_tool, run_cmd, run_cmd_async, ProcessGuard};

@@ -244,10 +244,20 @@ impl Server {
             .send(ExecutionPhase::Running)
             .ok();
 
+        // gateway patch: a loop, so that a failed socket handover (below) goes back to serving.
+        loop {
         match run_args.shutdown_signal.recv().await {
             ShutdownSignal::FastShutdown => {
                 info!("SIGINT received, exiting");
-                ShutdownType::Quick
+                // gateway patch: tell the services too. Upstream only shut the runtimes down
+                // (timeout 0), so accept loops and background services never saw `shutdown`;
+                // an accept loop whose listener's event loop went first spun on "being
+                // shutdown" errors (services/listening.rs). With the signal they leave
+                // their loops while the runtimes go down.
+                if let Err(e) = self.shutdown_watch.send(true) {
+                    error!("Fast shutdown broadcast failed: {e}");
+                }
+                return ShutdownType::Quick;
             }
             ShutdownSignal::GracefulTerminate => {
                 // we receive a graceful terminate, all instances are instructed to stop
@@ -268,7 +278,7 @@ impl Server {
                     .send(ExecutionPhase::GracefulTerminate)
                     .ok();
 
-                ShutdownType::Graceful
+                return ShutdownType::Graceful;
             }
             ShutdownSignal::GracefulUpgrade => {
                 // TODO: still need to select! on signals in case a fast shutdown is needed
@@ -279,28 +289,40 @@ impl Server {
                     .send(ExecutionPhase::GracefulUpgradeTransferringFds)
                     .ok();
 
-                let sent_fds = {
+                // gateway patch: None = nothing to send, Some(sent).
+                let handover = {
                     let fds = self.listen_fds();
                     let fds = fds.lock();
                     if fds.is_empty() {
                         info!("No socks to send, shutting down.");
-                        false
+                        None
                     } else {
                         info!("Trying to send socks");
                         match fds.send_to_sock(self.configuration.as_ref().upgrade_sock.as_str()) {
                             Ok(_) => {
                                 info!("listener sockets sent");
+                                Some(true)
                             }
                             Err(e) => {
                                 error!("Unable to send listener sockets to new process: {e}");
                                 #[cfg(all(not(debug_assertions), feature = "sentry"))]
                                 sentry::capture_error(&e);
+                                Some(false)
                             }
                         }
-                        true
                     }
                 };
-                if sent_fds {
+                if handover == Some(false) {
+                    // gateway patch: upstream went on to shut down, so a failed handover
+                    // (the new process gone or not listening) left nobody accepting and every
+                    // new connection was refused. The sockets never left: keep serving.
+                    error!("the listening sockets stay with this process, which keeps serving; SIGQUIT again to retry the upgrade");
+                    self.execution_phase_watch
+                        .send(ExecutionPhase::Running)
+                        .ok();
+                    continue;
+                }
+                if handover == Some(true) {
                     self.execution_phase_watch
                         .send(ExecutionPhase::GracefulUpgradeCloseTimeout)
                         .ok();
@@ -319,8 +341,9 @@ impl Server {
                     }
                 }
                 info!("Broadcast graceful shutdown complete");
-                ShutdownType::Graceful
+                return ShutdownType::Graceful;
             }
+        }
         }
     }
 

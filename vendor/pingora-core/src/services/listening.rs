@@ -258,18 +258,48 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     });
                 }
                 Err(e) => {
-                    error!("Accept() failed {e}");
-                    if let Some(io_error) = e
-                        .root_cause()
-                        .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                    {
-                        // 24: too many open files. In this case accept() will continue return this
-                        // error without blocking, which could use up all the resources
-                        if io_error == 24 {
-                            // call sleep to calm the thread down and wait for others to release
-                            // some resources
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    // gateway patch: an accept() error never makes this loop spin. Upstream
+                    // only slept on EMFILE and retried every other error at once: when the
+                    // listener's event loop (another thread's runtime) was shut down, accept()
+                    // failed at once, forever ("A Tokio 1.x context was found, but it is being
+                    // shutdown"), without ever yielding, so this thread's runtime could not
+                    // shut down either and the process logged ~200,000 lines a second until
+                    // killed (after SIGINT, which does not signal `shutdown`). See
+                    // `accept_error_action`.
+                    let shutting_down = *shutdown.borrow();
+                    match accept_error_action(&e, shutting_down) {
+                        AcceptErrorAction::Stop => {
+                            if shutting_down {
+                                info!("Shutting down {} ({e})", stack.as_str());
+                            } else {
+                                error!("Accept() failed {e}; {} stops accepting", stack.as_str());
+                            }
+                            break;
+                        }
+                        AcceptErrorAction::BackOff => {
+                            error!(
+                                "Accept() failed {e}; pausing accept() on {} for {ACCEPT_BACKOFF:?}",
+                                stack.as_str()
+                            );
+                            // Like nginx's accept disable: wait for connections to close, but
+                            // not past a shutdown.
+                            let stop = tokio::select! {
+                                _ = tokio::time::sleep(ACCEPT_BACKOFF) => false,
+                                changed = shutdown.changed() => {
+                                    let stop = changed.is_err() || *shutdown.borrow();
+                                    stop
+                                }
+                            };
+                            if stop {
+                                info!("Shutting down {}", stack.as_str());
+                                break;
+                            }
+                        }
+                        AcceptErrorAction::Yield => {
+                            // One failed connection (aborted before accept, refused by a
+                            // firewall rule...): let the other tasks run, then go on.
+                            error!("Accept() failed {e}");
+                            tokio::task::yield_now().await;
                         }
                     }
                 }
@@ -278,6 +308,63 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
 
         stack.cleanup();
     }
+}
+
+/// gateway patch: how long the accept loop pauses after a resource error (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM), as nginx disables accept for a while. Upstream slept 1 s on EMFILE only.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// gateway patch: what the accept loop does after a failed accept.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptErrorAction {
+    /// The listener cannot accept again (or shutdown was signalled): leave the loop.
+    Stop,
+    /// Out of descriptors or memory: pause [ACCEPT_BACKOFF], then try again.
+    BackOff,
+    /// One connection failed: yield to the other tasks, then accept the next one.
+    Yield,
+}
+
+/// gateway patch: classifies an error of `TransportStack::accept`.
+///
+/// Only `AcceptError`s come from accept(2) itself; other types (setting TCP_NODELAY or
+/// keepalive on the accepted socket) concern one connection. An accept error without an OS
+/// error code is Tokio's "being shutdown" (the event loop the listener is registered with has
+/// shut down); EBADF, EINVAL, ENOTSOCK, EOPNOTSUPP and EFAULT mean the listening socket
+/// itself is gone or no longer listening (accept(2), Linux man-pages). Those never succeed
+/// again, so the loop stops instead of spinning.
+fn accept_error_action(e: &pingora_error::Error, shutting_down: bool) -> AcceptErrorAction {
+    if shutting_down {
+        return AcceptErrorAction::Stop;
+    }
+    if e.etype() != &pingora_error::ErrorType::AcceptError {
+        return AcceptErrorAction::Yield;
+    }
+    let Some(io) = e.root_cause().downcast_ref::<std::io::Error>() else {
+        return AcceptErrorAction::Stop;
+    };
+    match io.raw_os_error() {
+        Some(code) => os_error_action(code),
+        None => AcceptErrorAction::Stop,
+    }
+}
+
+/// gateway patch: [accept_error_action] for an accept(2) errno.
+#[cfg(unix)]
+fn os_error_action(code: i32) -> AcceptErrorAction {
+    match code {
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptErrorAction::BackOff,
+        libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT => {
+            AcceptErrorAction::Stop
+        }
+        _ => AcceptErrorAction::Yield,
+    }
+}
+
+/// gateway patch: [accept_error_action] for an OS error code (not classified off Unix).
+#[cfg(not(unix))]
+fn os_error_action(_code: i32) -> AcceptErrorAction {
+    AcceptErrorAction::Yield
 }
 
 #[async_trait]
