@@ -94,20 +94,16 @@ fn read_pid(gw: &Gateway) -> Option<i32> {
 
 /// `gateway upgrade` for `gw`'s run directory, with a deadline; its output on failure.
 async fn upgrade(gw: &Gateway) -> Result<String, String> {
-    let run = tokio::process::Command::new(binary())
-        .arg("upgrade")
+    let mut cmd = std::process::Command::new(binary());
+    cmd.arg("upgrade")
         .arg("--config")
         .arg(&gw.config)
         .arg("--run-dir")
         .arg(gw.run_dir())
         .arg("--log")
-        .arg(gw.dir.path().join("stderr.log"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .map_err(|_| "`gateway upgrade` did not finish within 90 s".to_string())?
-        .map_err(|e| format!("running `gateway upgrade`: {e}"))?;
+        .arg(gw.dir.path().join("stderr.log"));
+    // A deadline, and a process group of its own killed on timeout (the test fails then).
+    let out = harness::run_cmd_async(cmd, Duration::from_secs(90)).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

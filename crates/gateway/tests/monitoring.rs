@@ -10,49 +10,25 @@ use harness::metrics::{sample, samples, scrape};
 use harness::{poll_until, upstream, Gateway};
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
-/// Runs `promtool args...` with a 60 s deadline; its exit status and output. Panics, naming
+/// Runs `promtool args...` with a 60 s deadline; its exit status and output. Fails, naming
 /// the Debian package, when promtool is not installed: the check must never pass unseen.
 fn promtool(args: &[&Path], sub: &[&str]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-    let mut cmd = Command::new("promtool");
-    cmd.args(sub)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "promtool is not installed: it comes with the Debian package `prometheus` (`apt-get install prometheus`; ./test.sh and .ci/run install it)"
-        ),
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("promtool {sub:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut cmd = Command::new(harness::require_tool("promtool", "prometheus"));
+    cmd.args(sub).args(args);
+    let out = harness::run_cmd(&mut cmd, Duration::from_secs(60));
     let text = format!(
         "{}{}",
-        std::fs::read_to_string(&out_path).unwrap_or_default(),
-        std::fs::read_to_string(&err_path).unwrap_or_default()
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    (status.success(), text)
+    (out.status.success(), text)
 }
 
 /// The names after `key` in lines like `  - alert: Name` / `alertname: Name`.
