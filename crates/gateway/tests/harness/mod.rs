@@ -11,6 +11,8 @@ pub mod load;
 pub mod metrics;
 pub mod pebble;
 pub mod process;
+pub mod promises;
+pub mod scrape;
 pub mod upstream;
 pub mod wire;
 
