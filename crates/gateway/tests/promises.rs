@@ -137,7 +137,7 @@ async fn a_websocket_idle_past_read_timeout_is_closed_and_a_busy_one_stays() {
     let (closed_after, chatted) = tokio::join!(idle_end, chatter);
     let closed_after = closed_after.expect("the idle WebSocket is still open 8 s later (read_timeout 1 s)");
     assert!(
-        closed_after >= Duration::from_millis(500) && closed_after <= secs(4),
+        (Duration::from_millis(500)..=secs(4)).contains(&closed_after),
         "the idle WebSocket was closed {closed_after:?} after its last message"
     );
     chatted.expect("the busy WebSocket stays open past three read timeouts");
@@ -677,11 +677,11 @@ async fn websocket_and_sse_opened_before_an_upgrade_are_served_to_the_end() {
         Command::new(harness::gateway::binary())
             .arg("upgrade")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .arg("--run-dir")
-            .arg(&run_dir)
+            .arg(run_dir)
             .arg("--log")
-            .arg(&log)
+            .arg(log)
             .output()
     });
     let out = within(secs(40), "gateway upgrade", upgrade)

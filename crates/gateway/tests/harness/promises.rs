@@ -94,8 +94,13 @@ async fn paced_handler(req: Request<Incoming>, st: Arc<State>) -> Result<Respons
     let resp = match parts.first().copied().unwrap_or("") {
         "hold" => {
             let mut released = st.released.clone();
-            let _ = released.wait_for(|r| *r).await;
-            full(&st, 200, "text/plain", format!("{tag}:held"))
+            let held = released.wait_for(|r| *r).await.is_ok();
+            let body = if held {
+                format!("{tag}:held")
+            } else {
+                format!("{tag}:never released")
+            };
+            full(&st, 200, "text/plain", body)
         }
         "delay" => {
             tokio::time::sleep(Duration::from_millis(number(1))).await;
@@ -232,7 +237,8 @@ pub async fn upgrading() -> Upgrading {
                     head.push(b[0]);
                 }
                 h.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-                let answer = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                let answer = "HTTP/1.1 101 Switching Protocols\r\n\
+                              Connection: Upgrade\r\nUpgrade: websocket\r\n\
                               Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
                               Content-Type: text/html; charset=utf-8\r\n\r\n";
                 if s.write_all(answer.as_bytes()).await.is_err()
