@@ -6,8 +6,8 @@ mod harness;
 
 use futures_util::StreamExt;
 use harness::gateway::simple_config;
-use harness::promises::{self as p, within};
-use harness::{client, poll_until, upstream, Gateway};
+use harness::promises as p;
+use harness::{client, poll_until, upstream, within, Gateway};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -76,13 +76,9 @@ async fn sigterm_drains_a_request_in_flight_and_exits_0_within_the_grace_period(
     assert_eq!(status, 200);
     assert_eq!(body, "slow:delayed");
     let child = gw.child.as_mut().expect("running");
-    let exit = poll_until(secs(15), "the gateway to exit after SIGTERM", || {
-        let exited = child.try_wait().ok().flatten();
-        async move { exited }
-    })
-    .await;
+    let exit = harness::process::wait_exit(child, secs(15)).await;
     let took = signalled.elapsed();
-    gw.child = None;
+    let exit = exit.unwrap_or_else(|| panic!("still running 15 s after SIGTERM\n{}", gw.stderr()));
     assert!(exit.success(), "exit status after SIGTERM: {exit:?}\n{}", gw.stderr());
     assert!(
         took <= Duration::from_millis(5000),
@@ -142,7 +138,7 @@ async fn a_websocket_idle_past_read_timeout_is_closed_and_a_busy_one_stays() {
     );
     chatted.expect("the busy WebSocket stays open past three read timeouts");
     p::round_trip(&mut busy, "still here").await.expect("the busy one still works");
-    let _ = busy.close(None).await;
+    let _ = tokio::time::timeout(secs(5), busy.close(None)).await;
 }
 
 /// `websocket = false` refuses the upgrade end to end: the upstream gets a plain request (no
@@ -256,7 +252,9 @@ async fn no_compression_for_206_ranges_and_upgrades() {
     // An upgrade: the upstream labels its 101 text/html and sends the 48 KB page over it.
     let (mut s, _) = client::tls(gw.https, "localhost").await;
     let request = upgrade_request("/up/stream", "Accept-Encoding: gzip\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
+    within(secs(10), "writing the upgrade", s.write_all(request.as_bytes()))
+        .await
+        .unwrap();
     let got = p::read_until(&mut s, secs(10), |b| {
         p::head_end(b).is_some_and(|end| b.len() >= end + page.len())
     })
@@ -269,7 +267,9 @@ async fn no_compression_for_206_ranges_and_upgrades() {
     assert!(!head.contains("content-encoding"), "{head}");
     assert_eq!(got.len() - end, page.len(), "the upgraded stream's length");
     assert!(got[end..] == *page.as_bytes(), "the upgraded stream arrives byte for byte");
-    s.write_all(b"after the upgrade").await.unwrap();
+    within(secs(10), "writing after the upgrade", s.write_all(b"after the upgrade"))
+        .await
+        .unwrap();
     let echoed = p::read_until(&mut s, secs(10), |b| b.len() >= 17).await;
     assert_eq!(&echoed[..], b"after the upgrade");
     assert!(
@@ -444,12 +444,9 @@ async fn access_log_off_writes_nothing_and_combined_writes_lines() {
 
 /// `gateway check --config <file>`: exit code and everything printed.
 fn check(file: &Path) -> (Option<i32>, String) {
-    let o = Command::new(harness::gateway::binary())
-        .arg("check")
-        .arg("--config")
-        .arg(file)
-        .output()
-        .expect("gateway check runs");
+    let mut cmd = Command::new(harness::gateway::binary());
+    cmd.arg("check").arg("--config").arg(file);
+    let o = harness::run_cmd(&mut cmd, secs(30));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -668,38 +665,24 @@ async fn websocket_and_sse_opened_before_an_upgrade_are_served_to_the_end() {
         }));
     }
 
-    let _successor = p::KillSuccessor {
-        pid_file: gw.run_dir().join("gateway.pid"),
-        spared: old_pid,
-    };
-    let (config, run_dir, log) = (gw.config.clone(), gw.run_dir(), gw.dir.path().join("stderr.log"));
-    let upgrade = tokio::task::spawn_blocking(move || {
-        Command::new(harness::gateway::binary())
-            .arg("upgrade")
-            .arg("--config")
-            .arg(config)
-            .arg("--run-dir")
-            .arg(run_dir)
-            .arg("--log")
-            .arg(log)
-            .output()
-    });
-    let out = within(secs(40), "gateway upgrade", upgrade)
-        .await
-        .expect("the upgrade task")
-        .expect("gateway upgrade runs");
+    let mut cmd = Command::new(harness::gateway::binary());
+    cmd.arg("upgrade")
+        .arg("--config")
+        .arg(&gw.config)
+        .arg("--run-dir")
+        .arg(gw.run_dir())
+        .arg("--log")
+        .arg(gw.dir.path().join("stderr.log"));
+    let out = harness::run_cmd_async(cmd, secs(60)).await;
     let upgraded = Instant::now();
+    // From here the new process is guarded by `gw` (killed with it), whatever happened.
+    let new_pid = gw.adopt_successor();
     assert!(
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let new_pid: i32 = std::fs::read_to_string(gw.run_dir().join("gateway.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert_ne!(new_pid, old_pid);
     let r = client::http(false).get(gw.url("/after-the-upgrade")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -715,13 +698,10 @@ async fn websocket_and_sse_opened_before_an_upgrade_are_served_to_the_end() {
         assert!(text.contains("data: pages event 29\n"), "the last event (h2: {h2}):\n{text}");
     }
 
-    let child = gw.child.as_mut().expect("the old process");
-    let exit = poll_until(secs(30), "the old process to exit", || {
-        let exited = child.try_wait().ok().flatten();
-        async move { exited }
-    })
-    .await;
-    gw.child = None;
+    // Pingora's 5 s handover pause, then the 6 s grace period, then 1 s for the runtimes.
+    let old = gw.child.as_mut().expect("the old process");
+    let exit = harness::process::wait_exit(old, secs(30)).await;
+    let exit = exit.unwrap_or_else(|| panic!("the old process still runs 30 s after the upgrade"));
     assert!(exit.success(), "the old process exited with {exit:?}");
     let answered = within(secs(30), "the WebSocket to end", pinger).await.expect("the WebSocket task");
     let last = answered.last().copied().expect("round trips after the upgrade");

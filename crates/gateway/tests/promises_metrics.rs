@@ -6,9 +6,9 @@
 mod harness;
 
 use harness::gateway::simple_config;
-use harness::promises::{self as p, within};
+use harness::promises as p;
 use harness::scrape::{scrape, scrape_until, Scrape};
-use harness::{client, upstream, Gateway};
+use harness::{client, upstream, within, Gateway};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,16 @@ fn write_cert(dir: &Path, name: &str, host: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&cert, c.cert.pem()).unwrap();
     std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
     (cert, key)
+}
+
+/// Plain HTTP to the HTTPS listener: a failed TLS handshake on the gateway's side.
+async fn not_tls(https: std::net::SocketAddr) {
+    let mut s = within(secs(10), "connecting", tokio::net::TcpStream::connect(https))
+        .await
+        .unwrap();
+    within(secs(10), "writing", s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .await
+        .unwrap();
 }
 
 /// `[acme]` against a directory on a closed port, one certificate `name`, fast retries.
@@ -138,9 +148,7 @@ async fn duration_upstream_errors_bytes_and_handshakes_follow_the_traffic() {
     }
     let want = before.value(handshakes, &[]) + 3.0;
     scrape_until(m, secs(10), "three handshakes", |s| s.value(handshakes, &[]) >= want).await;
-    let mut junk = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    drop(junk);
+    not_tls(gw.https).await;
     let failed = before.value(failures, &[]) + 1.0;
     let s = scrape_until(m, secs(10), "the failed handshake", |s| s.value(failures, &[]) >= failed).await;
     assert_eq!(s.value(handshakes, &[]), want, "only completed handshakes count");
@@ -194,7 +202,7 @@ async fn open_connection_websocket_and_sse_gauges_follow_the_streams() {
         open.text
     );
 
-    let _ = ws.close(None).await;
+    let _ = tokio::time::timeout(secs(5), ws.close(None)).await;
     drop(ws);
     scrape_until(m, secs(10), "the WebSocket gauge back to 0", |s| s.value(wss, &[]) == 0.0).await;
     drop(streams);
@@ -313,8 +321,9 @@ fn collect_exprs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
 
 /// Every series the Grafana dashboard (deploy/grafana/gateway-dashboard.json) queries is in
 /// a live scrape once traffic created the labelled ones (requests, a refused upstream, a
-/// failed handshake, a file certificate, a failing ACME certificate): the names come from
-/// the dashboard's expressions, the check from what the running gateway serves.
+/// failed handshake, a file certificate then a corrupt one at a reload, a failing ACME
+/// certificate and its placeholder): the names come from the dashboard's expressions, the
+/// check from what the running gateway serves.
 ///
 /// To see it fail: rename a metric in crates/proxy/src/metrics.rs (or in the dashboard), or
 /// stop registering one.
@@ -339,9 +348,10 @@ async fn every_series_of_the_grafana_dashboard_is_in_a_live_scrape() {
     let c = client::http(false);
     assert_eq!(c.get(gw.url("/x")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(gw.url("/dead/x")).send().await.unwrap().status(), 502);
-    let mut junk = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    junk.write_all(b"not TLS\r\n\r\n").await.unwrap();
-    drop(junk);
+    not_tls(gw.https).await;
+    // A certificate file refused at a reload (the previous certificate stays served).
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
     let missing = |s: &Scrape| -> Vec<String> {
         let have = s.names();
         names.iter().filter(|n| !have.contains(n.as_str())).cloned().collect()

@@ -1,6 +1,5 @@
 //! For the promise tests (`promises*.rs`): a programmable upstream, a raw upgrading upstream,
-//! WebSocket and raw HTTP/1.1 client steps, deadlines, and a guard for the process a
-//! `gateway upgrade` starts.
+//! and WebSocket and raw HTTP/1.1 client steps, each with a deadline.
 //!
 //! [`paced`] answers every request with its tag (in the body and `x-upstream-tag`); the path
 //! says how:
@@ -13,6 +12,7 @@
 //! - anything else: `<tag>` at once.
 
 use super::upstream::big_html;
+use super::within;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -20,23 +20,13 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// `f`, or a panic naming `what` when it takes longer than `limit`.
-pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {limit:?}: {what}"),
-    }
-}
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -282,7 +272,10 @@ pub async fn wss(https: SocketAddr, path: &str) -> Wss {
 
 /// Sends `text` and waits up to 5 s for it to come back (pings and pongs skipped).
 pub async fn round_trip(ws: &mut Wss, text: &str) -> Result<(), String> {
-    ws.send(text.into()).await.map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), ws.send(text.into())).await {
+        Ok(sent) => sent.map_err(|e| e.to_string())?,
+        Err(_) => return Err("could not send within 5 s".into()),
+    }
     loop {
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
             Err(_) => return Err("no answer within 5 s".into()),
@@ -354,7 +347,9 @@ pub async fn read_until<S: AsyncRead + Unpin>(
 /// One HTTP/1.1 exchange on an open connection: writes `request`, reads the head and the
 /// body its Content-Length announces (up to 10 s).
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str) -> (String, Vec<u8>) {
-    s.write_all(request.as_bytes()).await.expect("write the request");
+    within(Duration::from_secs(10), "writing the request", s.write_all(request.as_bytes()))
+        .await
+        .expect("write the request");
     let buf = read_until(s, Duration::from_secs(10), |b| {
         head_end(b).is_some_and(|end| b.len() >= end + content_length(&b[..end]))
     })
@@ -363,25 +358,4 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &st
         panic!("no complete answer: {:?}", String::from_utf8_lossy(&buf));
     };
     (String::from_utf8_lossy(&buf[..end]).into_owned(), buf[end..].to_vec())
-}
-
-/// When dropped, SIGKILLs the process named in `pid_file` unless it is `spared`: the new
-/// process a `gateway upgrade` starts is not a child of the test.
-pub struct KillSuccessor {
-    pub pid_file: PathBuf,
-    pub spared: i32,
-}
-
-impl Drop for KillSuccessor {
-    fn drop(&mut self) {
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        if let Some(pid) = pid.filter(|p| *p != self.spared && *p > 0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
 }

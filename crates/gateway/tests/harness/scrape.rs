@@ -1,5 +1,5 @@
-//! A live scrape of the metrics listener, parsed into samples: the promise tests read the
-//! values the running gateway serves, never its source.
+//! A live scrape of the metrics listener parsed into samples (labels in any order, values
+//! by name and labels): the promise tests read the values the running gateway serves.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -135,16 +135,10 @@ fn parse_line(line: &str) -> Option<Sample> {
     })
 }
 
-/// One scrape of `http://<metrics>/metrics`, or `None` when it does not answer in 10 s.
+/// One scrape of `http://<metrics>/metrics` ([`super::metrics::scrape`]), parsed; `None`
+/// when it does not answer within its deadline.
 pub async fn try_scrape(metrics: SocketAddr) -> Option<Scrape> {
-    let get = async {
-        let r = reqwest::get(format!("http://{metrics}/metrics")).await.ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.text().await.ok()
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), get).await.ok()??;
+    let text = super::metrics::scrape(metrics).await?;
     Some(Scrape::parse(&text))
 }
 
