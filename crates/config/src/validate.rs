@@ -163,8 +163,13 @@ pub(crate) fn convert(
         metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
         public_https_port: cx.int(&f.listen.public_https_port, 1, 65535, "public_https_port", 443) as u16,
     };
+    // The same port on the same address, or on a wildcard address that includes the other
+    // (`0.0.0.0:443` and `127.0.0.1:443`), is one listener as far as clients are concerned.
+    let overlaps = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
     if let (Some(m), Some(s)) = (listen.metrics, &f.listen.metrics) {
-        if Some(m) == listen.http || m == listen.https {
+        if listen.http.is_some_and(|h| overlaps(m, h)) || overlaps(m, listen.https) {
             cx.err::<()>(
                 s.span().start,
                 "the metrics listener must not share an address with a public listener",

@@ -266,7 +266,10 @@ mod tests {
 0000000000000000: 00000002 00000000 00010000 0001 01   77 /run/other.sock
 0000000000000000: 00000003 00000000 00000000 0001 03  4244
 ";
-        assert_eq!(parse_listening_inodes(table, "/run/g/gateway_upgrade.sock"), vec![4242]);
+        assert_eq!(
+            parse_listening_inodes(table, "/run/g/gateway_upgrade.sock"),
+            vec![4242]
+        );
         assert!(parse_listening_inodes(table, "/run/g/none.sock").is_empty());
         assert!(parse_listening_inodes("", "/x").is_empty());
     }

@@ -44,7 +44,8 @@ fn run(dir: &std::path::Path, as_nobody: bool) -> ProcessGuard {
     let bin = harness::gateway::binary();
     let mut cmd = if as_nobody {
         let mut c = Command::new(harness::require_tool("setpriv", "util-linux"));
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
         c
     } else {
         Command::new(&bin)
@@ -73,10 +74,19 @@ fn a_port_in_use_is_named_with_its_holder_and_the_start_stops() {
         .lines()
         .find(|l| l.contains("listen.https"))
         .unwrap_or_else(|| panic!("no line names listen.https:\n{err}"));
-    assert!(line.contains(&format!("listen.https = {addr}: cannot listen")), "{line}");
-    assert!(line.contains(&format!("held by process {}", std::process::id())), "{line}");
+    assert!(
+        line.contains(&format!("listen.https = {addr}: cannot listen")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("held by process {}", std::process::id())),
+        "{line}"
+    );
     assert!(line.contains("GATEWAY_HTTPS_ADDR="), "{line}");
-    assert!(!err.contains(&format!("127.0.0.1:0{}", addr.port())), "no internal listener key: {err}");
+    assert!(
+        !err.contains(&format!("127.0.0.1:0{}", addr.port())),
+        "no internal listener key: {err}"
+    );
 }
 
 #[test]
@@ -95,7 +105,10 @@ fn a_privileged_port_as_a_normal_user_says_how_to_fix_it() {
     let started = Instant::now();
     let (code, err) = finish(run(dir.path(), root), Duration::from_secs(20));
     assert_eq!(code, Some(1), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "exits at once, no hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exits at once, no hang"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let line = err
         .lines()
@@ -110,10 +123,10 @@ fn a_privileged_port_as_a_normal_user_says_how_to_fix_it() {
 async fn logs_have_no_colour_codes_off_a_terminal_and_can_be_json() {
     let up = upstream::echo().await;
     let text = Gateway::start(&simple_config(up.addr, "")).await;
-    let json = Gateway::start(&simple_config(up.addr, "[logging]\nformat = \"json\"\n").replace(
-        "[logging]\naccess_log = \"combined\"\n",
-        "",
-    ))
+    let json = Gateway::start(
+        &simple_config(up.addr, "[logging]\nformat = \"json\"\n")
+            .replace("[logging]\naccess_log = \"combined\"\n", ""),
+    )
     .await;
     for gw in [&text, &json] {
         // Traffic, and a broken reload, so there are warnings and errors to log.
@@ -121,19 +134,27 @@ async fn logs_have_no_colour_codes_off_a_terminal_and_can_be_json() {
         std::fs::write(&gw.config, "[listen\n").unwrap();
         gw.signal(nix::sys::signal::Signal::SIGHUP);
     }
-    harness::poll_until(Duration::from_secs(10), "the refused reload in both logs", || async {
-        (text.stderr().contains("configuration refused") && json.stderr().contains("configuration refused"))
+    harness::poll_until(
+        Duration::from_secs(10),
+        "the refused reload in both logs",
+        || async {
+            (text.stderr().contains("configuration refused")
+                && json.stderr().contains("configuration refused"))
             .then_some(())
-    })
+        },
+    )
     .await;
     for gw in [&text, &json] {
-        assert!(!gw.stderr().contains('\x1b'), "escape codes in a log file:\n{}", gw.stderr());
+        assert!(
+            !gw.stderr().contains('\x1b'),
+            "escape codes in a log file:\n{}",
+            gw.stderr()
+        );
     }
     let lines: Vec<String> = json.stderr().lines().map(str::to_owned).collect();
     assert!(lines.len() >= 3, "{lines:?}");
     for l in &lines {
-        let v: serde_json::Value =
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
         assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
     }
 }
@@ -146,10 +167,19 @@ async fn an_ip_address_as_sni_is_not_logged_per_connection() {
     let openssl = harness::require_tool("openssl", "openssl");
     for _ in 0..5 {
         let mut cmd = Command::new(&openssl);
-        cmd.args(["s_client", "-connect", &gw.https.to_string(), "-servername", "127.0.0.1"]);
+        cmd.args([
+            "s_client",
+            "-connect",
+            &gw.https.to_string(),
+            "-servername",
+            "127.0.0.1",
+        ]);
         let out = harness::run_cmd_async(cmd, Duration::from_secs(30)).await;
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate"), "handshake: {text}");
+        assert!(
+            text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate"),
+            "handshake: {text}"
+        );
     }
     assert!(
         !gw.stderr().contains("Illegal SNI"),
@@ -189,10 +219,18 @@ async fn a_stdout_nobody_reads_never_stalls_requests() {
     })
     .await;
     let c = client::http(false);
-    let url = format!("https://localhost:{}/a-long-path-to-fill-the-log-{}", https.port(), "x".repeat(200));
+    let url = format!(
+        "https://localhost:{}/a-long-path-to-fill-the-log-{}",
+        https.port(),
+        "x".repeat(200)
+    );
     let work = async {
         for i in 0..3000 {
-            let r = c.get(&url).send().await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+            let r = c
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
             assert_eq!(r.status(), 200, "request {i}");
         }
     };

@@ -95,7 +95,9 @@ async fn serve(mut s: TcpStream, index: usize, conns: Arc<Mutex<Vec<usize>>>, cl
         let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
         if !header_values(&head, "transfer-encoding").is_empty() {
             // The tests send Content-Length only.
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
             return;
         }
         let length = header_values(&head, "content-length")
@@ -148,7 +150,10 @@ async fn next_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> String
             break i + 4;
         }
         if !read_more(s, buf).await {
-            panic!("the connection ended before a response head: {:?}", String::from_utf8_lossy(buf));
+            panic!(
+                "the connection ended before a response head: {:?}",
+                String::from_utf8_lossy(buf)
+            );
         }
     };
     String::from_utf8_lossy(&buf.drain(..end).collect::<Vec<u8>>()).into_owned()
@@ -215,7 +220,10 @@ fn check_upstream_connections(up: &Interim, close: bool) {
     if close {
         assert_eq!(conns, [1, 1, 1, 1]);
     } else {
-        assert!(conns.iter().any(|&n| n >= 2), "no upstream connection was reused: {conns:?}");
+        assert!(
+            conns.iter().any(|&n| n >= 2),
+            "no upstream connection was reused: {conns:?}"
+        );
     }
 }
 

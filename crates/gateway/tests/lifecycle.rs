@@ -68,9 +68,15 @@ async fn stop_after_reloads(sig: Signal, iterations: usize) {
             panic!("iteration {i}: still running {limit:?} after {sig}; its stderr has {log} bytes")
         });
         assert!(status.success(), "iteration {i}: {sig} ended it with {status}");
-        assert!(log < LOG_LIMIT, "iteration {i}: {log} bytes of stderr after {sig}");
+        assert!(
+            log < LOG_LIMIT,
+            "iteration {i}: {log} bytes of stderr after {sig}"
+        );
         let accept_errors = gw.stderr().matches("Accept() failed").count();
-        assert!(accept_errors < 10, "iteration {i}: {accept_errors} accept errors logged");
+        assert!(
+            accept_errors < 10,
+            "iteration {i}: {accept_errors} accept errors logged"
+        );
     }
 }
 
@@ -151,7 +157,10 @@ async fn ten_upgrades_in_a_row_under_load_refuse_nothing() {
         }
         let signalled_by = Instant::now();
         let new = read_pid(&gw).expect("a pid file after the upgrade");
-        assert_ne!(new, current, "upgrade {version}: the pid file names a new process");
+        assert_ne!(
+            new, current,
+            "upgrade {version}: the pid file names a new process"
+        );
         newer.push(KillPid(new));
         draining.push((current, signalled_by));
         current = new;
@@ -177,7 +186,10 @@ async fn ten_upgrades_in_a_row_under_load_refuse_nothing() {
         .await;
         for (pid, since) in &draining {
             if since.elapsed() > exit_budget {
-                assert!(gone(*pid), "process {pid} still runs {exit_budget:?} after its SIGQUIT");
+                assert!(
+                    gone(*pid),
+                    "process {pid} still runs {exit_budget:?} after its SIGQUIT"
+                );
             }
         }
     }

@@ -58,7 +58,10 @@ fn the_alert_rules_pass_promtool_and_each_alert_is_unit_tested() {
     assert!(alerts.len() >= 5, "{alerts:?}");
     let tested = names_after(&tests_text, "alertname:");
     for a in &alerts {
-        assert!(tested.contains(a), "alert {a} has no unit test in alerts_test.yml");
+        assert!(
+            tested.contains(a),
+            "alert {a} has no unit test in alerts_test.yml"
+        );
     }
     // Every series the rules use is one the gateway exports.
     let metrics_src = std::fs::read_to_string(repo("crates/proxy/src/metrics.rs")).unwrap();
@@ -165,9 +168,16 @@ if_missing = "self-signed"
 
     // No files yet: a placeholder, and no expiry series that would look like a certificate.
     let text = scrape(gw.metrics).await.expect("/metrics answers");
-    assert_eq!(sample(&text, &site("gateway_certificate_placeholder")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &site("gateway_certificate_placeholder")),
+        Some(1.0),
+        "{text}"
+    );
     let expiry = samples(&text, "gateway_certificate_expiry_timestamp_seconds");
-    assert!(expiry.is_empty(), "an expiry series for a placeholder: {expiry:?}");
+    assert!(
+        expiry.is_empty(),
+        "an expiry series for a placeholder: {expiry:?}"
+    );
     assert_eq!(
         sample(&text, &site("gateway_certificate_load_failures_total")).unwrap_or(0.0),
         0.0,
@@ -195,14 +205,26 @@ if_missing = "self-signed"
 
     // A corrupt chain at the next reload: refused and counted once; the previous
     // certificate is still served and still exported.
-    std::fs::write(dir.join("fullchain.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    std::fs::write(
+        dir.join("fullchain.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    )
+    .unwrap();
     gw.signal(Signal::SIGHUP);
     let text = scrape_until(&gw, "the refused file to be counted", |t| {
         sample(t, &site("gateway_certificate_load_failures_total")).is_some_and(|v| v >= 1.0)
     })
     .await;
-    assert_eq!(sample(&text, &site("gateway_certificate_load_failures_total")), Some(1.0), "{text}");
-    assert_eq!(sample(&text, &site("gateway_certificate_placeholder")), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, &site("gateway_certificate_load_failures_total")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &site("gateway_certificate_placeholder")),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, &site("gateway_certificate_expiry_timestamp_seconds")),
         expiry,

@@ -77,9 +77,7 @@ async fn twenty_reloads_under_load_drop_nothing() {
     let (tls, _) = client::tls(gw.https, "localhost").await;
     let url = format!("wss://localhost:{}/ws/x", gw.https.port());
     let handshake = tokio_tungstenite::client_async(url, tls);
-    let (mut ws, _) = within(STEP, "the WebSocket handshake", handshake)
-        .await
-        .unwrap();
+    let (mut ws, _) = within(STEP, "the WebSocket handshake", handshake).await.unwrap();
     let mut sse = client::http(true).get(gw.url("/sse-long")).send().await.unwrap();
     assert_eq!(sse.status(), 200);
     within(STEP, "a first SSE event", sse.chunk())
@@ -112,9 +110,13 @@ async fn twenty_reloads_under_load_drop_nothing() {
     assert_eq!(tally.failed(), 0, "failures: {:?}", tally.errors.lock().unwrap());
     assert!(tally.ok() > 100, "the load loop ran ({} requests)", tally.ok());
 
-    within(STEP, "sending on the WebSocket", ws.send("after twenty reloads".into()))
-        .await
-        .unwrap();
+    within(
+        STEP,
+        "sending on the WebSocket",
+        ws.send("after twenty reloads".into()),
+    )
+    .await
+    .unwrap();
     let echoed = within(STEP, "the WebSocket echo", ws.next())
         .await
         .expect("the WebSocket is still open");
@@ -301,7 +303,11 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
             .unwrap_or_else(|| panic!("no series for route={route}, GET, {status}: {results:#?}"))
     };
     assert_eq!(value("scraped", "2xx"), 5.0, "{results:#?}");
-    assert_eq!(value("none", "4xx"), 1.0, "the unknown host and path: {results:#?}");
+    assert_eq!(
+        value("none", "4xx"),
+        1.0,
+        "the unknown host and path: {results:#?}"
+    );
     for r in &results {
         let route = r["metric"]["route"].as_str().unwrap_or_default();
         assert!(
@@ -353,10 +359,14 @@ async fn upgrade_under_load(reuseport: bool) {
     let sockets = if reuseport { 2 } else { 1 };
     // Each thread's socket is bound as its service starts: the first may already accept.
     let port = gw.https.port();
-    poll_until(Duration::from_secs(10), &format!("{sockets} HTTPS sockets"), || {
-        let n = listening_sockets(port);
-        async move { (n == sockets).then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(10),
+        &format!("{sockets} HTTPS sockets"),
+        || {
+            let n = listening_sockets(port);
+            async move { (n == sockets).then_some(()) }
+        },
+    )
     .await;
     let (tally, workers) = load::start(gw.url("/during-upgrade"), 4, 100_000);
     poll_until(Duration::from_secs(10), "load to flow", || {

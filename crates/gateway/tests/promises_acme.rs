@@ -66,7 +66,12 @@ async fn pebble_every_third_failure_moves_to_the_next_fallback_directory() {
     wait_issued(&gw, &pebble).await;
     let steps = poll_until(Duration::from_secs(10), "the issuance in the log", || {
         let steps = loop_steps(&gw.stderr(), "main");
-        async move { steps.iter().any(|s| matches!(s, Step::Issued(_))).then_some(steps) }
+        async move {
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::Issued(_)))
+                .then_some(steps)
+        }
     })
     .await;
     let expected = [
@@ -176,7 +181,11 @@ async fn pebble_requiring_eab_issues_with_the_binding_and_refuses_without() {
         async move { status.contains("externalAccountRequired").then_some(()) }
     })
     .await;
-    assert_eq!(accounts(without_storage.path()), 0, "no account without the binding");
+    assert_eq!(
+        accounts(without_storage.path()),
+        0,
+        "no account without the binding"
+    );
     assert!(
         verified(without.https, NAMES[0], &root).await.is_err(),
         "a certificate from the CA without EAB"

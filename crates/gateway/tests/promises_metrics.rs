@@ -38,9 +38,13 @@ async fn not_tls(https: std::net::SocketAddr) {
     let mut s = within(secs(10), "connecting", tokio::net::TcpStream::connect(https))
         .await
         .unwrap();
-    within(secs(10), "writing", s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-        .await
-        .unwrap();
+    within(
+        secs(10),
+        "writing",
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await
+    .unwrap();
 }
 
 /// `[acme]` against a directory on a closed port, one certificate `name`, fast retries.
@@ -87,13 +91,25 @@ async fn duration_upstream_errors_bytes_and_handshakes_follow_the_traffic() {
     // Bodies, one request at a time so each one's bytes are known.
     let c = client::http(false);
     let before = scrape(m).await;
-    let r = c.post(gw.url("/upload")).body(vec![b'u'; 100_000]).send().await.unwrap();
+    let r = c
+        .post(gw.url("/upload"))
+        .body(vec![b'u'; 100_000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let answer = r.bytes().await.unwrap().len() as f64;
     let want = before.value(received, &[]) + 100_000.0;
-    let after = scrape_until(m, secs(10), "the uploaded bytes", |s| s.value(received, &[]) >= want).await;
+    let after = scrape_until(m, secs(10), "the uploaded bytes", |s| {
+        s.value(received, &[]) >= want
+    })
+    .await;
     assert_eq!(after.value(received, &[]), want, "request body bytes received");
-    assert_eq!(after.value(sent, &[]), before.value(sent, &[]) + answer, "the answer's body");
+    assert_eq!(
+        after.value(sent, &[]),
+        before.value(sent, &[]) + answer,
+        "the answer's body"
+    );
     let r = c.get(gw.url("/big.html")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.bytes().await.unwrap().len() as f64;
@@ -101,23 +117,45 @@ async fn duration_upstream_errors_bytes_and_handshakes_follow_the_traffic() {
     let want = after.value(sent, &[]) + page;
     let later = scrape_until(m, secs(10), "the page's bytes", |s| s.value(sent, &[]) >= want).await;
     assert_eq!(later.value(sent, &[]), want, "response body bytes sent");
-    assert_eq!(later.value(received, &[]), after.value(received, &[]), "a GET sends no body");
+    assert_eq!(
+        later.value(received, &[]),
+        after.value(received, &[]),
+        "a GET sends no body"
+    );
     drop(c);
 
     // The whole response is timed.
-    let r = client::http(false).get(gw.url("/slow-body/400")).send().await.unwrap();
+    let r = client::http(false)
+        .get(gw.url("/slow-body/400"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "the slow body\n");
     let name = "gateway_request_duration_seconds";
-    let (count, sum, bucket) = (format!("{name}_count"), format!("{name}_sum"), format!("{name}_bucket"));
+    let (count, sum, bucket) = (
+        format!("{name}_count"),
+        format!("{name}_sum"),
+        format!("{name}_bucket"),
+    );
     let s = scrape_until(m, secs(10), "the slow request's duration", |s| {
         s.value(&count, &[("route", "slow")]) >= 1.0
     })
     .await;
     assert_eq!(s.get(&count, &[("route", "slow")]), Some(1.0));
     assert!(s.value(&sum, &[("route", "slow")]) >= 0.4, "{}", s.text);
-    assert_eq!(s.get(&bucket, &[("route", "slow"), ("le", "0.25")]), Some(0.0), "{}", s.text);
-    assert_eq!(s.get(&bucket, &[("route", "slow"), ("le", "+Inf")]), Some(1.0), "{}", s.text);
+    assert_eq!(
+        s.get(&bucket, &[("route", "slow"), ("le", "0.25")]),
+        Some(0.0),
+        "{}",
+        s.text
+    );
+    assert_eq!(
+        s.get(&bucket, &[("route", "slow"), ("le", "+Inf")]),
+        Some(1.0),
+        "{}",
+        s.text
+    );
     assert!(
         s.value(&bucket, &[("route", "all"), ("le", "0.25")]) >= 2.0,
         "the control: the fast requests are in the low buckets\n{}",
@@ -140,17 +178,26 @@ async fn duration_upstream_errors_bytes_and_handshakes_follow_the_traffic() {
     drop(c);
 
     // TLS handshakes: three completed ones count, a failed one does not.
-    let (handshakes, failures) = ("gateway_tls_handshakes_total", "gateway_tls_handshake_failures_total");
+    let (handshakes, failures) = (
+        "gateway_tls_handshakes_total",
+        "gateway_tls_handshake_failures_total",
+    );
     let before = scrape(m).await;
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(client::tls(gw.https, "localhost").await.0);
     }
     let want = before.value(handshakes, &[]) + 3.0;
-    scrape_until(m, secs(10), "three handshakes", |s| s.value(handshakes, &[]) >= want).await;
+    scrape_until(m, secs(10), "three handshakes", |s| {
+        s.value(handshakes, &[]) >= want
+    })
+    .await;
     not_tls(gw.https).await;
     let failed = before.value(failures, &[]) + 1.0;
-    let s = scrape_until(m, secs(10), "the failed handshake", |s| s.value(failures, &[]) >= failed).await;
+    let s = scrape_until(m, secs(10), "the failed handshake", |s| {
+        s.value(failures, &[]) >= failed
+    })
+    .await;
     assert_eq!(s.value(handshakes, &[]), want, "only completed handshakes count");
     drop(open);
 }
@@ -190,7 +237,10 @@ async fn open_connection_websocket_and_sse_gauges_follow_the_streams() {
     for c in [&h1, &h2] {
         let mut r = c.get(gw.url("/sse-long")).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        within(secs(5), "a first event", r.chunk()).await.unwrap().expect("an event");
+        within(secs(5), "a first event", r.chunk())
+            .await
+            .unwrap()
+            .expect("an event");
         streams.push(r);
     }
     let open = scrape_until(m, secs(10), "two open SSE streams", |s| s.value(sse, &[]) == 2.0).await;
@@ -204,11 +254,20 @@ async fn open_connection_websocket_and_sse_gauges_follow_the_streams() {
 
     let _ = tokio::time::timeout(secs(5), ws.close(None)).await;
     drop(ws);
-    scrape_until(m, secs(10), "the WebSocket gauge back to 0", |s| s.value(wss, &[]) == 0.0).await;
+    scrape_until(m, secs(10), "the WebSocket gauge back to 0", |s| {
+        s.value(wss, &[]) == 0.0
+    })
+    .await;
     drop(streams);
-    scrape_until(m, secs(10), "the SSE gauge back to 0", |s| s.value(sse, &[]) == 0.0).await;
+    scrape_until(m, secs(10), "the SSE gauge back to 0", |s| {
+        s.value(sse, &[]) == 0.0
+    })
+    .await;
     drop((h1, h2));
-    let s = scrape_until(m, secs(10), "the connection gauge back", |s| s.value(conns, &[]) == conns0).await;
+    let s = scrape_until(m, secs(10), "the connection gauge back", |s| {
+        s.value(conns, &[]) == conns0
+    })
+    .await;
     assert_eq!(s.value(wss, &[]), 0.0);
 }
 
@@ -237,7 +296,12 @@ async fn acme_failures_against_a_dead_directory_are_counted() {
         "{attempts} attempts, {failed} failures\n{}",
         s.text
     );
-    assert_eq!(s.get("gateway_certificate_placeholder", &label), Some(1.0), "{}", s.text);
+    assert_eq!(
+        s.get("gateway_certificate_placeholder", &label),
+        Some(1.0),
+        "{}",
+        s.text
+    );
     assert!(gw.stderr().contains("cannot reach the CA"), "{}", gw.stderr());
 }
 
@@ -254,7 +318,10 @@ async fn the_last_reload_timestamp_moves_on_a_successful_reload_only() {
     let gw = Gateway::start(&good).await;
     let m = gw.metrics;
     let stamp = "gateway_config_last_reload_success_timestamp_seconds";
-    let started = scrape(m).await.get(stamp, &[]).expect("the timestamp is there from the start");
+    let started = scrape(m)
+        .await
+        .get(stamp, &[])
+        .expect("the timestamp is there from the start");
     let now = unix_now();
     assert!(started > now - 60.0 && started <= now, "{started} at {now}");
     // Whole seconds: wait for the next one, so a reload now gives a larger value.
@@ -268,13 +335,24 @@ async fn the_last_reload_timestamp_moves_on_a_successful_reload_only() {
         s.value("gateway_config_reload_failures_total", &[]) >= 1.0
     })
     .await;
-    assert_eq!(refused.get(stamp, &[]), Some(started), "a refused reload leaves it");
+    assert_eq!(
+        refused.get(stamp, &[]),
+        Some(started),
+        "a refused reload leaves it"
+    );
 
     gw.write_config(&good.replace("access_log = \"combined\"", "access_log = \"json\""));
-    let moved = scrape_until(m, secs(10), "the timestamp to move", |s| s.value(stamp, &[]) > started).await;
+    let moved = scrape_until(m, secs(10), "the timestamp to move", |s| {
+        s.value(stamp, &[]) > started
+    })
+    .await;
     let t = moved.value(stamp, &[]);
     assert!(t <= unix_now() + 1.0, "{t} is in the future");
-    assert!(moved.value("gateway_config_reloads_total", &[]) >= 2.0, "{}", moved.text);
+    assert!(
+        moved.value("gateway_config_reloads_total", &[]) >= 2.0,
+        "{}",
+        moved.text
+    );
 }
 
 /// The names of every `gateway_*` series in the dashboard's expressions.
@@ -354,7 +432,11 @@ async fn every_series_of_the_grafana_dashboard_is_in_a_live_scrape() {
     gw.signal(nix::sys::signal::Signal::SIGHUP);
     let missing = |s: &Scrape| -> Vec<String> {
         let have = s.names();
-        names.iter().filter(|n| !have.contains(n.as_str())).cloned().collect()
+        names
+            .iter()
+            .filter(|n| !have.contains(n.as_str()))
+            .cloned()
+            .collect()
     };
     let s = scrape_until(gw.metrics, secs(20), "every series of the dashboard", |s| {
         missing(s).is_empty()
@@ -362,7 +444,17 @@ async fn every_series_of_the_grafana_dashboard_is_in_a_live_scrape() {
     .await;
     assert!(missing(&s).is_empty());
     // The labelled ones carry the configured names.
-    assert!(s.get("gateway_certificate_expiry_timestamp_seconds", &[("certificate", "site")]).is_some());
-    assert!(s.value("gateway_acme_renewal_failures_total", &[("certificate", "managed")]) >= 1.0);
+    assert!(s
+        .get(
+            "gateway_certificate_expiry_timestamp_seconds",
+            &[("certificate", "site")]
+        )
+        .is_some());
+    assert!(
+        s.value(
+            "gateway_acme_renewal_failures_total",
+            &[("certificate", "managed")]
+        ) >= 1.0
+    );
     assert!(s.value("gateway_upstream_errors_total", &[("upstream", "dead")]) >= 1.0);
 }

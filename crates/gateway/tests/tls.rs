@@ -74,7 +74,12 @@ async fn sni_picks_the_certificate_and_files_are_reloaded_when_they_change() {
         .await
         .unwrap();
     let mut resp = String::new();
-    let _ = within(STEP, "the answer on the open connection", open.read_to_string(&mut resp)).await;
+    let _ = within(
+        STEP,
+        "the answer on the open connection",
+        open.read_to_string(&mut resp),
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 
     // A broken file keeps the last good certificate, and says why.
@@ -196,14 +201,23 @@ async fn tls_versions_and_cipher_suites_accepted_and_refused() {
             .unwrap();
         let name = rustls::pki_types::ServerName::try_from(sni).unwrap();
         let handshake = within(STEP, "the handshake", connector.connect(name, tcp)).await;
-        assert!(handshake.is_ok(), "rustls {version:?} {sni}: {:?}", handshake.err());
+        assert!(
+            handshake.is_ok(),
+            "rustls {version:?} {sni}: {:?}",
+            handshake.err()
+        );
     }
 
     // openssl as the client. The security level 0 lets it offer TLS 1.0/1.1 at all; the
     // accepted row with the same setting shows that setting is not what fails.
     let any = "-cipher DEFAULT:@SECLEVEL=0";
     let rows = [
-        ("TLS 1.3", "ec.test", "-tls1_3".to_owned(), Some("New, TLSv1.3, Cipher is TLS_")),
+        (
+            "TLS 1.3",
+            "ec.test",
+            "-tls1_3".to_owned(),
+            Some("New, TLSv1.3, Cipher is TLS_"),
+        ),
         (
             "TLS 1.2, ECDHE-ECDSA AES-GCM",
             "ec.test",

@@ -46,7 +46,12 @@ async fn kinds(gw: &Gateway, version: &'static rustls::SupportedProtocolVersion)
 #[tokio::test]
 async fn resumption_follows_session_cache_and_tickets() {
     let up = upstream::echo().await;
-    for (cache, tickets, resumes) in [(20000, true, true), (0, true, true), (20000, false, true), (0, false, false)] {
+    for (cache, tickets, resumes) in [
+        (20000, true, true),
+        (0, true, true),
+        (20000, false, true),
+        (0, false, false),
+    ] {
         let extra = format!("[tls]\nsession_cache = {cache}\nsession_tickets = {tickets}\n");
         let gw = Gateway::start(&simple_config(up.addr, &extra)).await;
         for version in [&rustls::version::TLS12, &rustls::version::TLS13] {

@@ -306,5 +306,8 @@ async fn upstream_names_follow_dns_without_stampede_or_blocking() {
         queries <= allowed,
         "{queries} DNS queries during 50 failed requests in {elapsed:?} (allowed {allowed})"
     );
-    assert!(allowed < 50, "the failures took {elapsed:?}: too slow to show the limit");
+    assert!(
+        allowed < 50,
+        "the failures took {elapsed:?}: too slow to show the limit"
+    );
 }

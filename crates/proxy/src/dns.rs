@@ -58,7 +58,7 @@ struct Backend {
 }
 
 enum How {
-    Hickory(TokioResolver),
+    Hickory(Box<TokioResolver>),
     /// `/etc/resolv.conf` could not be read: the C library's `getaddrinfo`, on tokio's
     /// blocking pool (never on a worker thread).
     System,
@@ -96,7 +96,7 @@ impl Backend {
         tracing::debug!(servers = ?servers, "upstream name resolver (empty: /etc/resolv.conf)");
         Backend {
             servers: servers.to_vec(),
-            how: How::Hickory(builder.build()),
+            how: How::Hickory(Box::new(builder.build())),
         }
     }
 
@@ -125,7 +125,9 @@ impl Backend {
             }
         };
         if found.is_empty() {
-            Err(Error::DnsNoAddress { host: host.to_owned() })
+            Err(Error::DnsNoAddress {
+                host: host.to_owned(),
+            })
         } else {
             Ok(found.into())
         }
@@ -220,10 +222,9 @@ impl Dns {
             None => self.lookup_shared(&key, REQUERY_INTERVAL).await?,
         };
         let i = self.rr.fetch_add(1, Ordering::Relaxed) % addrs.len().max(1);
-        addrs
-            .get(i)
-            .copied()
-            .ok_or_else(|| Error::DnsNoAddress { host: host.to_owned() })
+        addrs.get(i).copied().ok_or_else(|| Error::DnsNoAddress {
+            host: host.to_owned(),
+        })
     }
 
     fn cached(&self, key: &Key) -> Option<Arc<[SocketAddr]>> {
@@ -278,11 +279,7 @@ impl Dns {
         match result {
             Ok(addrs) => {
                 lock(&self.failing).remove(key);
-                let changed = self
-                    .cache
-                    .load()
-                    .get(key)
-                    .is_none_or(|old| old[..] != addrs[..]);
+                let changed = self.cache.load().get(key).is_none_or(|old| old[..] != addrs[..]);
                 if changed {
                     tracing::info!(upstream.host = %key.0, port = key.1, addrs = ?addrs, "upstream name resolved");
                     self.cache.rcu(|old| {
@@ -400,7 +397,9 @@ mod tests {
         let dns = Dns::new(Duration::from_secs(30), &["127.0.0.1:9".parse().unwrap()]);
         let rt = runtime();
         let key = ("up.test".to_owned(), 80);
-        let failure = Error::DnsNoAddress { host: "up.test".into() };
+        let failure = Error::DnsNoAddress {
+            host: "up.test".into(),
+        };
         let ended = Instant::now();
         *lock(&dns.flight(&key).last) = Some((ended, Some(failure.clone())));
         let again = rt.block_on(dns.lookup_shared(&key, REQUERY_INTERVAL));
@@ -411,7 +410,10 @@ mod tests {
         dns.record(&key, &Ok(addrs.clone()));
         let again = rt.block_on(dns.lookup_shared(&key, REQUERY_INTERVAL));
         assert_eq!(again.ok(), Some(addrs));
-        assert_eq!(rt.block_on(dns.resolve("up.test", 80)), Ok("10.0.0.7:80".parse().unwrap()));
+        assert_eq!(
+            rt.block_on(dns.resolve("up.test", 80)),
+            Ok("10.0.0.7:80".parse().unwrap())
+        );
 
         // A name whose connection failed becomes due once its interval has passed.
         dns.invalidate("up.test", 80);

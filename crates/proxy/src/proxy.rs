@@ -204,16 +204,21 @@ impl ProxyHttp for Gateway {
         };
         let up = &ctx.snap.route_upstream[i];
         let route = &ctx.snap.config.routes[i];
-        let addr = self.shared.dns.resolve(&up.host, up.port).await.map_err(|dns_error| {
-            self.shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[&up.name, "dns"])
-                .inc();
-            let mut e = Error::explain(ErrorType::ConnectNoRoute, dns_error.to_string());
-            e.esource = ErrorSource::Upstream;
-            e
-        })?;
+        let addr = self
+            .shared
+            .dns
+            .resolve(&up.host, up.port)
+            .await
+            .map_err(|dns_error| {
+                self.shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&up.name, "dns"])
+                    .inc();
+                let mut e = Error::explain(ErrorType::ConnectNoRoute, dns_error.to_string());
+                e.esource = ErrorSource::Upstream;
+                e
+            })?;
         ctx.peer = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;

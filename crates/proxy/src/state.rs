@@ -104,7 +104,10 @@ impl Shared {
             .iter()
             .map(|u| (u.host.clone(), u.port))
             .collect();
-        self.dns
-            .set_wanted(names, snap.config.server.dns_refresh, &snap.config.server.resolver);
+        self.dns.set_wanted(
+            names,
+            snap.config.server.dns_refresh,
+            &snap.config.server.resolver,
+        );
     }
 }

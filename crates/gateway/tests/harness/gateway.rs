@@ -105,7 +105,8 @@ impl Gateway {
             .process_group(0);
         self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if let Some(old) = self.child.take() {
-            self.previous.push(ProcessGuard::adopt(old, "an earlier gateway process"));
+            self.previous
+                .push(ProcessGuard::adopt(old, "an earlier gateway process"));
         }
         let child = cmd.spawn().expect("start gateway");
         super::process::register(child.id() as i32);
@@ -262,7 +263,7 @@ fn upgrade_processes(config: &Path) -> Vec<i32> {
                 return false;
             };
             let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == &b"--upgrade"[..]) && args.iter().any(|a| *a == config)
+            args.iter().any(|a| *a == &b"--upgrade"[..]) && args.contains(&config)
         })
         .collect()
 }
@@ -286,7 +287,10 @@ fn listen_addrs(text: &str, env: &[(String, String)]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
-            section = line.trim_matches(|c: char| c == '[' || c == ']').trim().to_owned();
+            section = line
+                .trim_matches(|c: char| c == '[' || c == ']')
+                .trim()
+                .to_owned();
             continue;
         }
         if section != "listen" {

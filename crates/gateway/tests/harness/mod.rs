@@ -17,6 +17,7 @@ pub mod upstream;
 pub mod wire;
 
 pub use gateway::Gateway;
+#[allow(unused_imports)] // each test file uses a part
 pub use process::{require_tool, run_cmd, run_cmd_async, ProcessGuard};
 
 use std::net::{SocketAddr, TcpListener};

@@ -113,7 +113,10 @@ impl Pebble {
         let log = self.dir.path().join("pebble.log");
         let (pebble, dns) = (self.pebble.as_mut().expect("started"), &mut self.dns);
         super::poll_until(Duration::from_secs(30), "pebble and its DNS to listen", || {
-            let exited = [("pebble", pebble.try_wait()), ("pebble-challtestsrv", dns.try_wait())];
+            let exited = [
+                ("pebble", pebble.try_wait()),
+                ("pebble-challtestsrv", dns.try_wait()),
+            ];
             let log = log.clone();
             async move {
                 for (name, status) in exited {

@@ -138,7 +138,12 @@ async fn paced_handler(req: Request<Incoming>, st: Arc<State>) -> Result<Respons
         "range.html" => {
             let page = big_html();
             if ranged {
-                let mut r = full(&st, 206, "text/html; charset=utf-8", page.as_bytes()[..2048].to_vec());
+                let mut r = full(
+                    &st,
+                    206,
+                    "text/html; charset=utf-8",
+                    page.as_bytes()[..2048].to_vec(),
+                );
                 r.headers_mut().insert(
                     "content-range",
                     format!("bytes 0-2047/{}", page.len()).parse().unwrap(),
@@ -226,7 +231,9 @@ pub async fn upgrading() -> Upgrading {
                     }
                     head.push(b[0]);
                 }
-                h.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                h.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
                 let answer = "HTTP/1.1 101 Switching Protocols\r\n\
                               Connection: Upgrade\r\nUpgrade: websocket\r\n\
                               Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
@@ -347,9 +354,13 @@ pub async fn read_until<S: AsyncRead + Unpin>(
 /// One HTTP/1.1 exchange on an open connection: writes `request`, reads the head and the
 /// body its Content-Length announces (up to 10 s).
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str) -> (String, Vec<u8>) {
-    within(Duration::from_secs(10), "writing the request", s.write_all(request.as_bytes()))
-        .await
-        .expect("write the request");
+    within(
+        Duration::from_secs(10),
+        "writing the request",
+        s.write_all(request.as_bytes()),
+    )
+    .await
+    .expect("write the request");
     let buf = read_until(s, Duration::from_secs(10), |b| {
         head_end(b).is_some_and(|end| b.len() >= end + content_length(&b[..end]))
     })
@@ -357,5 +368,8 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &st
     let Some(end) = head_end(&buf) else {
         panic!("no complete answer: {:?}", String::from_utf8_lossy(&buf));
     };
-    (String::from_utf8_lossy(&buf[..end]).into_owned(), buf[end..].to_vec())
+    (
+        String::from_utf8_lossy(&buf[..end]).into_owned(),
+        buf[end..].to_vec(),
+    )
 }

@@ -128,11 +128,7 @@ fn parse_line(line: &str) -> Option<Sample> {
         None => (Vec::new(), rest),
     };
     let value = parse_value(rest.split_whitespace().next()?)?;
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
+    Some(Sample { name, labels, value })
 }
 
 /// One scrape of `http://<metrics>/metrics` ([`super::metrics::scrape`]), parsed; `None`
@@ -176,4 +172,3 @@ pub async fn scrape_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-

@@ -836,7 +836,11 @@ impl HttpSession {
         }
 
         // if body unfinished, or request header was not finished reading
+        // gateway patch: not for an interim (1xx) response: `100 Continue` is sent precisely
+        // before the body arrives, and closing after the final response broke keep-alive
+        // for every `Expect: 100-continue` request (curl sends it for bodies over 1 KiB).
         if self.close_on_response_before_downstream_finish
+            && !header.status.is_informational()
             && (self.request_header.is_none() || !self.is_body_done())
         {
             debug!("set connection close before downstream finish");
