@@ -181,6 +181,12 @@ fn check_target(target: &str) -> Result<(), Refusal> {
 /// authority is never proxied to). `None` when nothing needs to change. Expects a head that
 /// passed [`check_head`].
 pub fn absolute_form_host(head: &[u8]) -> Option<Vec<u8>> {
+    // Most requests are origin-form: decide from the request line before parsing the head.
+    let sp = head.iter().position(|&b| b == b' ')?;
+    let scheme = head.get(sp + 1..sp + 5)?;
+    if !scheme.eq_ignore_ascii_case(b"http") {
+        return None;
+    }
     let mut headers = [httparse::EMPTY_HEADER; 256];
     let mut req = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
