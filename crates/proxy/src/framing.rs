@@ -38,7 +38,9 @@ pub enum BodyFraming {
 /// has, scanning from `from` so a trickled request is not rescanned from the start. Bare LF
 /// line ends count too (RFC 9112 §2.2), as httparse then decides.
 pub fn head_end(buf: &[u8], from: usize, lines: &mut usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
+    // Empty lines before the request line are not the end of a head (RFC 9112 §2.2).
+    let lead = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let start = from.saturating_sub(3).max(lead);
     let mut i = start;
     while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + off;
@@ -76,7 +78,9 @@ const KNOWN_CODINGS: &[&str] = &[
 ///   list, or anything but digits → 400; together with `Transfer-Encoding` → 400;
 /// - `Host` (RFC 9112 §3.2): missing in HTTP/1.1, repeated, or not `uri-host[:port]` → 400.
 pub fn check_head(head: &[u8], max_uri: usize) -> Result<BodyFraming, Refusal> {
-    // The request-target is the second word of the first line (RFC 9112 §3).
+    // The request-target is the second word of the request line (RFC 9112 §3), after any
+    // empty lines a client may send first (§2.2; httparse skips them too).
+    let head = skip_empty_lines(head);
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = &head[..line_end];
     if let Some(sp) = line.iter().position(|&b| b == b' ') {
@@ -181,6 +185,7 @@ fn check_target(target: &str) -> Result<(), Refusal> {
 /// authority is never proxied to). `None` when nothing needs to change. Expects a head that
 /// passed [`check_head`].
 pub fn absolute_form_host(head: &[u8]) -> Option<Vec<u8>> {
+    let head = skip_empty_lines(head);
     // Most requests are origin-form: decide from the request line before parsing the head.
     let sp = head.iter().position(|&b| b == b' ')?;
     let scheme = head.get(sp + 1..sp + 5)?;
@@ -231,6 +236,13 @@ pub fn absolute_form_host(head: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(b"\r\n");
     Some(out)
+}
+
+/// The head without the empty lines (CRLF or bare LF) a client may send before the
+/// request line (RFC 9112 §2.2).
+fn skip_empty_lines(head: &[u8]) -> &[u8] {
+    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(head.len());
+    &head[start..]
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -457,6 +469,28 @@ mod tests {
         // HTTP/1.0 without Host gets one.
         let out = absolute_form_host(b"GET http://a.test/ HTTP/1.0\r\n\r\n").unwrap();
         assert!(out.starts_with(b"GET http://a.test/ HTTP/1.0\r\nHost: a.test\r\n"));
+    }
+
+    #[test]
+    fn leading_empty_lines_do_not_end_a_head() {
+        let mut lines = 0;
+        let req = b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(head_end(req, 0, &mut lines), Some(req.len()));
+        assert_eq!(head_end(b"\r\n\r\n", 0, &mut 0), None);
+        assert_eq!(head_end(b"\n\n", 0, &mut 0), None);
+    }
+
+    /// Found by `cargo fuzz` (request_head): an empty line before an absolute-form request
+    /// line made the rewrite drop the request line, and the 414 check look at the empty line.
+    #[test]
+    fn empty_lines_before_the_request_line_are_skipped() {
+        let head = b"\r\nGET http://a.test/x HTTP/1.0\r\nX: y\r\n\r\n";
+        assert_eq!(check_head(head, 8192), Ok(BodyFraming::None));
+        let fixed = absolute_form_host(head).unwrap();
+        assert_eq!(fixed, b"GET http://a.test/x HTTP/1.0\r\nHost: a.test\r\nX: y\r\n\r\n");
+        assert_eq!(check_head(&fixed, 8192), Ok(BodyFraming::None));
+        let long = format!("\r\n\nGET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(check_head(long.as_bytes(), 8192), Err(Refusal::UriTooLong));
     }
 
     #[test]
