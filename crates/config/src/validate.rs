@@ -31,6 +31,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// A duration that must be above zero (a zero timeout would refuse every request).
+    fn positive_duration(&mut self, s: &Option<S>, default: Duration, what: &str) -> Duration {
+        let d = self.duration(s, default);
+        match s {
+            Some(s) if d.is_zero() => self
+                .err(s.span().start, format!("{what} must be above zero"))
+                .unwrap_or(default),
+            _ => d,
+        }
+    }
+
     fn duration(&mut self, s: &Option<S>, default: Duration) -> Duration {
         let Some(s) = s else { return default };
         let Some(t) = self.text(s) else { return default };
@@ -168,6 +179,14 @@ pub(crate) fn convert(
     let overlaps = |a: SocketAddr, b: SocketAddr| {
         a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
     };
+    if let (Some(h), Some(s)) = (listen.http, &f.listen.http) {
+        if overlaps(h, listen.https) {
+            cx.err::<()>(
+                s.span().start,
+                "the HTTP listener must not share an address with the HTTPS listener",
+            );
+        }
+    }
     if let (Some(m), Some(s)) = (listen.metrics, &f.listen.metrics) {
         if listen.http.is_some_and(|h| overlaps(m, h)) || overlaps(m, listen.https) {
             cx.err::<()>(
@@ -193,9 +212,17 @@ pub(crate) fn convert(
         max_body: cx.size(&f.limits.max_body, 500 << 20),
         max_header_bytes: cx.size(&f.limits.max_header_bytes, 32 << 10) as usize,
         max_header_count: cx.int(&f.limits.max_header_count, 1, 10_000, "max_header_count", 100) as usize,
-        header_read_timeout: cx.duration(&f.limits.header_read_timeout, Duration::from_secs(10)),
-        body_read_timeout: cx.duration(&f.limits.body_read_timeout, Duration::from_secs(60)),
-        send_timeout: cx.duration(&f.limits.send_timeout, Duration::from_secs(60)),
+        header_read_timeout: cx.positive_duration(
+            &f.limits.header_read_timeout,
+            Duration::from_secs(10),
+            "header_read_timeout",
+        ),
+        body_read_timeout: cx.positive_duration(
+            &f.limits.body_read_timeout,
+            Duration::from_secs(60),
+            "body_read_timeout",
+        ),
+        send_timeout: cx.positive_duration(&f.limits.send_timeout, Duration::from_secs(60), "send_timeout"),
         max_uri: cx.size(&f.limits.max_uri, 8 << 10) as usize,
         keepalive_timeout: cx.duration(&f.limits.keepalive_timeout, Duration::from_secs(65)),
     };
@@ -276,7 +303,12 @@ fn security(cx: &mut Ctx<'_>, s: &file::Security) -> Vec<(String, String)> {
     };
     if let Some(h) = &s.hsts {
         if let Some(v) = cx.text(h) {
-            if !v.is_empty() {
+            if v.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                cx.err::<()>(
+                    h.span().start,
+                    "hsts must not contain control characters (CR, LF, NUL...): it is one header value",
+                );
+            } else if !v.is_empty() {
                 headers.push(("Strict-Transport-Security".into(), v));
             }
         }

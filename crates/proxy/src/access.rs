@@ -70,6 +70,24 @@ pub fn log(format: AccessLog, e: &Entry<'_>) {
     }
 }
 
+/// nginx's escaping of logged variables (`log_format ... escape=default`): `"`, `\`, control
+/// bytes and bytes above 0x7E as `\xHH`, so a quoted field always ends at its own quote.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+    if v.bytes().all(plain) {
+        return v.into();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for b in v.bytes() {
+        if plain(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out.into()
+}
+
 fn combined(e: &Entry<'_>) -> String {
     let now = time::OffsetDateTime::now_utc();
     let ts = now
@@ -85,8 +103,8 @@ fn combined(e: &Entry<'_>) -> String {
         e.req.version,
         e.status,
         e.bytes,
-        header(e.req, "referer").replace('"', "\\\""),
-        header(e.req, "user-agent").replace('"', "\\\""),
+        escape(header(e.req, "referer")),
+        escape(header(e.req, "user-agent")),
         e.route,
         e.upstream,
         e.duration.as_secs_f64(),
@@ -109,4 +127,14 @@ fn json(e: &Entry<'_>) -> String {
         "user_agent": header(e.req, "user-agent"),
     });
     format!("{v}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logged_fields_are_escaped_like_nginx() {
+        assert_eq!(super::escape("Mozilla/5.0"), "Mozilla/5.0");
+        assert_eq!(super::escape("r\"ef\\"), "r\\x22ef\\x5C");
+        assert_eq!(super::escape("a\tb\u{e9}"), "a\\x09b\\xC3\\xA9");
+    }
 }

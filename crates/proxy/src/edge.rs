@@ -11,7 +11,7 @@ use crate::proxy::Gateway;
 use crate::state::Shared;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::configuration::ServerConf;
@@ -276,7 +276,14 @@ impl Edge {
             let gateway = Gateway {
                 shared: self.shared.clone(),
             };
-            Arc::new(pingora_proxy::http_proxy(&self.conf, gateway))
+            let mut proxy = pingora_proxy::http_proxy(&self.conf, gateway);
+            // An HTTP/2 connection without streams is closed after `keepalive_timeout`, like
+            // an idle HTTP/1.1 one (nginx's `keepalive_timeout` covers both). Read when the
+            // thread's proxy is built, i.e. at start.
+            let mut options = HttpServerOptions::default();
+            options.h2_idle_timeout = Some(self.shared.snapshot.load().config.limits.keepalive_timeout);
+            proxy.server_options = Some(options);
+            Arc::new(proxy)
         })
     }
 

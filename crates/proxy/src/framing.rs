@@ -241,7 +241,10 @@ pub fn absolute_form_host(head: &[u8]) -> Option<Vec<u8>> {
 /// The head without the empty lines (CRLF or bare LF) a client may send before the
 /// request line (RFC 9112 §2.2).
 fn skip_empty_lines(head: &[u8]) -> &[u8] {
-    let start = head.iter().position(|b| !matches!(b, b'\r' | b'\n')).unwrap_or(head.len());
+    let start = head
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(head.len());
     &head[start..]
 }
 
@@ -487,7 +490,10 @@ mod tests {
         let head = b"\r\nGET http://a.test/x HTTP/1.0\r\nX: y\r\n\r\n";
         assert_eq!(check_head(head, 8192), Ok(BodyFraming::None));
         let fixed = absolute_form_host(head).unwrap();
-        assert_eq!(fixed, b"GET http://a.test/x HTTP/1.0\r\nHost: a.test\r\nX: y\r\n\r\n");
+        assert_eq!(
+            fixed,
+            b"GET http://a.test/x HTTP/1.0\r\nHost: a.test\r\nX: y\r\n\r\n"
+        );
         assert_eq!(check_head(&fixed, 8192), Ok(BodyFraming::None));
         let long = format!("\r\n\nGET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
         assert_eq!(check_head(long.as_bytes(), 8192), Err(Refusal::UriTooLong));

@@ -33,6 +33,25 @@ pub fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.headers.get(header::HOST).and_then(|v| v.to_str().ok()))
 }
 
+/// A WebSocket handshake (RFC 6455 §4.1): HTTP/1.1, `Upgrade: websocket` and `Connection`
+/// listing `upgrade`. `Upgrade` alone is only a hop-by-hop field to drop (RFC 9110 §7.8):
+/// any other protocol (`h2c` in particular, which would tunnel past the gateway's checks)
+/// is never forwarded.
+pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    let tokens = |name: header::HeaderName| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    req.version == http::Version::HTTP_11
+        && tokens(header::UPGRADE).iter().any(|t| t == "websocket")
+        && tokens(header::CONNECTION).iter().any(|t| t == "upgrade")
+}
+
 /// The declared `Content-Length`, if it is one number.
 pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
@@ -125,6 +144,14 @@ pub fn to_upstream(
     } else {
         client_text
     };
+    // Framing fields as the gateway writes them, not as the client spelled them
+    // (`CHUNKED`, `0003`): the edge accepted exactly one of each, so these are equivalent,
+    // and an upstream comparing them literally cannot misread where the body ends.
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        let _ = req.insert_header(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    } else if let Some(n) = content_length(&req.headers) {
+        let _ = req.insert_header(header::CONTENT_LENGTH, n.to_string());
+    }
     let _ = req.insert_header(X_FORWARDED_FOR, xff);
     let _ = req.insert_header(X_REAL_IP, real_ip);
     let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("https"));

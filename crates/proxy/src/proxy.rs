@@ -37,6 +37,8 @@ pub struct Ctx {
     /// e.g. a token stream): the encoder is flushed after every upstream chunk.
     pub flush_chunks: bool,
     pub upgraded: bool,
+    /// A WebSocket handshake was forwarded: only then may the upstream answer 101.
+    pub upgrade_forwarded: bool,
     pub sse: bool,
     pub status: u16,
     pub peer: Option<SocketAddr>,
@@ -93,6 +95,7 @@ impl ProxyHttp for Gateway {
             encoder: None,
             flush_chunks: false,
             upgraded: false,
+            upgrade_forwarded: false,
             sse: false,
             status: 0,
             peer: None,
@@ -130,6 +133,10 @@ impl ProxyHttp for Gateway {
         }
         if headers::is_ambiguous_framing(req) {
             return Err(http_error(400));
+        }
+        // HTTP/1.x targets were measured by the edge; HTTP/2's `:path` is measured here.
+        if req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > limits.max_uri {
+            return Err(http_error(414));
         }
         Ok(())
     }
@@ -172,7 +179,7 @@ impl ProxyHttp for Gateway {
         if declared.is_some_and(|n| n > route.max_body) {
             return self.refuse(session, ctx, 413).await;
         }
-        if session.is_upgrade_req() && route.websocket {
+        if route.websocket && headers::is_websocket_upgrade(session.req_header()) {
             // Pingora's downstream read timeout would otherwise cut idle WebSockets.
             session.set_read_timeout(Some(route.timeouts.idle));
         } else {
@@ -251,7 +258,8 @@ impl ProxyHttp for Gateway {
         upstream.set_uri(uri);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let downstream_host = headers::request_host(session.req_header()).map(str::to_owned);
-        let allow_upgrade = route.websocket && session.is_upgrade_req();
+        let allow_upgrade = route.websocket && headers::is_websocket_upgrade(session.req_header());
+        ctx.upgrade_forwarded = allow_upgrade;
         headers::to_upstream(
             upstream,
             &ctx.snap.config.forwarding,
@@ -259,6 +267,12 @@ impl ProxyHttp for Gateway {
             downstream_host.as_deref(),
             allow_upgrade,
         );
+        if downstream_host.is_none() {
+            // An HTTP/1.0 request may come without Host; HTTP/1.1 to the upstream may not
+            // (RFC 9112 §3.2). Like nginx's default `$proxy_host`: the upstream's own address.
+            let up = &ctx.snap.route_upstream[i];
+            let _ = upstream.insert_header(header::HOST, format!("{}:{}", up.host, up.port));
+        }
         Ok(())
     }
 
@@ -270,7 +284,22 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
         let upgraded = ctx.status == 101;
+        if upgraded && !ctx.upgrade_forwarded {
+            // RFC 9110 §15.2.2: a server must not switch to a protocol the client did not ask
+            // for; relaying it would turn the connection into a tunnel nobody checks.
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "the upstream answered 101 to a request that asked for no upgrade",
+            );
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
+        }
         headers::strip_hop_by_hop_response(resp, upgraded);
+        if resp.status.is_informational() || resp.status == http::StatusCode::NO_CONTENT {
+            // RFC 9110 §8.6: no Content-Length on 1xx and 204 (a lenient client would read
+            // that many bytes of the next response).
+            resp.remove_header(&header::CONTENT_LENGTH);
+        }
         let snap = ctx.snap.clone();
         for (n, v) in &snap.security_headers {
             resp.insert_header(n.clone(), v.clone())?;

@@ -291,6 +291,10 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    // gateway patch: the longest wait for the next piece of the request body (nginx
+    // `client_body_timeout`). Pingora had none for h2 ("TODO: timeout"), so one stalled
+    // stream held its upstream connection until the upstream's read timeout.
+    pub read_timeout: Option<Duration>,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -529,6 +533,7 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            read_timeout: None,
         })))
     }
 
@@ -550,8 +555,20 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        // gateway patch: `read_timeout` between two pieces of the body.
+        let next = match self.read_timeout {
+            Some(t) => match pingora_timeout::timeout(t, self.request_body_reader.data()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::ReadTimedout,
+                        format!("while reading downstream request body, timeout: {t:?}"),
+                    )
+                }
+            },
+            None => self.request_body_reader.data().await,
+        };
+        let data = next.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;

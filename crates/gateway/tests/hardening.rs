@@ -1,0 +1,326 @@
+//! Findings of a review as an attacker would make it, each fixed and kept fixed: HTTP/2
+//! timeouts, upgrades nobody asked for, requests without Host, framing fields as sent,
+//! Content-Length on 204, long `:path`, and configurations `gateway check` must refuse.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::wire::{h2_request, within};
+use harness::{client, Gateway};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP/1.1 upstream recording each request head (and body bytes it got), answering by
+/// path: `/up101` → 101 Switching Protocols, `/204` → 204 with a Content-Length, else 200.
+struct Recorder {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    async fn start() -> Recorder {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let h = heads.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                tokio::spawn(Self::serve(c, h.clone()));
+            }
+        });
+        Recorder { addr, heads, task }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    async fn serve(mut c: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+        let mut buf = Vec::new();
+        loop {
+            let end = loop {
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match c.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            heads.lock().unwrap().push(head.clone());
+            let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+            let lower = head.to_ascii_lowercase();
+            let cl: usize = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if lower.contains("transfer-encoding: chunked") {
+                // Read to the last chunk; the tests send small bodies.
+                while !buf.windows(5).any(|w| w == b"0\r\n\r\n") {
+                    let mut chunk = [0u8; 4096];
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let p = buf.windows(5).position(|w| w == b"0\r\n\r\n").unwrap();
+                buf.drain(..p + 5);
+            } else {
+                while buf.len() < cl {
+                    let mut chunk = [0u8; 4096];
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..cl);
+            }
+            let answer: &[u8] = match path.as_str() {
+                "/up101" => {
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: none\r\nConnection: upgrade\r\n\r\n"
+                }
+                "/204" => b"HTTP/1.1 204 No Content\r\nContent-Length: 40\r\n\r\n",
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            };
+            if c.write_all(answer).await.is_err() || path == "/up101" {
+                return;
+            }
+        }
+    }
+}
+
+fn config(up: SocketAddr, limits: &str) -> String {
+    format!(
+        r#"
+[listen]
+https = "{{HTTPS}}"
+http = "{{HTTP}}"
+metrics = "{{METRICS}}"
+[server]
+grace_period = "2s"
+threads = 2
+[limits]
+{limits}
+[logging]
+access_log = "off"
+[upstreams.rec]
+address = "{up}"
+[[routes]]
+name = "ws"
+prefix = "/"
+upstream = "rec"
+websocket = true
+"#
+    )
+}
+
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let (mut s, _) = client::tls(addr, "localhost").await;
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An h2 connection whose connection task can be awaited (to see the gateway close it).
+async fn h2_raw(addr: SocketAddr) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cfg = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(client::Capture::default()))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost".to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, task)
+}
+
+#[tokio::test]
+async fn h2_idle_connections_and_stalled_bodies_are_cut_like_h1() {
+    let rec = Recorder::start().await;
+    let gw = Gateway::start(&config(
+        rec.addr,
+        "keepalive_timeout = \"2s\"\nbody_read_timeout = \"1s\"",
+    ))
+    .await;
+
+    // A stream whose body stops after 3 of 100 declared bytes: 408 at body_read_timeout
+    // (before: the upstream's read timeout, 504, or a day on a long route).
+    let (send, _conn) = h2_raw(gw.https).await;
+    let mut ready = within("h2 ready", send.ready()).await.unwrap();
+    let req = h2_request(gw.https, "POST", "/stalled", &[("content-length", "100")]);
+    let (response, mut body) = ready.send_request(req, false).unwrap();
+    body.send_data(Bytes::from_static(b"abc"), false).unwrap();
+    let started = Instant::now();
+    let response = within("the answer to a stalled body", response).await.unwrap();
+    assert_eq!(response.status(), 408, "a stalled h2 body gets 408");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A connection without streams is closed after keepalive_timeout (before: never).
+    let (_send, conn) = h2_raw(gw.https).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("the idle h2 connection is closed by the gateway")
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn only_websocket_handshakes_are_forwarded_and_only_they_may_get_101() {
+    let rec = Recorder::start().await;
+    let gw = Gateway::start(&config(rec.addr, "")).await;
+    // `Upgrade` without `Connection: upgrade`, and an h2c upgrade: plain requests upstream.
+    for (path, extra) in [
+        ("/foo", "Upgrade: foo\r\n"),
+        ("/h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ] {
+        let r = exchange(
+            gw.https,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 200 "), "{path}: {r}");
+        let head = rec.heads().into_iter().find(|h| h.contains(&format!("GET {path} "))).unwrap();
+        let lower = head.to_ascii_lowercase();
+        assert!(!lower.contains("upgrade"), "{path}: no upgrade upstream: {head}");
+    }
+    // A WebSocket handshake is forwarded as one.
+    let _ = exchange(
+        gw.https,
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    let head = rec.heads().into_iter().find(|h| h.contains("GET /ws ")).unwrap();
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    // A 101 nobody asked for is a 502, and nothing is tunnelled.
+    let r = exchange(gw.https, b"GET /up101 HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 502 "), "unsolicited 101: {r}");
+}
+
+#[tokio::test]
+async fn framing_fields_host_and_204_reach_each_side_well_formed() {
+    let rec = Recorder::start().await;
+    let gw = Gateway::start(&config(rec.addr, "")).await;
+    let r = exchange(
+        gw.https,
+        b"POST /te HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: CHUNKED\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          POST /cl HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0003\r\n\r\nabc\
+          GET /old HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.matches("200 OK").count(), 3, "{r}");
+    let heads = rec.heads();
+    let find = |p: &str| {
+        heads
+            .iter()
+            .find(|h| h.contains(p))
+            .cloned()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    assert!(
+        find("POST /te ").contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        find("POST /cl ").contains("\r\ncontent-length: 3\r\n"),
+        "{heads:?}"
+    );
+    let old = find("GET /old ");
+    assert!(
+        old.contains(&format!("\r\nhost: {}\r\n", rec.addr)),
+        "HTTP/1.0 without Host: {old}"
+    );
+    // No Content-Length on a 204.
+    let r = exchange(
+        gw.https,
+        b"GET /204 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 204 "), "{r}");
+    assert!(!r.to_ascii_lowercase().contains("content-length"), "{r}");
+}
+
+#[tokio::test]
+async fn a_long_h2_path_gets_414() {
+    let rec = Recorder::start().await;
+    let gw = Gateway::start(&config(rec.addr, "")).await;
+    let (send, _conn) = h2_raw(gw.https).await;
+    let mut ready = within("h2 ready", send.ready()).await.unwrap();
+    let path = format!("/{}", "a".repeat(9000));
+    let (response, _) = ready
+        .send_request(h2_request(gw.https, "GET", &path, &[]), true)
+        .unwrap();
+    let response = within("the answer", response).await.unwrap();
+    assert_eq!(response.status(), 414);
+    assert!(rec.heads().is_empty(), "nothing forwarded");
+}
+
+#[test]
+fn check_refuses_shared_listeners_control_bytes_in_hsts_and_zero_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[listen]\nhttps = \"127.0.0.1:28443\"\nhttp = \"127.0.0.1:28443\"\n",
+            "must not share an address with the HTTPS listener",
+        ),
+        (
+            "[security]\nhsts = \"max-age=1\\r\\nSet-Cookie: x=1\"\n",
+            "hsts must not contain control characters",
+        ),
+        (
+            "[limits]\nheader_read_timeout = \"0s\"\n",
+            "header_read_timeout must be above zero",
+        ),
+    ];
+    for (text, want) in cases {
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            format!("{text}[upstreams.u]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"u\"\n"),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(harness::gateway::binary());
+        cmd.arg("check").arg("--config").arg(&file);
+        let out = harness::run_cmd(&mut cmd, Duration::from_secs(30));
+        let text_out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}: {text_out}");
+        assert!(text_out.contains(want), "{text}: {text_out}");
+    }
+}
