@@ -19,9 +19,9 @@ tools=(
 )
 missing=()
 for entry in "${tools[@]}"; do
-    set -- $entry
-    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
-        case " ${missing[*]-} " in *" $2 "*) ;; *) missing+=("$2") ;; esac
+    read -r program package <<<"$entry"
+    if ! command -v "$program" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$program" ]; then
+        case " ${missing[*]-} " in *" $package "*) ;; *) missing+=("$package") ;; esac
     fi
 done
 

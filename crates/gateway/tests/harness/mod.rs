@@ -11,6 +11,7 @@ pub mod load;
 pub mod metrics;
 pub mod pebble;
 pub mod process;
+pub mod recorder;
 pub mod promises;
 pub mod scrape;
 pub mod upstream;
