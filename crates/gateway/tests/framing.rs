@@ -7,10 +7,9 @@ mod harness;
 
 use harness::{client, poll_until, Gateway};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use harness::recorder::Recorder;
 

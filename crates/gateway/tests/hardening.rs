@@ -8,10 +8,10 @@ use bytes::Bytes;
 use harness::wire::{h2_request, within};
 use harness::{client, Gateway};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use harness::recorder::Recorder;
 

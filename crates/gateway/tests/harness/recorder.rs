@@ -1,10 +1,10 @@
 //! A recording HTTP/1.1 upstream for framing tests: keeps the exact bytes of every request
 //! it receives (head and body) and answers by path.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use std::net::SocketAddr;
 
 /// An HTTP/1.1 upstream that records each request's raw bytes (head and body) and answers
 /// `200` with `X-Seen: <n>` (its index), except: `GET /big` answers a 64 MiB body,
@@ -99,12 +99,18 @@ impl Recorder {
             };
             if head.starts_with("get /up101 ") {
                 let _ = conn
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: none\r\nConnection: upgrade\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: none\r\nConnection: upgrade\r\n\r\n",
+                    )
                     .await;
                 return;
             }
             if head.split(' ').nth(1) == Some("/204") {
-                if conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 40\r\n\r\n").await.is_err() {
+                if conn
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 40\r\n\r\n")
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;

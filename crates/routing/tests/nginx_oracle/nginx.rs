@@ -97,7 +97,8 @@ pub(crate) fn serve_upstream(name: &str, conn: TcpStream, seen: &Mutex<Vec<Vec<u
 // ---------------------------------------------------------------------------------------
 // nginx
 
-pub(crate) const INSTALL: &str = "install Debian's nginx-light (`apt-get install nginx-light`; `.ci/run` does)";
+pub(crate) const INSTALL: &str =
+    "install Debian's nginx-light (`apt-get install nginx-light`; `.ci/run` does)";
 
 pub(crate) fn nginx_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NGINX") {
@@ -307,7 +308,7 @@ impl NginxProcess {
 }
 
 impl Drop for NginxProcess {
-    pub(crate) fn drop(&mut self) {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
