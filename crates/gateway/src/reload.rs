@@ -132,9 +132,10 @@ impl Reloader {
                     || (old.config.tls.session_cache, old.config.tls.session_tickets)
                         != (cfg.tls.session_cache, cfg.tls.session_tickets)
                     || (o.threads, o.work_stealing, o.reuseport) != (n.threads, n.work_stealing, n.reuseport)
+                    || o.grace_period != n.grace_period
                 {
                     tracing::warn!(
-                        "listener addresses, threads, work_stealing, reuseport or the TLS session cache changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
+                        "listener addresses, threads, work_stealing, reuseport, grace_period or the TLS session cache changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
                     );
                 }
                 apply_certs(&self.shared, &cfg);

@@ -236,3 +236,25 @@ fn check_refuses_shared_listeners_control_bytes_in_hsts_and_zero_timeouts() {
         assert!(text_out.contains(want), "{text}: {text_out}");
     }
 }
+
+#[tokio::test]
+async fn trace_gets_405_and_a_clients_forwarded_header_is_dropped() {
+    let rec = Recorder::start().await;
+    let gw = Gateway::start(&config(rec.addr, "")).await;
+    let r = exchange(
+        gw.https,
+        b"TRACE / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
+    assert!(rec.heads().is_empty(), "TRACE is not forwarded");
+    let r = exchange(
+        gw.https,
+        b"GET /f HTTP/1.1\r\nHost: localhost\r\nForwarded: for=6.6.6.6;proto=http\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    let head = rec.heads().pop().unwrap().to_ascii_lowercase();
+    assert!(!head.contains("forwarded: for=6.6.6.6"), "{head}");
+    assert!(head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{head}");
+}

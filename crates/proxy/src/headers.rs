@@ -119,6 +119,11 @@ pub fn to_upstream(
         let _ = req.insert_header(X_FORWARDED_HOST, h);
     }
     let trusted = client.is_some_and(|ip| fwd.trusted_proxies.iter().any(|n| n.contains(&ip)));
+    if !trusted {
+        // RFC 7239 `Forwarded` carries the same claims as X-Forwarded-*: from a client that is
+        // not a trusted proxy it is dropped, as X-Forwarded-For is replaced.
+        req.remove_header(&header::FORWARDED);
+    }
     let incoming: Vec<String> = req
         .headers
         .get_all(&X_FORWARDED_FOR)

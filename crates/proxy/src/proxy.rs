@@ -143,6 +143,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = ctx.snap.clone();
+        if session.req_header().method == http::Method::TRACE {
+            // nginx answers TRACE with 405: echoing a request back through the edge would
+            // expose what the upstreams add (cross-site tracing).
+            return self.refuse(session, ctx, 405).await;
+        }
         let req = session.req_header();
         let host = headers::request_host(req);
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
