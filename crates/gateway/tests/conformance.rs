@@ -10,8 +10,8 @@ mod harness;
 
 use bytes::Bytes;
 use harness::gateway::simple_config;
+use harness::wire::{find, h2_connect, h2_request, header_values, within};
 use harness::{client, Gateway};
-use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,18 +19,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
-
-/// Awaits `f` for at most 10 s.
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(Duration::from_secs(10), f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after 10 s: {what}"),
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
 
 fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
@@ -66,16 +54,6 @@ fn dechunk(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
         out.extend_from_slice(&buf[pos..pos + size]);
         pos = next;
     }
-}
-
-/// The values of header `name` in a head (request or status line first).
-fn header_values<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
 }
 
 fn is_chunked(head: &str) -> bool {
@@ -336,42 +314,6 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &[u8]) 
     read_reply(s).await
 }
 
-/// An HTTP/2 connection to the gateway (TLS, ALPN h2), driven in the background.
-async fn h2_connect(gw: &Gateway) -> h2::client::SendRequest<Bytes> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut cfg = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(client::Capture::default()))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = within("connecting", TcpStream::connect(gw.https))
-        .await
-        .expect("connect");
-    let name = ServerName::try_from("localhost".to_owned()).expect("name");
-    let tls = within("the TLS handshake", connector.connect(name, tcp))
-        .await
-        .expect("TLS handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
-    let (send, conn) = within("the h2 handshake", h2::client::handshake(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
-fn h2_request(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<()> {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(format!("https://localhost:{}{path}", gw.https.port()));
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    b.body(()).expect("request")
-}
-
 /// Sends `req` with `frames` as DATA frames, exactly as given (an empty one too), the last
 /// with END_STREAM; no frames: END_STREAM on HEADERS. The status and body, or the stream error.
 async fn h2_send(
@@ -502,9 +444,10 @@ async fn a_malformed_chunked_request_bodies_get_400_and_nothing_more_reaches_the
 async fn b_h2_cookie_crumbs_reach_the_h1_upstream_as_one_cookie_field() {
     let rec = Recorder::start(script(|_, _, _: &[u8]| Answer::Send(OK))).await;
     let gw = Gateway::start(&simple_config(rec.addr, "")).await;
-    let send = h2_connect(&gw).await;
+    let h2 = h2_connect(gw.https).await;
+    let send = h2.send.clone();
     let req = h2_request(
-        &gw,
+        gw.https,
         "GET",
         "/b",
         &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3; d=4")],
@@ -519,7 +462,7 @@ async fn b_h2_cookie_crumbs_reach_the_h1_upstream_as_one_cookie_field() {
     assert!(body.is_empty());
 
     // One field stays as it is.
-    let req = h2_request(&gw, "GET", "/b1", &[("cookie", "a=1; b=2")]);
+    let req = h2_request(gw.https, "GET", "/b1", &[("cookie", "a=1; b=2")]);
     let (status, _) = h2_send(&send, req, &[]).await.expect("h2 response");
     assert_eq!(status, 200);
     let upstream = rec.request("GET /b1 ", false).await;
@@ -535,18 +478,19 @@ async fn b_h2_cookie_crumbs_reach_the_h1_upstream_as_one_cookie_field() {
 async fn c_h2_bodies_ending_with_an_empty_data_frame_end_exactly_once_upstream() {
     let rec = Recorder::start(script(|_, _, _: &[u8]| Answer::Send(OK))).await;
     let gw = Gateway::start(&simple_config(rec.addr, "")).await;
-    let send = h2_connect(&gw).await;
+    let h2 = h2_connect(gw.https).await;
+    let send = h2.send.clone();
 
     // Data, then an empty DATA frame with END_STREAM.
-    let req = h2_request(&gw, "POST", "/c1", &[]);
+    let req = h2_request(gw.https, "POST", "/c1", &[]);
     let (status, _) = h2_send(&send, req, &[b"hello", b""]).await.expect("c1");
     assert_eq!(status, 200);
     // An empty DATA frame with END_STREAM as the only one.
-    let req = h2_request(&gw, "POST", "/c2", &[]);
+    let req = h2_request(gw.https, "POST", "/c2", &[]);
     let (status, _) = h2_send(&send, req, &[b""]).await.expect("c2");
     assert_eq!(status, 200);
     // A request after them, on the pooled upstream connection if it was reused.
-    let req = h2_request(&gw, "GET", "/c3", &[]);
+    let req = h2_request(gw.https, "GET", "/c3", &[]);
     let (status, _) = h2_send(&send, req, &[]).await.expect("c3");
     assert_eq!(status, 200);
 
@@ -587,25 +531,26 @@ async fn c_h2_bodies_ending_with_an_empty_data_frame_end_exactly_once_upstream()
 async fn c_h2_bodies_not_matching_content_length_are_reset_and_not_forwarded_past_it() {
     let rec = Recorder::start(script(|_, _, _: &[u8]| Answer::Send(OK))).await;
     let gw = Gateway::start(&simple_config(rec.addr, "")).await;
-    let send = h2_connect(&gw).await;
+    let h2 = h2_connect(gw.https).await;
+    let send = h2.send.clone();
 
     // More DATA than declared, in one frame; less, then END_STREAM. The h2 crate resets the
     // stream without delivering the offending frame.
     const OVER: &[&[u8]] = &[b"hello world"];
     const UNDER: &[&[u8]] = &[b"hello"];
     for (path, cl, frames) in [("/over", "5", OVER), ("/under", "10", UNDER)] {
-        let req = h2_request(&gw, "POST", path, &[("content-length", cl)]);
+        let req = h2_request(gw.https, "POST", path, &[("content-length", cl)]);
         match h2_send(&send, req, frames).await {
             Err(_) => {}
             Ok((status, _)) => assert!(status >= 400, "{path}: status {status}"),
         }
     }
     // Split: the declared 5 bytes arrive, then more: only those 5 may be forwarded.
-    let req = h2_request(&gw, "POST", "/over-split", &[("content-length", "5")]);
+    let req = h2_request(gw.https, "POST", "/over-split", &[("content-length", "5")]);
     let _ = h2_send(&send, req, &[b"hello", b" world"]).await;
 
     // The connection still serves requests.
-    let req = h2_request(&gw, "GET", "/after", &[]);
+    let req = h2_request(gw.https, "GET", "/after", &[]);
     let (status, _) = h2_send(&send, req, &[]).await.expect("after");
     assert_eq!(status, 200);
 

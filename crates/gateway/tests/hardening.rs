@@ -5,13 +5,11 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::wire::{h2_request, within};
+use harness::wire::{h2_connect, h2_request, within};
 use harness::{client, Gateway};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use harness::recorder::Recorder;
 
@@ -48,27 +46,6 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An h2 connection whose connection task can be awaited (to see the gateway close it).
-async fn h2_raw(addr: SocketAddr) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut cfg = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(client::Capture::default()))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost".to_owned()).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    (send, task)
-}
-
 #[tokio::test]
 async fn h2_idle_connections_and_stalled_bodies_are_cut_like_h1() {
     let rec = Recorder::start().await;
@@ -80,8 +57,8 @@ async fn h2_idle_connections_and_stalled_bodies_are_cut_like_h1() {
 
     // A stream whose body stops after 3 of 100 declared bytes: 408 at body_read_timeout
     // (before: the upstream's read timeout, 504, or a day on a long route).
-    let (send, _conn) = h2_raw(gw.https).await;
-    let mut ready = within("h2 ready", send.ready()).await.unwrap();
+    let h2 = h2_connect(gw.https).await;
+    let mut ready = within("h2 ready", h2.send.clone().ready()).await.unwrap();
     let req = h2_request(gw.https, "POST", "/stalled", &[("content-length", "100")]);
     let (response, mut body) = ready.send_request(req, false).unwrap();
     body.send_data(Bytes::from_static(b"abc"), false).unwrap();
@@ -95,12 +72,12 @@ async fn h2_idle_connections_and_stalled_bodies_are_cut_like_h1() {
     );
 
     // A connection without streams is closed after keepalive_timeout (before: never).
-    let (_send, conn) = h2_raw(gw.https).await;
+    let mut idle = h2_connect(gw.https).await;
     let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(15), conn)
-        .await
-        .expect("the idle h2 connection is closed by the gateway")
-        .ok();
+    assert!(
+        idle.closed_within(Duration::from_secs(15)).await,
+        "the idle h2 connection is closed by the gateway"
+    );
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
         "{:?}",
@@ -189,8 +166,8 @@ async fn framing_fields_host_and_204_reach_each_side_well_formed() {
 async fn a_long_h2_path_gets_414() {
     let rec = Recorder::start().await;
     let gw = Gateway::start(&config(rec.addr, "")).await;
-    let (send, _conn) = h2_raw(gw.https).await;
-    let mut ready = within("h2 ready", send.ready()).await.unwrap();
+    let h2 = h2_connect(gw.https).await;
+    let mut ready = within("h2 ready", h2.send.clone().ready()).await.unwrap();
     let path = format!("/{}", "a".repeat(9000));
     let (response, _) = ready
         .send_request(h2_request(gw.https, "GET", &path, &[]), true)

@@ -37,7 +37,8 @@ pub struct Ctx {
     /// e.g. a token stream): the encoder is flushed after every upstream chunk.
     pub flush_chunks: bool,
     pub upgraded: bool,
-    /// A WebSocket handshake was forwarded: only then may the upstream answer 101.
+    /// A WebSocket handshake on a `websocket = true` route (decided in `request_filter`): it
+    /// is forwarded as one, and only then may the upstream answer 101.
     pub upgrade_forwarded: bool,
     pub sse: bool,
     pub status: u16,
@@ -184,7 +185,8 @@ impl ProxyHttp for Gateway {
         if declared.is_some_and(|n| n > route.max_body) {
             return self.refuse(session, ctx, 413).await;
         }
-        if route.websocket && headers::is_websocket_upgrade(session.req_header()) {
+        ctx.upgrade_forwarded = route.websocket && headers::is_websocket_upgrade(session.req_header());
+        if ctx.upgrade_forwarded {
             // Pingora's downstream read timeout would otherwise cut idle WebSockets.
             session.set_read_timeout(Some(route.timeouts.idle));
         } else {
@@ -258,19 +260,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let Some(i) = ctx.route else { return Ok(()) };
-        let route = &ctx.snap.config.routes[i];
         let uri = http::Uri::try_from(ctx.upstream_path.as_str()).map_err(|_| http_error(400))?;
         upstream.set_uri(uri);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let downstream_host = headers::request_host(session.req_header()).map(str::to_owned);
-        let allow_upgrade = route.websocket && headers::is_websocket_upgrade(session.req_header());
-        ctx.upgrade_forwarded = allow_upgrade;
         headers::to_upstream(
             upstream,
             &ctx.snap.config.forwarding,
             client,
             downstream_host.as_deref(),
-            allow_upgrade,
+            ctx.upgrade_forwarded,
         );
         if downstream_host.is_none() {
             // An HTTP/1.0 request may come without Host; HTTP/1.1 to the upstream may not
@@ -418,7 +417,7 @@ impl ProxyHttp for Gateway {
     /// (Node.js after 5 s) can close one just as it is taken from the pool: the request write
     /// fails, or the response read meets EOF or a reset before any byte of the response
     /// (`RetryType::ReusedOnly`, set by pingora-core only in that case). The request never
-    /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, TRACE, PUT, DELETE)
+    /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, PUT, DELETE)
     /// is sent once more (the failed connection is not pooled again, so normally on a new
     /// one; a pooled one is first checked for EOF), provided no request body byte has been read
     /// from the client (none was sent upstream) and no response has been started. A POST is

@@ -69,6 +69,13 @@ pub struct H2 {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl H2 {
+    /// Waits up to `limit` for the connection to end (the gateway closing it); true if it did.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, &mut self.task).await.is_ok()
+    }
+}
+
 impl Drop for H2 {
     fn drop(&mut self) {
         self.task.abort();
