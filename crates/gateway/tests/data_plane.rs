@@ -73,6 +73,45 @@ async fn proxies_with_forwarding_headers_over_h1_and_h2() {
     );
 }
 
+/// vendor/pingora-proxy/PATCHED.md: a request without a body (GET, HEAD; from an HTTP/1.1 or
+/// an HTTP/2 client) is proxied in one loop, without Pingora's two-way task pipe; a request
+/// with a body still streams both ways. Fails without the patch (the line is never logged).
+#[tokio::test]
+async fn bodiless_requests_take_the_direct_loop() {
+    const LINE: &str = "request without a body: proxied in one loop";
+    let up = upstream::echo().await;
+    let gw = Gateway::start_with_env(
+        &simple_config(up.addr, ""),
+        &[("RUST_LOG", "info,pingora_proxy::proxy_h1::direct=debug")],
+    )
+    .await;
+    let direct = || gw.stderr().matches(LINE).count();
+    let h1 = client::http(false);
+    for i in 1..=3 {
+        let r = h1.get(gw.url("/get")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            !r.bytes().await.unwrap().is_empty(),
+            "the upstream's body is relayed"
+        );
+        assert_eq!(direct(), i, "GET #{i}: {}", gw.stderr());
+    }
+    let r = h1.head(gw.url("/head")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(direct(), 4, "HEAD");
+    let r = client::http(true).get(gw.url("/h2")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    assert_eq!(direct(), 5, "HTTP/2 client, HTTP/1.1 upstream");
+    let r = h1.post(gw.url("/post")).body("a body").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    assert_eq!(direct(), 5, "a request with a body streams both ways");
+    assert_eq!(up.seen().len(), 6);
+}
+
 #[tokio::test]
 async fn spoofed_forwarded_for_is_replaced_unless_trusted() {
     let up = upstream::echo().await;

@@ -1,0 +1,120 @@
+// gateway patch (PATCHED.md, "HTTP/1.1 upstream: one loop for requests without a body").
+//
+// `proxy_1to1` streams in both directions at once: a downstream half and an upstream half,
+// joined with `try_join!`, pass every header and body chunk to each other through two mpsc
+// channels. A request without a body (most GET and HEAD requests) has nothing to stream
+// upstream once its header is written, so here one loop reads the upstream response and writes
+// each part downstream as soon as it is filtered: no channels, no second future, no task
+// batching. What the loop does for each part is what `proxy_handle_downstream` and
+// `proxy_handle_upstream` do for it (same filters, same writes, same errors), and the
+// downstream is still watched while the upstream is slow, so a client that goes away is
+// noticed before the response (`read_body_or_idle`).
+
+use super::*;
+
+impl<SV, C> HttpProxy<SV, C>
+where
+    C: custom::Connector,
+{
+    /// Whether [`Self::proxy_1to1_direct`] can serve this request: the request has no body
+    /// and is not an upgrade (either side), and neither the cache, a retry buffer, a custom
+    /// downstream or a subrequest needs the two-way pipe.
+    pub(super) fn can_proxy_1to1_direct(session: &mut Session, upstream_upgrade: bool) -> bool {
+        !upstream_upgrade
+            && !session.downstream_session.is_upgrade_req()
+            && !session.downstream_session.is_custom()
+            && !session.downstream_session.is_subrequest()
+            && !session.downstream_session.supports_proxy_task_api()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && session.as_ref().get_retry_buffer().is_none()
+            && session.as_mut().is_body_empty()
+    }
+
+    /// Proxies the response to a request without a body whose header was already written to
+    /// `client_session`. Returns whether the downstream and the upstream connections can be
+    /// reused, as `proxy_handle_downstream` and `proxy_handle_upstream` do.
+    pub(super) async fn proxy_1to1_direct(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        debug!("request without a body: proxied in one loop");
+        // The request body filters see the (empty) end of the body, as `send_body_to_pipe`
+        // shows it to them; whatever they add is sent.
+        let mut data = None;
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await?;
+        if let Some(d) = data.filter(|d| !d.is_empty()) {
+            client_session.write_body(&d).await.map_err(|e| e.into_up())?;
+        }
+        client_session.finish_body().await.map_err(|e| e.into_up())?;
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut watch_downstream = true;
+        let upstream_done = loop {
+            let read = tokio::select! {
+                biased;
+                res = client_session.read_response_task() => res,
+                // `read_body_or_idle(true)` only returns when the client closes or errs (a
+                // pipelined request's bytes are kept for later and it stays pending).
+                res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match res {
+                        Err(e) => return Err(e.into_down()),
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut task = match read {
+                Ok(task) => task,
+                Err(e) => {
+                    // As the two-way pipe does: whatever was written downstream is flushed,
+                    // then the upstream error is returned.
+                    session
+                        .write_response_tasks(vec![HttpTask::Failed(e.into_up())])
+                        .await?;
+                    return Ok((false, false));
+                }
+            };
+            let upstream_done = task.is_end();
+            session.upstream_compression.response_filter(&mut task);
+            let task = self
+                .h1_response_filter(
+                    session,
+                    task,
+                    ctx,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    false,
+                )
+                .await?;
+            let response_done = session.write_response_tasks(vec![task]).await?;
+            if upstream_done || response_done {
+                break upstream_done;
+            }
+        };
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        // An upstream response not read to its end leaves bytes on the connection.
+        Ok((reuse_downstream, upstream_done))
+    }
+}
