@@ -233,6 +233,60 @@ async fn websocket_stays_open_past_the_downstream_read_timeout() {
     let _ = harness::within(STEP, "closing", ws.close(None)).await;
 }
 
+/// vendor/pingora-proxy/PATCHED.md: after the 101, a WebSocket is copied both ways in one
+/// loop (no task pipe): text and a 256 KiB binary message (many reads) come back whole and in
+/// order, and a close from the client ends the exchange. Fails without the patch (the line
+/// is never logged).
+#[tokio::test]
+async fn websocket_is_copied_in_one_loop() {
+    use tokio_tungstenite::tungstenite::Message;
+    let up = upstream::echo().await;
+    let ws_up = upstream::ws_echo().await;
+    let routes = format!(
+        "[upstreams.ws]\naddress = \"{}\"\n[[routes]]\nprefix = \"/ws/\"\nupstream = \"ws\"\nwebsocket = true\n",
+        ws_up.addr
+    );
+    let gw = Gateway::start_with_env(
+        &simple_config(up.addr, &routes),
+        &[("RUST_LOG", "info,pingora_proxy::proxy_h1::direct=debug")],
+    )
+    .await;
+    let mut ws = wss(&gw, "/ws/echo").await;
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let sent = [
+        Message::text("one"),
+        Message::binary(big.clone()),
+        Message::text("three"),
+    ];
+    for m in &sent {
+        harness::within(STEP, "sending", ws.send(m.clone()))
+            .await
+            .unwrap();
+    }
+    for m in &sent {
+        let echoed = harness::within(STEP, "the echo", ws.next())
+            .await
+            .expect("open")
+            .unwrap();
+        assert_eq!(&echoed, m);
+    }
+    let _ = harness::within(STEP, "closing", ws.close(None)).await;
+    harness::poll_until(STEP, "the access log line of the WebSocket", || async {
+        gw.stdout()
+            .contains("\"GET /ws/echo HTTP/1.1\" 101")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        gw.stderr()
+            .matches("upgraded connection: copied in one loop")
+            .count(),
+        1,
+        "{}",
+        gw.stderr()
+    );
+}
+
 #[tokio::test]
 async fn compression_follows_type_length_and_preference() {
     let up = upstream::echo().await;

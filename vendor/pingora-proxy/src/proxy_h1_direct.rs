@@ -16,12 +16,11 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
-    /// Whether [`Self::proxy_1to1_direct`] can serve this request: the request has no body
-    /// and is not an upgrade (either side), and neither the cache, a retry buffer, a custom
-    /// downstream or a subrequest needs the two-way pipe.
+    /// Whether [`Self::proxy_1to1_direct`] can serve this request: the request has no body,
+    /// it is an upgrade request on both sides or on neither, and neither the cache, a retry
+    /// buffer, a custom downstream or a subrequest needs the two-way pipe.
     pub(super) fn can_proxy_1to1_direct(session: &mut Session, upstream_upgrade: bool) -> bool {
-        !upstream_upgrade
-            && !session.downstream_session.is_upgrade_req()
+        upstream_upgrade == session.downstream_session.is_upgrade_req()
             && !session.downstream_session.is_custom()
             && !session.downstream_session.is_subrequest()
             && !session.downstream_session.supports_proxy_task_api()
@@ -103,6 +102,12 @@ where
                 )
                 .await?;
             let response_done = session.write_response_tasks(vec![task]).await?;
+            if session.was_upgraded() {
+                // 101 written downstream: both connections now carry the upgraded protocol.
+                self.proxy_upgraded_direct(session, client_session, ctx)
+                    .await?;
+                return Ok((false, false));
+            }
             if upstream_done || response_done {
                 break upstream_done;
             }
@@ -116,5 +121,79 @@ where
         };
         // An upstream response not read to its end leaves bytes on the connection.
         Ok((reuse_downstream, upstream_done))
+    }
+
+    /// Copies an upgraded connection (WebSocket) both ways until either side ends, each read
+    /// written to the other side at once, through the same filters as the two-way pipe
+    /// (`send_body_to_pipe` and `send_body_to1` one way, `h1_response_filter` and
+    /// `write_response_tasks` the other).
+    async fn proxy_upgraded_direct(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<()>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        debug!("upgraded connection: copied in one loop");
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        loop {
+            tokio::select! {
+                res = session.downstream_session.read_body_or_idle(false) => {
+                    let mut data = res.map_err(|e| e.into_down())?;
+                    // The client closed its side: the upgraded exchange is over.
+                    let end = data.is_none() || session.is_body_done();
+                    session
+                        .downstream_modules_ctx
+                        .request_body_filter(&mut data, end)
+                        .await?;
+                    self.inner
+                        .request_body_filter(session, &mut data, end, ctx)
+                        .await?;
+                    client_session.maybe_upgrade_body_writer();
+                    if let Some(d) = data.filter(|d| !d.is_empty()) {
+                        client_session.write_body(&d).await.map_err(|e| e.into_up())?;
+                    }
+                    if end {
+                        client_session.finish_body().await.map_err(|e| e.into_up())?;
+                        break;
+                    }
+                }
+                res = client_session.read_response_task() => {
+                    let mut task = match res {
+                        Ok(task) => task,
+                        Err(e) => {
+                            session
+                                .write_response_tasks(vec![HttpTask::Failed(e.into_up())])
+                                .await?;
+                            break;
+                        }
+                    };
+                    let end = task.is_end();
+                    session.upstream_compression.response_filter(&mut task);
+                    let task = self
+                        .h1_response_filter(
+                            session,
+                            task,
+                            ctx,
+                            &mut serve_from_cache,
+                            &mut range_body_filter,
+                            false,
+                        )
+                        .await?;
+                    session.write_response_tasks(vec![task]).await?;
+                    if end {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(e) = session.as_mut().finish_body().await {
+            debug!("finishing the upgraded response downstream: {e}");
+        }
+        Ok(())
     }
 }
