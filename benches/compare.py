@@ -14,7 +14,7 @@ Started here, on loopback only:
 Rounds alternate (nginx, haproxy, gateway, gateway, haproxy, nginx...) and ratios are
 computed within this run. Results: a table on stdout and JSON under target/bench/.
 
-Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,ws,idle,sse,h1-log]
+Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,resume,resume12,ws,idle,sse,h1-log]
                           [--peers nginx,haproxy] [--logging on|off] [--bare] [--reuseport on|off]
        benches/compare.sh --serve   (start the proxies and wait: profile them by hand)
 Needs Debian's nginx-light, wrk, nghttp2-client (h2load) and haproxy; checked at start.
@@ -445,8 +445,8 @@ def case_idle(tool, port, pid, conns):
 
 # The proxies the gateway is compared with (--peers), and the cases that need bench-tool.
 PEERS = ("nginx", "haproxy")
-TOOL_CASES = ("ws", "idle", "sse")
-ALL_CASES = ("h1", "h2", "gzip", "handshake", "ws", "idle", "sse", "h1-log")
+TOOL_CASES = ("ws", "idle", "sse", "resume", "resume12")
+ALL_CASES = ("h1", "h2", "gzip", "handshake", "resume", "resume12", "ws", "idle", "sse", "h1-log")
 
 
 def count_lines(path, offset):
@@ -614,6 +614,12 @@ def main():
             "h2": ("2: HTTP/2, 44 B JSON, 16 conns x 16 streams", lambda port, pid: run_h2load(base.format(port) + "/json", s, tmp)),
             "gzip": ("3: 48 KB HTML, Accept-Encoding: gzip", lambda port, pid: run_wrk(base.format(port) + "/page.html", s, 64, ["Accept-Encoding: gzip"])),
             "handshake": ("4: new TLS connection per request", lambda port, pid: run_wrk(base.format(port) + "/json", max(2, s // 2), 16, ["Connection: close"])),
+            "resume": ("4R: 5,000 returning clients, new TLS 1.3 connection per request (resumed)",
+                       lambda port, pid: run_tool(args.tool, ["resume-load", f"127.0.0.1:{port}", "--clients", "5000",
+                                                              "--secs", str(s)], s + 120)),
+            "resume12": ("4R12: same, TLS 1.2 (session cache or tickets)",
+                         lambda port, pid: run_tool(args.tool, ["resume-load", f"127.0.0.1:{port}", "--clients", "5000",
+                                                                "--secs", str(s), "--tls12"], s + 120)),
             "ws": ("5: WebSocket echo, 64 conns", lambda port, pid: run_tool(args.tool, ["ws-load", f"127.0.0.1:{port}", "--conns", "64", "--secs", str(s)], s + 60)),
             "idle": (f"6: {args.idle_conns} idle keepalive TLS conns", lambda port, pid: case_idle(args.tool, port, pid, args.idle_conns)),
             "sse": ("7: SSE fan-out, 1000 streams", lambda port, pid: run_tool(args.tool, ["sse-load", f"127.0.0.1:{port}", "--conns", "1000", "--secs", str(s)], s + 60)),
@@ -676,6 +682,8 @@ def summarize(c, runs):
     }
     if c == "gzip":
         row["bytes_per_response"] = mean([r.get("bytes_per_response") for r in runs])
+    if any(r.get("resumed") is not None for r in runs):
+        row["resumed"] = mean([r.get("resumed") for r in runs])
     if any(r.get("log_lines") is not None for r in runs):
         lines = sum(r.get("log_lines") or 0 for r in runs)
         reqs = sum(r.get("requests") or 0 for r in runs)
@@ -696,7 +704,7 @@ def fmt(v, digits=1):
 
 
 # Cases the stock proxy can serve: it sends every path to the static upstream, without gzip.
-BARE_CASES = ("h1", "h2", "handshake", "idle")
+BARE_CASES = ("h1", "h2", "handshake", "resume", "resume12", "idle")
 LABELS = {"nginx": "nginx", "haproxy": "HAProxy", "gateway": "gateway", "bare": "bare Pingora"}
 
 
@@ -706,7 +714,8 @@ def print_table(report):
     not compare like with like (the case's `not_comparable` says why)."""
     cols = [("rate", "req/s (msg/s, ev/s)", True), ("p50_ms", "p50 ms", False), ("p99_ms", "p99 ms", False),
             ("cpu_s", "CPU s", False), ("per_cpu_s", "per CPU-s", True), ("rss_mb", "RSS MB", False),
-            ("bytes_per_response", "bytes/resp", False), ("kb_per_conn", "KB/idle conn", False),
+            ("bytes_per_response", "bytes/resp", False), ("resumed", "resumed (fraction)", True),
+            ("kb_per_conn", "KB/idle conn", False),
             ("log_lines_per_request", "log lines/request", False), ("errors", "errors", False)]
     peers = report.get("peers", ["nginx"])
     versions = report.get("versions", {"nginx": report["nginx"]})

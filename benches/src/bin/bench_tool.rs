@@ -43,6 +43,23 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         secs: u64,
     },
+    /// New TLS connection per request from `clients` distinct clients that each keep their
+    /// own TLS session (tickets or session IDs), as returning browsers do: every client first
+    /// connects once (full handshake), then `conns` workers go round the clients for `secs`,
+    /// one `GET /json` with `Connection: close` per connection. Prints requests per second,
+    /// the fraction of handshakes that resumed, and latency.
+    ResumeLoad {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// TLS 1.2 only (resumption by session ID or ticket) instead of TLS 1.3 or 1.2.
+        #[arg(long)]
+        tls12: bool,
+    },
     /// Opens `conns` TLS connections, one request each, keeps them idle until stdin closes.
     Idle {
         addr: SocketAddr,
@@ -55,6 +72,11 @@ enum Cmd {
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(Arc::new(client_config(false)))
+}
+
+/// A client that accepts any certificate (the benchmark's own), with a session store of its own.
+fn client_config(tls12_only: bool) -> rustls::ClientConfig {
     #[derive(Debug)]
     struct Any;
     impl rustls::client::danger::ServerCertVerifier for Any {
@@ -90,12 +112,17 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
                 .supported_schemes()
         }
     }
-    let mut cfg = rustls::ClientConfig::builder()
+    let builder = if tls12_only {
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        rustls::ClientConfig::builder()
+    };
+    let mut cfg = builder
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Any))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    cfg
 }
 
 async fn tls(addr: SocketAddr) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
@@ -275,6 +302,90 @@ async fn idle(addr: SocketAddr, conns: usize, handshake_only: bool) {
     drop(held);
 }
 
+/// One connection of `client`: handshake (resumed if its store holds a session), `GET /json`
+/// with `Connection: close`, read to the end. Returns whether the handshake resumed.
+async fn resume_once(addr: SocketAddr, client: &tokio_rustls::TlsConnector) -> std::io::Result<bool> {
+    let tcp = TcpStream::connect(addr).await?;
+    // As browsers: the request is not held back behind the handshake's last flight (Nagle).
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = client.connect(name, tcp).await?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    tls.write_all(b"GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = Vec::new();
+    tls.read_to_end(&mut body).await.or_else(|e| {
+        // A peer that closes without close_notify after a complete response.
+        if e.kind() == std::io::ErrorKind::UnexpectedEof && !body.is_empty() {
+            Ok(0)
+        } else {
+            Err(e)
+        }
+    })?;
+    if !body.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other("not a 200"));
+    }
+    Ok(resumed)
+}
+
+async fn resume_load(addr: SocketAddr, clients: usize, conns: usize, secs: u64, tls12: bool) {
+    let pool: Arc<Vec<tokio_rustls::TlsConnector>> = Arc::new(
+        (0..clients)
+            .map(|_| tokio_rustls::TlsConnector::from(Arc::new(client_config(tls12))))
+            .collect(),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let run = |deadline: Option<Instant>, rounds: Option<u64>| {
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let (pool, next) = (pool.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut lat, mut resumed, mut errors) = (Vec::new(), 0u64, 0u64);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if rounds.is_some_and(|r| i >= r) || deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match resume_once(addr, &pool[i as usize % pool.len()]).await {
+                        Ok(r) => {
+                            lat.push(t.elapsed().as_micros() as u64);
+                            resumed += r as u64;
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (lat, resumed, errors)
+            }));
+        }
+        tasks
+    };
+    // Every client visits once: its first, full handshake leaves it a session to resume.
+    for t in run(None, Some(clients as u64)) {
+        let _ = t.await;
+    }
+    next.store(0, Ordering::Relaxed);
+    let start = Instant::now();
+    let (mut all, mut resumed, mut errors) = (Vec::new(), 0, 0);
+    for t in run(Some(start + Duration::from_secs(secs)), None) {
+        if let Ok((l, r, e)) = t.await {
+            all.extend(l);
+            resumed += r;
+            errors += e;
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let n = all.len() as u64;
+    println!(
+        "{{\"requests\":{n},\"rps\":{:.1},\"resumed\":{:.4},\"errors\":{errors},\"p50_ms\":{:.3},\"p99_ms\":{:.3}}}",
+        n as f64 / wall,
+        if n > 0 { resumed as f64 / n as f64 } else { 0.0 },
+        percentile(&all, 0.5) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -290,6 +401,13 @@ async fn main() {
         Cmd::SseServer { addr, interval_ms } => sse_server(addr, Duration::from_millis(interval_ms)).await,
         Cmd::WsLoad { addr, conns, secs } => ws_load(addr, conns, secs).await,
         Cmd::SseLoad { addr, conns, secs } => sse_load(addr, conns, secs).await,
+        Cmd::ResumeLoad {
+            addr,
+            clients,
+            conns,
+            secs,
+            tls12,
+        } => resume_load(addr, clients, conns, secs, tls12).await,
         Cmd::Idle {
             addr,
             conns,
