@@ -111,12 +111,30 @@ pub fn to_upstream(
         let _ = req.insert_header(header::CONNECTION, "upgrade");
     }
     if let Some(h) = host {
-        let value = match fwd.host_header {
-            HostHeader::Client => h.to_owned(),
-            HostHeader::NginxHost => gateway_routing::normalize_host(h).into_owned(),
+        // The request usually carries `h` as its Host already (a copy of the client's):
+        // its value is shared instead of copied.
+        let current = req
+            .headers
+            .get(header::HOST)
+            .filter(|v| v.as_bytes() == h.as_bytes())
+            .cloned();
+        let forwarded_host = match &current {
+            Some(v) => v.clone(),
+            None => HeaderValue::from_str(h).unwrap_or_else(|_| HeaderValue::from_static("")),
         };
-        let _ = req.insert_header(header::HOST, value);
-        let _ = req.insert_header(X_FORWARDED_HOST, h);
+        match fwd.host_header {
+            HostHeader::Client if current.is_some() => {}
+            HostHeader::Client => {
+                let _ = req.insert_header(header::HOST, forwarded_host.clone());
+            }
+            HostHeader::NginxHost => {
+                let name = gateway_routing::normalize_host(h);
+                if current.is_none() || name != h {
+                    let _ = req.insert_header(header::HOST, name.into_owned());
+                }
+            }
+        }
+        let _ = req.insert_header(X_FORWARDED_HOST, forwarded_host);
     }
     let trusted = client.is_some_and(|ip| fwd.trusted_proxies.iter().any(|n| n.contains(&ip)));
     if !trusted {
@@ -124,30 +142,34 @@ pub fn to_upstream(
         // not a trusted proxy it is dropped, as X-Forwarded-For is replaced.
         req.remove_header(&header::FORWARDED);
     }
-    let incoming: Vec<String> = req
-        .headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect();
     let client_text = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let xff = if trusted && !incoming.is_empty() {
-        format!("{}, {client_text}", incoming.join(", "))
-    } else {
-        client_text.clone()
-    };
-    // Behind a trusted proxy, the real client is the last address it did not add itself.
-    let real_ip = if trusted {
-        xff.rsplit(',')
+    let (xff, real_ip) = if trusted {
+        let incoming: Vec<String> = req
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let xff = if incoming.is_empty() {
+            client_text.clone()
+        } else {
+            format!("{}, {client_text}", incoming.join(", "))
+        };
+        // Behind a trusted proxy, the real client is the last address it did not add itself.
+        let real_ip = xff
+            .rsplit(',')
             .map(str::trim)
             .find(|a| {
                 a.parse::<IpAddr>()
                     .is_ok_and(|ip| !fwd.trusted_proxies.iter().any(|n| n.contains(&ip)))
             })
             .unwrap_or(&client_text)
-            .to_owned()
+            .to_owned();
+        (header_value(xff), header_value(real_ip))
     } else {
-        client_text
+        // One value for both fields (shared, not copied).
+        let v = header_value(client_text);
+        (v.clone(), v)
     };
     // Framing fields as the gateway writes them, not as the client spelled them
     // (`CHUNKED`, `0003`): the edge accepted exactly one of each, so these are equivalent,
@@ -160,6 +182,11 @@ pub fn to_upstream(
     let _ = req.insert_header(X_FORWARDED_FOR, xff);
     let _ = req.insert_header(X_REAL_IP, real_ip);
     let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+}
+
+/// `text` as a header value; an address or a list of them is always a valid one.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Removes hop-by-hop headers from an upstream response (kept on a 101 upgrade).

@@ -263,12 +263,12 @@ impl ProxyHttp for Gateway {
         let uri = http::Uri::try_from(ctx.upstream_path.as_str()).map_err(|_| http_error(400))?;
         upstream.set_uri(uri);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let downstream_host = headers::request_host(session.req_header()).map(str::to_owned);
+        let downstream_host = headers::request_host(session.req_header());
         headers::to_upstream(
             upstream,
             &ctx.snap.config.forwarding,
             client,
-            downstream_host.as_deref(),
+            downstream_host,
             ctx.upgrade_forwarded,
         );
         if downstream_host.is_none() {

@@ -1,0 +1,197 @@
+//! The upstream keepalive pool (vendor/pingora-core/PATCHED.md, "Idle upstream connections
+//! without a watcher task each"): the warmest idle connection is reused first, as nginx's
+//! keepalive cache does, and an idle connection the upstream closes is closed on the
+//! gateway's side too (no socket left in CLOSE_WAIT), then replaced by a new one.
+
+mod harness;
+
+use harness::gateway::simple_config;
+use harness::{client, Gateway};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// An HTTP/1.1 keep-alive upstream whose answers name the connection that carried them
+/// (the gateway's local port of that connection). `/hold/N` is answered once `release(N)`
+/// was called; `/close` is answered, then the connection closed 200 ms later (a short
+/// upstream keepalive timeout); anything else at once.
+struct Upstream {
+    addr: SocketAddr,
+    released: watch::Sender<usize>,
+    in_flight: Arc<AtomicUsize>,
+    /// Connections closed by the upstream after `/close`.
+    closed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (released, watch_rx) = watch::channel(0usize);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (flight, shut) = (in_flight.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, peer)) = listener.accept().await {
+                conns.spawn(serve(
+                    stream,
+                    peer.port(),
+                    watch_rx.clone(),
+                    flight.clone(),
+                    shut.clone(),
+                ));
+            }
+        });
+        Upstream {
+            addr,
+            released,
+            in_flight,
+            closed,
+            task,
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.released.send_replace(n);
+    }
+}
+
+async fn serve(
+    mut s: TcpStream,
+    id: u16,
+    mut released: watch::Receiver<usize>,
+    in_flight: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        if let Some(n) = path.strip_prefix("/hold/").and_then(|n| n.parse::<usize>().ok()) {
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            let _ = released.wait_for(|r| *r >= n).await;
+        }
+        let body = id.to_string();
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        if s.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+        if path == "/close" {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(s);
+            closed.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+fn one_thread(upstream: SocketAddr) -> String {
+    // One worker thread, so one pool: each thread has its own, like an nginx worker.
+    simple_config(upstream, "").replace("threads = 2", "threads = 1")
+}
+
+async fn get(c: &reqwest::Client, gw: &Gateway, path: &str) -> String {
+    let r = harness::within(STEP, path, c.get(gw.url(path)).send())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
+/// Two upstream connections are released A then B; the next request gets B, the one used
+/// last (nginx's keepalive cache order). Pingora's pool handed out A, the oldest.
+#[tokio::test]
+async fn the_most_recently_released_upstream_connection_is_reused_first() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&one_thread(up.addr)).await;
+    let (a, b) = (client::http(false), client::http(false));
+    let first = tokio::spawn({
+        let (a, url) = (a.clone(), gw.url("/hold/1"));
+        async move { a.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let second = tokio::spawn({
+        let (b, url) = (b.clone(), gw.url("/hold/2"));
+        async move { b.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    harness::poll_until(STEP, "both requests at the upstream", || async {
+        (up.in_flight.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    up.release(1);
+    let conn_a = harness::within(STEP, "the first answer", first).await.unwrap();
+    up.release(2);
+    let conn_b = harness::within(STEP, "the second answer", second).await.unwrap();
+    assert_ne!(conn_a, conn_b, "two requests in flight, two upstream connections");
+    // On B's client connection: its previous request (and the release of its upstream
+    // connection) is finished before this one starts.
+    assert_eq!(
+        get(&b, &gw, "/next").await,
+        conn_b,
+        "the warmest connection first"
+    );
+    assert_eq!(
+        get(&a, &gw, "/next").await,
+        conn_b,
+        "and again, as it came back first"
+    );
+}
+
+/// The upstream closes an idle keepalive connection: the gateway closes its end within
+/// about a second (the pool's sweep), and the next request opens a new connection.
+#[tokio::test]
+async fn an_idle_upstream_connection_closed_by_the_upstream_is_closed_and_replaced() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&one_thread(up.addr)).await;
+    let c = client::http(false);
+    let first: u16 = get(&c, &gw, "/close").await.parse().unwrap();
+    // The gateway's end of that connection: local port `first`, remote `up.addr`.
+    let close_wait = || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let local = format!(":{:04X} ", first);
+        let remote = format!(":{:04X} ", up.addr.port());
+        table.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && (f[1].to_owned() + " ").ends_with(&local)
+                && (f[2].to_owned() + " ").ends_with(&remote)
+                && f[3] == "08"
+        })
+    };
+    harness::poll_until(STEP, "the upstream closing its end", || async {
+        (up.closed.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    harness::poll_until(
+        Duration::from_secs(5),
+        "the gateway's end of the closed connection closed",
+        || async { (!close_wait()).then_some(()) },
+    )
+    .await;
+    let next: u16 = get(&c, &gw, "/again").await.parse().unwrap();
+    assert_ne!(next, first, "a new upstream connection");
+}
