@@ -271,17 +271,29 @@ async fn websocket_is_copied_in_one_loop() {
         assert_eq!(&echoed, m);
     }
     let _ = harness::within(STEP, "closing", ws.close(None)).await;
-    harness::poll_until(STEP, "the access log line of the WebSocket", || async {
-        gw.stdout()
-            .contains("\"GET /ws/echo HTTP/1.1\" 101")
-            .then_some(())
+    // The upstream ends first: its Close frame reaches the client, then the end.
+    let mut ws = wss(&gw, "/ws/echo").await;
+    harness::within(STEP, "sending", ws.send(Message::text("close-me")))
+        .await
+        .unwrap();
+    match harness::within(STEP, "the upstream's Close frame", ws.next()).await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.reason.as_str(), "bye"),
+        other => panic!("expected the upstream's Close frame, got {other:?}"),
+    }
+    let end = harness::within(STEP, "the end of the connection", ws.next()).await;
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
+    harness::poll_until(STEP, "the access log lines of both WebSockets", || async {
+        (gw.stdout().matches("\"GET /ws/echo HTTP/1.1\" 101").count() == 2).then_some(())
     })
     .await;
     assert_eq!(
         gw.stderr()
             .matches("upgraded connection: copied in one loop")
             .count(),
-        1,
+        2,
         "{}",
         gw.stderr()
     );

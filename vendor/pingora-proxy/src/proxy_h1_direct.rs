@@ -20,7 +20,9 @@ where
     /// it is an upgrade request on both sides or on neither, and neither the cache, a retry
     /// buffer, a custom downstream or a subrequest needs the two-way pipe.
     pub(super) fn can_proxy_1to1_direct(session: &mut Session, upstream_upgrade: bool) -> bool {
-        upstream_upgrade == session.downstream_session.is_upgrade_req()
+        // The loops below do not run upstream modules.
+        !cfg!(feature = "upstream_modules")
+            && upstream_upgrade == session.downstream_session.is_upgrade_req()
             && !session.downstream_session.is_custom()
             && !session.downstream_session.is_subrequest()
             && !session.downstream_session.supports_proxy_task_api()
@@ -81,8 +83,9 @@ where
             let mut task = match read {
                 Ok(task) => task,
                 Err(e) => {
-                    // As the two-way pipe does: whatever was written downstream is flushed,
-                    // then the upstream error is returned.
+                    // As the two-way pipe passes it on: `write_response_tasks` returns the
+                    // upstream error (`Ok` is not expected; if it came, neither connection
+                    // would be reused).
                     session
                         .write_response_tasks(vec![HttpTask::Failed(e.into_up())])
                         .await?;
@@ -140,9 +143,13 @@ where
         debug!("upgraded connection: copied in one loop");
         let mut serve_from_cache = ServeFromCache::new();
         let mut range_body_filter = RangeBodyFilter::new();
+        // A failed write upstream stops the client-to-upstream direction only: what the
+        // upstream still sends (a WebSocket Close frame) is relayed until it ends, as
+        // `proxy_handle_upstream` keeps reading after a send error.
+        let mut send_error: Option<Box<Error>> = None;
         loop {
             tokio::select! {
-                res = session.downstream_session.read_body_or_idle(false) => {
+                res = session.downstream_session.read_body_or_idle(false), if send_error.is_none() => {
                     let mut data = res.map_err(|e| e.into_down())?;
                     // The client closed its side: the upgraded exchange is over.
                     let end = data.is_none() || session.is_body_done();
@@ -153,11 +160,19 @@ where
                     self.inner
                         .request_body_filter(session, &mut data, end, ctx)
                         .await?;
+                    // As `send_body_to_pipe`: a filter that takes the data away ends it too.
+                    let upstream_end = end || data.is_none();
                     client_session.maybe_upgrade_body_writer();
-                    if let Some(d) = data.filter(|d| !d.is_empty()) {
-                        client_session.write_body(&d).await.map_err(|e| e.into_up())?;
+                    let sent = match data.filter(|d| !d.is_empty()) {
+                        Some(d) => client_session.write_body(&d).await.map(|_| ()),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = sent {
+                        warn!("send error, draining the upgraded upstream: {e}");
+                        send_error = Some(e.into_up());
+                        continue;
                     }
-                    if end {
+                    if upstream_end {
                         client_session.finish_body().await.map_err(|e| e.into_up())?;
                         break;
                     }
@@ -166,8 +181,9 @@ where
                     let mut task = match res {
                         Ok(task) => task,
                         Err(e) => {
+                            let e = send_error.take().unwrap_or(e).into_up();
                             session
-                                .write_response_tasks(vec![HttpTask::Failed(e.into_up())])
+                                .write_response_tasks(vec![HttpTask::Failed(e)])
                                 .await?;
                             break;
                         }

@@ -262,7 +262,8 @@ pub async fn echo() -> Upstream {
     }
 }
 
-/// A WebSocket echo upstream (any path).
+/// A WebSocket echo upstream (any path). The text `close-me` is answered with a Close frame
+/// (1000, "bye") and the end of the connection: the upstream ends first.
 pub async fn ws_echo() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -277,6 +278,17 @@ pub async fn ws_echo() -> Upstream {
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
+                    if msg.to_text().is_ok_and(|t| t == "close-me") {
+                        use tokio_tungstenite::tungstenite::protocol::{
+                            frame::coding::CloseCode, CloseFrame,
+                        };
+                        let bye = CloseFrame {
+                            code: CloseCode::Normal,
+                            reason: "bye".into(),
+                        };
+                        let _ = ws.close(Some(bye)).await;
+                        break;
+                    }
                     if msg.is_text() || msg.is_binary() {
                         if ws.send(msg).await.is_err() {
                             break;

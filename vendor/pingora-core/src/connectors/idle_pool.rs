@@ -83,7 +83,9 @@ impl IdlePool {
         unexpected_data: &Arc<AtomicU64>,
         callback: &Option<PoolCallback>,
     ) {
-        if self.capacity == 0 {
+        // No room, or no time to idle (`keepalive_timeout` 0): closed now, as upstream's
+        // watcher closed it on its first poll.
+        if self.capacity == 0 || timeout == Some(Duration::ZERO) {
             return;
         }
         let now = Instant::now();
@@ -101,13 +103,14 @@ impl IdlePool {
         }
         drop(evicted);
         if !self.sweeping.swap(true, Ordering::AcqRel) {
-            Self::start_sweeper(Arc::downgrade(self), unexpected_data.clone(), callback.clone());
+            Self::start_sweeper(Arc::downgrade(self), unexpected_data.clone());
         }
     }
 
     /// Closes the connections that expired or that the server closed (or wrote to); returns
-    /// how many are left.
-    fn sweep(&self, unexpected_data: &AtomicU64, callback: &Option<PoolCallback>) -> usize {
+    /// how many are left. (`keepalive_pool_callback` is called for evictions only, as
+    /// upstream's watcher calls it.)
+    fn sweep(&self, unexpected_data: &AtomicU64) -> usize {
         let now = Instant::now();
         let mut idle = self.idle.lock();
         let (mut keep, mut gone) = (Vec::with_capacity(idle.len()), Vec::new());
@@ -121,26 +124,18 @@ impl IdlePool {
         *idle = keep;
         let left = idle.len();
         drop(idle);
-        if let Some(cb) = callback {
-            for c in &gone {
-                cb(now.saturating_duration_since(c.since));
-            }
-        }
+        drop(gone);
         left
     }
 
     /// One task per connector, on the thread that released the connection (as upstream's
     /// watchers are spawned), ending when the pool is gone or empty.
-    fn start_sweeper(
-        pool: Weak<Self>,
-        unexpected_data: Arc<AtomicU64>,
-        callback: Option<PoolCallback>,
-    ) {
+    fn start_sweeper(pool: Weak<Self>, unexpected_data: Arc<AtomicU64>) {
         pingora_runtime::current_handle().spawn(async move {
             loop {
                 pingora_timeout::fast_timeout::fast_sleep(SWEEP_EVERY).await;
                 let Some(pool) = pool.upgrade() else { return };
-                if pool.sweep(&unexpected_data, &callback) > 0 {
+                if pool.sweep(&unexpected_data) > 0 {
                     continue;
                 }
                 pool.sweeping.store(false, Ordering::Release);

@@ -254,9 +254,10 @@ impl TransportConnector {
         let stream = self
             .idle_pool
             .take(peer.reuse_hash(), &self.unexpected_data_conn_count)?;
-        // The pool is keyed by `reuse_hash()`; the address the socket is connected to is
-        // compared as upstream does, from the address cached in the socket digest (one
-        // `getpeername` per connection instead of one per reuse).
+        // The pool is keyed by `reuse_hash()`; the peer's address is compared with the one
+        // the connection was opened to (kept in its socket digest) instead of `getpeername`
+        // on every reuse: the stream owns its fd, so it cannot have been reused for another
+        // socket.
         #[cfg(unix)]
         if !stream_matches_peer(peer, &stream) {
             return None;
@@ -419,8 +420,8 @@ use tokio::io::AsyncReadExt;
 mod idle_pool;
 
 /// gateway patch: `Peer::matches_fd` without a `getpeername` per reuse: the stream's socket
-/// digest caches the peer address from its first use. Proxied peers (a Unix socket next hop)
-/// and streams without a digest are checked as upstream checks them.
+/// digest holds the address it was connected to. Proxied peers (a Unix socket next hop) and
+/// streams without a digest are checked as upstream checks them.
 #[cfg(unix)]
 fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     use crate::protocols::l4::socket::SocketAddr as PeerAddr;
@@ -434,7 +435,7 @@ fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
     match (peer.address(), cached) {
         (PeerAddr::Inet(want), PeerAddr::Inet(got)) => {
             // As `check_fd_match`: 0.0.0.0 as a destination may be mapped to 127.0.0.1.
-            want.ip().is_unspecified() || want == got
+            matches!(want.ip(), std::net::IpAddr::V4(v4) if v4.is_unspecified()) || want == got
         }
         _ => peer.matches_fd(stream.id()),
     }
