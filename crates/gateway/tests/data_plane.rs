@@ -299,6 +299,65 @@ async fn websocket_is_copied_in_one_loop() {
     );
 }
 
+/// The access log shows what the client got, as nginx logs it: the status already sent when
+/// the upstream cuts its body short (200, not 502), and 499 for a client that left before
+/// any response.
+#[tokio::test]
+async fn access_log_status_is_what_the_client_got() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = counted.clone();
+            conns.spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let short = buf[..n].starts_with(b"GET /short ");
+                seen.fetch_add(1, Ordering::SeqCst);
+                if short {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+                        .await;
+                } else {
+                    // Never answers; waits for the gateway to close.
+                    let _ = s.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&simple_config(addr, "")).await;
+    let r = harness::within(
+        STEP,
+        "the cut response",
+        client::http(false).get(gw.url("/short")).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "the body is cut short");
+    let (mut tls, _) = client::tls(gw.https, "localhost").await;
+    tls.write_all(b"GET /left HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    harness::poll_until(STEP, "the request at the upstream", || async {
+        (seen.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    drop(tls);
+    harness::poll_until(STEP, "both access log lines", || async {
+        let log = gw.stdout();
+        (log.contains("\"GET /short HTTP/1.1\" 200 ") && log.contains("\"GET /left HTTP/1.1\" 499 "))
+            .then_some(())
+    })
+    .await;
+    task.abort();
+}
+
 #[tokio::test]
 async fn compression_follows_type_length_and_preference() {
     let up = upstream::echo().await;

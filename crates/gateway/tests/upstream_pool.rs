@@ -19,8 +19,10 @@ const STEP: Duration = Duration::from_secs(10);
 
 /// An HTTP/1.1 keep-alive upstream whose answers name the connection that carried them
 /// (the gateway's local port of that connection). `/hold/N` is answered once `release(N)`
-/// was called; `/close` is answered, then the connection closed 200 ms later (a short
-/// upstream keepalive timeout); anything else at once.
+/// was called; `/arm/N` too, and the connection then closes without answering the next
+/// request it reads (an upstream closing idle connections as a request arrives); `/close`
+/// is answered, then the connection closed 200 ms later (a short upstream keepalive
+/// timeout); anything else at once.
 struct Upstream {
     addr: SocketAddr,
     released: watch::Sender<usize>,
@@ -78,6 +80,7 @@ async fn serve(
     closed: Arc<AtomicUsize>,
 ) {
     let mut buf = Vec::new();
+    let mut armed = false;
     loop {
         let end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -92,7 +95,12 @@ async fn serve(
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-        if let Some(n) = path.strip_prefix("/hold/").and_then(|n| n.parse::<usize>().ok()) {
+        if armed {
+            return;
+        }
+        armed = path.starts_with("/arm/");
+        let held = path.strip_prefix("/hold/").or_else(|| path.strip_prefix("/arm/"));
+        if let Some(n) = held.and_then(|n| n.parse::<usize>().ok()) {
             in_flight.fetch_add(1, Ordering::SeqCst);
             let _ = released.wait_for(|r| *r >= n).await;
         }
@@ -194,4 +202,43 @@ async fn an_idle_upstream_connection_closed_by_the_upstream_is_closed_and_replac
     .await;
     let next: u16 = get(&c, &gw, "/again").await.parse().unwrap();
     assert_ne!(next, first, "a new upstream connection");
+}
+
+/// Two pooled connections that the upstream closes as the next request arrives: the GET is
+/// retried once, on a new connection, and answered (nginx goes on past failed cached
+/// connections too). Before, the retry took the second dead pooled connection: 502.
+#[tokio::test]
+async fn a_retry_after_a_dead_pooled_connection_goes_to_a_new_one() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&one_thread(up.addr)).await;
+    let (a, b) = (client::http(false), client::http(false));
+    let first = tokio::spawn({
+        let (a, url) = (a.clone(), gw.url("/arm/1"));
+        async move { a.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let second = tokio::spawn({
+        let (b, url) = (b.clone(), gw.url("/arm/1"));
+        async move { b.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    harness::poll_until(STEP, "both requests at the upstream", || async {
+        (up.in_flight.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    up.release(1);
+    let armed = [
+        harness::within(STEP, "the first answer", first).await.unwrap(),
+        harness::within(STEP, "the second answer", second).await.unwrap(),
+    ];
+    assert_ne!(armed[0], armed[1], "two pooled connections, both armed");
+    let served = get(&b, &gw, "/victim").await;
+    assert!(
+        !armed.contains(&served),
+        "answered on a new connection: {served} vs {armed:?}"
+    );
+    assert!(
+        client::scrape(gw.metrics)
+            .await
+            .contains("gateway_upstream_retries_total{upstream=\"echo\"} 1"),
+        "one retry counted"
+    );
 }

@@ -26,6 +26,9 @@ pub struct Gateway {
 }
 
 /// Per-request state, typed.
+/// `HttpPeer::group_key` of a retry: no pooled connection is ever kept under it.
+const RETRY_ON_A_NEW_CONNECTION: u64 = u64::MAX;
+
 pub struct Ctx {
     pub snap: Arc<Snapshot>,
     pub started: Instant,
@@ -250,6 +253,15 @@ impl ProxyHttp for Gateway {
         } else {
             up.timeouts.idle
         });
+        if ctx.retried {
+            // The first attempt met a pooled connection the upstream had closed; the other
+            // idle ones are likely closed too (upstreams close them at their own keepalive
+            // timeout, all at once). Like nginx, which does not count a failed cached
+            // connection as a try and goes on until a new one: the retry is keyed apart from
+            // the pool, so it opens a new connection, which is then closed, not pooled.
+            peer.group_key = RETRY_ON_A_NEW_CONNECTION;
+            peer.options.idle_timeout = Some(Duration::ZERO);
+        }
         Ok(Box::new(peer))
     }
 
@@ -418,8 +430,7 @@ impl ProxyHttp for Gateway {
     /// fails, or the response read meets EOF or a reset before any byte of the response
     /// (`RetryType::ReusedOnly`, set by pingora-core only in that case). The request never
     /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, PUT, DELETE)
-    /// is sent once more (the failed connection is not pooled again, so normally on a new
-    /// one; a pooled one is first checked for EOF), provided no request body byte has been read
+    /// is sent once more, on a new connection (`upstream_peer`), provided no request body byte has been read
     /// from the client (none was sent upstream) and no response has been started. A POST is
     /// never sent twice; every other error stays final.
     fn error_while_proxy(
@@ -484,11 +495,16 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[ctx.upstream_name(), kind])
                 .inc();
         }
-        if status > 0 {
-            ctx.status = status;
-            if session.response_written().is_none() {
+        // The access log and the metrics show what the client got, as nginx logs it: the
+        // status already sent when the response broke off midway (the upstream cut its body
+        // short), 499 when the client left before any response.
+        if session.response_written().is_none() {
+            if status > 0 {
+                ctx.status = status;
                 session.set_keepalive(None);
                 let _ = respond::send(session, status, &[], None, &ctx.snap.security_headers).await;
+            } else if *e.esource() == ErrorSource::Downstream {
+                ctx.status = 499;
             }
         }
         FailToProxy {

@@ -39,7 +39,8 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
         upstream_keepalive_pool_size: cfg.upstreams.iter().map(|u| u.keepalive).sum::<usize>().max(1),
         // Total attempts, not retries. Connection failures are never retried (fast 502,
         // `fail_to_connect`); the second attempt is only for an idempotent request that met a
-        // pooled connection the upstream had just closed (`error_while_proxy` in proxy.rs).
+        // pooled connection the upstream had just closed, and goes to a new connection
+        // (`error_while_proxy` and `upstream_peer` in proxy.rs).
         max_retries: 2,
         // Like nginx workers: each thread runs its own connections; measured faster than
         // work stealing on 2 cores (fewer cross-thread wake-ups).
