@@ -131,6 +131,39 @@ async fn get(c: &reqwest::Client, gw: &Gateway, path: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// `/{kind}/1` from client `a` and `/{kind}/2` from client `b`, both held at the upstream at
+/// once (so on two upstream connections), answered in that order: the gateway releases A's
+/// upstream connection, then B's. Returns their names.
+async fn two_upstream_connections(
+    up: &Upstream,
+    gw: &Gateway,
+    clients: [&reqwest::Client; 2],
+    kind: &str,
+) -> [String; 2] {
+    let held: Vec<_> = clients
+        .iter()
+        .zip(1..)
+        .map(|(c, n)| {
+            let (c, url) = ((*c).clone(), gw.url(&format!("/{kind}/{n}")));
+            tokio::spawn(async move { c.get(url).send().await.unwrap().text().await.unwrap() })
+        })
+        .collect();
+    harness::poll_until(STEP, "both requests at the upstream", || async {
+        (up.in_flight.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    let mut names = Vec::new();
+    for (n, answer) in (1..).zip(held) {
+        up.release(n);
+        names.push(harness::within(STEP, "the held answer", answer).await.unwrap());
+    }
+    assert_ne!(
+        names[0], names[1],
+        "two requests in flight, two upstream connections"
+    );
+    [names[0].clone(), names[1].clone()]
+}
+
 /// Two upstream connections are released A then B; the next request gets B, the one used
 /// last (nginx's keepalive cache order). Pingora's pool handed out A, the oldest.
 #[tokio::test]
@@ -138,23 +171,7 @@ async fn the_most_recently_released_upstream_connection_is_reused_first() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&one_thread(up.addr)).await;
     let (a, b) = (client::http(false), client::http(false));
-    let first = tokio::spawn({
-        let (a, url) = (a.clone(), gw.url("/hold/1"));
-        async move { a.get(url).send().await.unwrap().text().await.unwrap() }
-    });
-    let second = tokio::spawn({
-        let (b, url) = (b.clone(), gw.url("/hold/2"));
-        async move { b.get(url).send().await.unwrap().text().await.unwrap() }
-    });
-    harness::poll_until(STEP, "both requests at the upstream", || async {
-        (up.in_flight.load(Ordering::SeqCst) == 2).then_some(())
-    })
-    .await;
-    up.release(1);
-    let conn_a = harness::within(STEP, "the first answer", first).await.unwrap();
-    up.release(2);
-    let conn_b = harness::within(STEP, "the second answer", second).await.unwrap();
-    assert_ne!(conn_a, conn_b, "two requests in flight, two upstream connections");
+    let [_, conn_b] = two_upstream_connections(&up, &gw, [&a, &b], "hold").await;
     // On B's client connection: its previous request (and the release of its upstream
     // connection) is finished before this one starts.
     assert_eq!(
@@ -212,24 +229,7 @@ async fn a_retry_after_a_dead_pooled_connection_goes_to_a_new_one() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&one_thread(up.addr)).await;
     let (a, b) = (client::http(false), client::http(false));
-    let first = tokio::spawn({
-        let (a, url) = (a.clone(), gw.url("/arm/1"));
-        async move { a.get(url).send().await.unwrap().text().await.unwrap() }
-    });
-    let second = tokio::spawn({
-        let (b, url) = (b.clone(), gw.url("/arm/1"));
-        async move { b.get(url).send().await.unwrap().text().await.unwrap() }
-    });
-    harness::poll_until(STEP, "both requests at the upstream", || async {
-        (up.in_flight.load(Ordering::SeqCst) == 2).then_some(())
-    })
-    .await;
-    up.release(1);
-    let armed = [
-        harness::within(STEP, "the first answer", first).await.unwrap(),
-        harness::within(STEP, "the second answer", second).await.unwrap(),
-    ];
-    assert_ne!(armed[0], armed[1], "two pooled connections, both armed");
+    let armed = two_upstream_connections(&up, &gw, [&a, &b], "arm").await;
     let served = get(&b, &gw, "/victim").await;
     assert!(
         !armed.contains(&served),

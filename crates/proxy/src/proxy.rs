@@ -25,10 +25,10 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
 }
 
-/// Per-request state, typed.
 /// `HttpPeer::group_key` of a retry: no pooled connection is ever kept under it.
 const RETRY_ON_A_NEW_CONNECTION: u64 = u64::MAX;
 
+/// Per-request state, typed.
 pub struct Ctx {
     pub snap: Arc<Snapshot>,
     pub started: Instant,
