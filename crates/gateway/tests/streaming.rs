@@ -8,7 +8,7 @@
 mod harness;
 
 use harness::gateway::simple_config;
-use harness::wire::{dechunk_prefix, find, h2_connect, h2_request, header_values, within};
+use harness::wire::{dechunk_prefix, find, h2_connect, h2_request, header_values, read_head, within};
 use harness::{client, Gateway};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -70,13 +70,8 @@ impl Streamer {
 }
 
 async fn serve(mut s: TcpStream, sent: Arc<watch::Sender<usize>>) {
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while find(&head, b"\r\n\r\n").is_none() {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
+    if read_head(&mut s, &mut Vec::new()).await.is_none() {
+        return;
     }
     sent.send_replace(0);
     let start = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\

@@ -59,15 +59,8 @@ impl Recorder {
         let mut buf = Vec::new();
         loop {
             // One request: head, then a Content-Length or chunked body.
-            let head_end = loop {
-                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break p + 4;
-                }
-                let mut chunk = [0u8; 8192];
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
+            let Some(head_end) = super::wire::read_head(&mut conn, &mut buf).await else {
+                return;
             };
             let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
             let cl: usize = head

@@ -24,6 +24,22 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Reads from `conn` into `buf` until it holds a whole HTTP head; returns the index just past
+/// its blank line, or `None` if the connection ends or fails first.
+pub async fn read_head<R: tokio::io::AsyncRead + Unpin>(conn: &mut R, buf: &mut Vec<u8>) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        let mut chunk = [0u8; 8192];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// The values of header `name` in a head (status or request line first).
 pub fn header_values<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
     head.split("\r\n")
