@@ -80,7 +80,7 @@ where
                     }
                 }
             };
-            let mut task = match read {
+            let task = match read {
                 Ok(task) => task,
                 Err(e) => {
                     // As the two-way pipe passes it on: `write_response_tasks` returns the
@@ -93,18 +93,9 @@ where
                 }
             };
             let upstream_done = task.is_end();
-            session.upstream_compression.response_filter(&mut task);
-            let task = self
-                .h1_response_filter(
-                    session,
-                    task,
-                    ctx,
-                    &mut serve_from_cache,
-                    &mut range_body_filter,
-                    false,
-                )
+            let response_done = self
+                .relay_response_task(session, task, ctx, &mut serve_from_cache, &mut range_body_filter)
                 .await?;
-            let response_done = session.write_response_tasks(vec![task]).await?;
             if session.was_upgraded() {
                 // 101 written downstream: both connections now carry the upgraded protocol.
                 self.proxy_upgraded_direct(session, client_session, ctx)
@@ -124,6 +115,27 @@ where
         };
         // An upstream response not read to its end leaves bytes on the connection.
         Ok((reuse_downstream, upstream_done))
+    }
+
+    /// Writes one upstream response task downstream after the filters the pipe applies to it
+    /// (`process_upstream_tasks`); returns whether the downstream response is done.
+    async fn relay_response_task(
+        &self,
+        session: &mut Session,
+        mut task: HttpTask,
+        ctx: &mut SV::CTX,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut RangeBodyFilter,
+    ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        session.upstream_compression.response_filter(&mut task);
+        let task = self
+            .h1_response_filter(session, task, ctx, serve_from_cache, range_body_filter, false)
+            .await?;
+        session.write_response_tasks(vec![task]).await
     }
 
     /// Copies an upgraded connection (WebSocket) both ways until either side ends, each read
@@ -178,7 +190,7 @@ where
                     }
                 }
                 res = client_session.read_response_task() => {
-                    let mut task = match res {
+                    let task = match res {
                         Ok(task) => task,
                         Err(e) => {
                             let e = send_error.take().unwrap_or(e).into_up();
@@ -189,18 +201,8 @@ where
                         }
                     };
                     let end = task.is_end();
-                    session.upstream_compression.response_filter(&mut task);
-                    let task = self
-                        .h1_response_filter(
-                            session,
-                            task,
-                            ctx,
-                            &mut serve_from_cache,
-                            &mut range_body_filter,
-                            false,
-                        )
+                    self.relay_response_task(session, task, ctx, &mut serve_from_cache, &mut range_body_filter)
                         .await?;
-                    session.write_response_tasks(vec![task]).await?;
                     if end {
                         break;
                     }
