@@ -38,37 +38,117 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
 /// paths (certificates, webroot) at its directory.
 pub fn parse(src: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let loc = Locator::new(path, src);
-    let file = deserialize(src, &loc)?;
+    let (file, mut errors) = deserialize(src, &loc);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    validate::convert(file, &loc, path, &base, env)
+    // The rest of the file (without what could not be read) is checked too.
+    let Some(file) = file else {
+        return Err(ConfigErrors(errors));
+    };
+    match validate::convert(file, &loc, path, &base, env) {
+        Ok(cfg) if errors.is_empty() => Ok(cfg),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(more) => {
+            errors.extend(more.0);
+            errors.sort_by_key(|e| (e.line, e.column));
+            errors.dedup();
+            Err(ConfigErrors(errors))
+        }
+    }
 }
 
-/// Deserializes, collecting every unknown key rather than stopping at the first.
+/// Deserializes, collecting every problem of the file rather than stopping at the first.
 ///
-/// serde stops at the first unknown field; after recording it, the `key = value` pair is
-/// blanked out (spaces keep every other offset valid) and the text is read again.
-fn deserialize(src: &str, loc: &Locator<'_>) -> Result<file::File, ConfigErrors> {
+/// serde stops at the first error. After recording it, the text is read again without the
+/// cause, blanked out with spaces (so every other offset stays valid): an unknown key or a
+/// value of the wrong type loses its `key = value` pair, a syntax error its line. A key
+/// blanked this way is then reported missing only by its own error.
+fn deserialize(src: &str, loc: &Locator<'_>) -> (Option<file::File>, Vec<ConfigError>) {
     let mut text = src.to_owned();
     let mut errors = Vec::new();
+    let mut blanked: Vec<String> = Vec::new();
     for _ in 0..64 {
-        match toml_edit::de::from_str::<file::File>(&text) {
-            Ok(file) if errors.is_empty() => return Ok(file),
-            Ok(_) => break,
-            Err(e) => {
-                let start = e.span().map(|s| s.start);
-                errors.push(loc.error(start, describe_de_error(e.message())));
-                let blanked = e
-                    .span()
-                    .filter(|_| e.message().starts_with("unknown field"))
-                    .and_then(|span| blank_key_value(&text, span));
-                match blanked {
-                    Some(t) => text = t,
-                    None => break,
+        let e = match toml_edit::de::from_str::<file::File>(&text) {
+            Ok(file) => return (Some(file), errors),
+            Err(e) => e,
+        };
+        let msg = e.message();
+        if let Some(field) = missing_field(msg) {
+            if blanked.iter().any(|b| b == field) {
+                break;
+            }
+        }
+        errors.push(loc.error(e.span().map(|s| s.start), describe_de_error(msg)));
+        let Some(span) = e.span() else { break };
+        let syntax = toml_edit::ImDocument::parse(text.as_str()).is_err();
+        let next = if syntax {
+            blank_line(&text, span.start)
+        } else if msg.starts_with("unknown field") {
+            blank_key_value(&text, span)
+        } else {
+            blank_pair_containing(&text, span.start).map(|(t, key)| {
+                blanked.push(key);
+                t
+            })
+        };
+        match next {
+            Some(t) if t != text => text = t,
+            _ => break,
+        }
+    }
+    (None, errors)
+}
+
+/// The field of serde's "missing field `name`".
+fn missing_field(msg: &str) -> Option<&str> {
+    msg.trim().strip_prefix("missing field `")?.split('`').next()
+}
+
+/// The text with the line holding `offset` replaced by spaces.
+fn blank_line(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let mut bytes = text.as_bytes().to_vec();
+    for b in &mut bytes[start..end] {
+        *b = b' ';
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The text without the `key = value` pair (of a table, not an inline table) whose value
+/// holds `offset`, and the key's name.
+fn blank_pair_containing(text: &str, offset: usize) -> Option<(String, String)> {
+    let doc = toml_edit::ImDocument::parse(text.to_owned()).ok()?;
+    let (start, end, key) = find_pair_containing(doc.as_item(), offset)?;
+    let mut bytes = text.as_bytes().to_vec();
+    for b in &mut bytes[start..end] {
+        *b = b' ';
+    }
+    Some((String::from_utf8(bytes).ok()?, key))
+}
+
+fn find_pair_containing(item: &toml_edit::Item, offset: usize) -> Option<(usize, usize, String)> {
+    use toml_edit::Item;
+    let in_table = |t: &dyn toml_edit::TableLike| -> Option<(usize, usize, String)> {
+        for (k, v) in t.iter() {
+            if let Some(found) = find_pair_containing(v, offset) {
+                return Some(found);
+            }
+            if let (Item::Value(val), false) = (v, t.is_dotted()) {
+                let key = t.key(k)?;
+                let (Some(ks), Some(vs)) = (key.span(), val.span()) else { continue };
+                if (vs.start..vs.end.max(vs.start + 1)).contains(&offset) {
+                    return Some((ks.start, vs.end, k.to_owned()));
                 }
             }
         }
+        None
+    };
+    match item {
+        Item::Table(t) => in_table(t),
+        Item::ArrayOfTables(a) => a.iter().find_map(|t| in_table(t)),
+        Item::Value(_) | Item::None => None,
     }
-    Err(ConfigErrors(errors))
 }
 
 /// Rewrites serde's message into one a person can act on, with a "did you mean".

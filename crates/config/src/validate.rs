@@ -116,10 +116,10 @@ impl Ctx<'_> {
             let Some(v) = self.text(value) else { continue };
             if name.is_empty() || !name.bytes().all(is_token_byte) {
                 self.err::<()>(value.span().start, format!("`{name}` is not a valid header name"));
-            } else if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            } else if !valid_field_value(&v) {
                 self.err::<()>(
                     value.span().start,
-                    format!("the value of header `{name}` contains a line break or NUL"),
+                    format!("the value of header `{name}` contains a control character (CR, LF, NUL, \\u0001...), which no HTTP field may carry (RFC 9110 §5.5)"),
                 );
             } else {
                 out.push((name.clone(), v));
@@ -127,6 +127,22 @@ impl Ctx<'_> {
         }
         out
     }
+}
+
+/// `max_body = 0` means no limit, as nginx's `client_max_body_size 0`.
+fn body_limit(n: u64) -> u64 {
+    if n == 0 {
+        u64::MAX
+    } else {
+        n
+    }
+}
+
+/// RFC 9110 §5.5: a field value is visible characters, SP, HTAB and obs-text (bytes ≥ 0x80);
+/// any other control byte (CR, LF, NUL, `\u0001`, DEL...) makes the field invalid, and the
+/// data plane could not send it.
+fn valid_field_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -166,14 +182,22 @@ pub(crate) fn convert(
         errors: Vec::new(),
     };
 
-    let listen = Listen {
+    let mut listen = Listen {
         http: cx.addr(&f.listen.http, "0.0.0.0:80"),
         https: cx
             .addr(&f.listen.https, "0.0.0.0:443")
             .unwrap_or_else(|| ([0, 0, 0, 0], 443).into()),
         metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
-        public_https_port: cx.int(&f.listen.public_https_port, 1, 65535, "public_https_port", 443) as u16,
+        public_https_port: 0,
     };
+    // Redirects name the port clients use; by default the HTTPS listener's own.
+    listen.public_https_port = cx.int(
+        &f.listen.public_https_port,
+        1,
+        65535,
+        "public_https_port",
+        i64::from(listen.https.port()),
+    ) as u16;
     // The same port on the same address, or on a wildcard address that includes the other
     // (`0.0.0.0:443` and `127.0.0.1:443`), is one listener as far as clients are concerned.
     let overlaps = |a: SocketAddr, b: SocketAddr| {
@@ -209,7 +233,7 @@ pub(crate) fn convert(
     };
 
     let limits = Limits {
-        max_body: cx.size(&f.limits.max_body, 500 << 20),
+        max_body: body_limit(cx.size(&f.limits.max_body, 500 << 20)),
         max_header_bytes: cx.size(&f.limits.max_header_bytes, 32 << 10) as usize,
         max_header_count: cx.int(&f.limits.max_header_count, 1, 10_000, "max_header_count", 100) as usize,
         header_read_timeout: cx.positive_duration(
@@ -787,7 +811,7 @@ fn routes(
             rewrite,
             websocket: r.websocket.unwrap_or(true),
             compress: r.compress.unwrap_or(true),
-            max_body: cx.size(&r.max_body, limits.max_body),
+            max_body: r.max_body.as_ref().map_or(limits.max_body, |_| body_limit(cx.size(&r.max_body, 0))),
             timeouts,
             response_headers,
         });

@@ -63,8 +63,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{t}` is not a duration ({e}); examples: `30s`, `500ms`, `5m`, `1h`"))
 }
 
-/// Parses sizes the way nginx does: `500M` is 500 MiB; `k`/`K`, `m`/`M`, `g`/`G` with an
-/// optional `B`, `iB`; a bare number is bytes.
+/// Parses sizes the way nginx does (`client_max_body_size`): `500M` or `500MiB` is 500 MiB
+/// (524,288,000 bytes); `k`/`K`, `m`/`M`, `g`/`G`, optionally followed by `iB`; a bare number
+/// (or with `B`) is bytes. `KB`/`MB`/`GB` are refused: they read as decimal units to many.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -73,9 +74,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" | "mb" | "gb" => {
+            let (u, bytes) = match unit.trim().to_ascii_lowercase().as_str() {
+                "kb" => ("K", "1,024"),
+                "mb" => ("M", "1,048,576"),
+                _ => ("G", "1,073,741,824"),
+            };
+            return Err(format!(
+                "`{t}` is ambiguous (decimal or binary?): write `{num}{u}` or `{num}{u}iB`; sizes are binary like nginx's (1 {u}iB = {bytes} bytes)"
+            ));
+        }
         _ => return Err(bad()),
     };
     n.checked_mul(mult).ok_or_else(|| format!("`{t}` is too large"))
@@ -123,6 +134,11 @@ mod tests {
         assert_eq!(parse_size("1g").unwrap(), 1 << 30);
         assert_eq!(parse_size("123").unwrap(), 123);
         assert!(parse_size("12Q").is_err());
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("10B").unwrap(), 10);
+        let e = parse_size("500MB").unwrap_err();
+        assert!(e.contains("ambiguous") && e.contains("`500M`"), "{e}");
+        assert!(parse_size("1kb").unwrap_err().contains("`1K`"));
         assert!(parse_size("99999999999999999999G").is_err());
     }
 }

@@ -186,3 +186,55 @@ fn resolver_takes_ips_with_optional_ports() {
     assert_eq!(line, 2);
     assert!(msg.contains("not a name server address"), "{msg}");
 }
+
+#[test]
+fn every_problem_of_a_file_is_reported_in_one_pass() {
+    // A type error, an unknown key, another type error and a semantic error: all four.
+    let src = format!(
+        "[server]\nthreads = \"four\"\n[limits]\nmax_bdy = \"1M\"\n[listen]\nhttps = \"nowhere\"\n{UP}keepalive = \"many\"\n"
+    );
+    let e = errors(&src);
+    let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![2, 4, 6, 9], "{e}");
+    assert!(e.0[1].message.contains("did you mean `max_body`"), "{e}");
+    // A syntax error does not hide a later unknown key.
+    let e = errors("[listen]\nhttps = \n[server]\nthreds = 2\n");
+    let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![2, 4], "{e}");
+}
+
+#[test]
+fn sizes_in_decimal_units_are_refused_and_zero_body_is_unlimited() {
+    let (line, _, msg) = one_error("[limits]\nmax_body = \"500MB\"\n");
+    assert_eq!(line, 2);
+    assert!(msg.contains("ambiguous") && msg.contains("`500M`"), "{msg}");
+    let cfg = parse(&format!("[limits]\nmax_body = \"0\"\n{UP}"), Path::new("p.toml"), &env).unwrap();
+    assert_eq!(cfg.limits.max_body, u64::MAX, "0 means no limit, as nginx's client_max_body_size 0");
+    let cfg = parse(&format!("[limits]\nmax_body = 0\n{UP}"), Path::new("p.toml"), &env).unwrap();
+    assert_eq!(cfg.limits.max_body, u64::MAX);
+}
+
+#[test]
+fn public_https_port_defaults_to_the_https_listener() {
+    let cfg = parse("[listen]\nhttps = \"127.0.0.1:8443\"\n", Path::new("p.toml"), &env).unwrap();
+    assert_eq!(cfg.listen.public_https_port, 8443);
+    let cfg = parse(
+        "[listen]\nhttps = \"127.0.0.1:8443\"\npublic_https_port = 443\n",
+        Path::new("p.toml"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(cfg.listen.public_https_port, 443);
+}
+
+#[test]
+fn header_values_with_control_bytes_are_refused() {
+    for bad in ["a\\u0001b", "a\\u007fb", "a\\rb", "a\\u0000"] {
+        let src = format!("[security.headers]\n\"X-Test\" = \"{bad}\"\n");
+        let (line, _, msg) = one_error(&src);
+        assert_eq!(line, 2, "{bad}");
+        assert!(msg.contains("control character"), "{bad}: {msg}");
+    }
+    // A tab and obs-text are allowed (RFC 9110 §5.5).
+    parse("[security.headers]\n\"X-Test\" = \"a\\tb é\"\n", Path::new("p.toml"), &env).unwrap();
+}
