@@ -1,12 +1,25 @@
 //! Command-line interface.
+//!
+//! `--config` and `--run-dir` may come from the environment (`GATEWAY_CONFIG`,
+//! `GATEWAY_RUN_DIR`), so that a host install needs neither on every command.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `0.1.0 (commit 0123456789ab, built 2026-12-07)`, from build.rs.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GATEWAY_COMMIT"),
+    ", built ",
+    env!("GATEWAY_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "gateway",
-    version,
+    version = VERSION,
     about = "Reverse proxy and TLS edge configured by proxy.toml"
 )]
 pub struct Cli {
@@ -14,61 +27,108 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--config FILE` [env GATEWAY_CONFIG, default ./proxy.toml].
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(short, long, env = "GATEWAY_CONFIG", default_value = "proxy.toml")]
+    pub config: PathBuf,
+}
+
+/// `--run-dir DIR` [env GATEWAY_RUN_DIR].
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunDirArg {
+    /// Where the running gateway keeps its pid file, control socket and upgrade socket
+    /// (created 0700) [default: $XDG_RUNTIME_DIR/gateway, /run/gateway for root, else
+    /// /tmp/gateway-<uid>]
+    #[arg(long, env = "GATEWAY_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+impl RunDirArg {
+    pub fn get(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(crate::preflight::default_run_dir)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve: HTTPS with the configured routes, HTTP redirects, metrics.
     Run {
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
-        /// Take the listening sockets over from a running gateway (zero-downtime upgrade).
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Take the listening sockets over from a running gateway (zero-downtime upgrade;
+        /// `gateway upgrade` starts such a process from the running gateway itself).
         #[arg(long)]
         upgrade: bool,
-        /// Where the pid file and the upgrade socket live (created 0700) [default:
-        /// $XDG_RUNTIME_DIR/gateway, /run/gateway for root, else /tmp/gateway-<uid>]
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
+        #[command(flatten)]
+        run_dir: RunDirArg,
     },
     /// Validate the configuration and print the route table (exit 1 on any error), like `nginx -t`.
     Check {
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
-    /// Show which route, upstream and upstream path a URL gets, or why it is rejected.
+    /// Show which route, upstream and upstream path a URL gets, or why it is rejected: the
+    /// running gateway's answer when one runs, else from the file.
     Route {
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        run_dir: RunDirArg,
+        /// Read the file even when a gateway runs.
+        #[arg(long)]
+        file: bool,
         /// For example `https://example.com/n8n/rest/push`.
         url: String,
     },
-    /// Zero-downtime replacement of the running gateway: a new process (a new binary, or this
-    /// one) takes the listening sockets over, the old one drains and exits.
+    /// Zero-downtime replacement of the running gateway: it starts its successor itself (a
+    /// new binary, or the same one to pick up listener changes) with its own environment,
+    /// arguments and user; the successor takes the listening sockets over, the old process
+    /// drains and exits. Waits for the handover and reports it.
     Upgrade {
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
-        /// The running gateway's --run-dir [default: as `run`]
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// The new binary (default: this one).
+        /// Accepted for older scripts; the running gateway uses its own configuration file.
+        #[arg(short, long, hide = true)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        run_dir: RunDirArg,
+        /// The new binary [default: the path the running gateway was started from].
         #[arg(long)]
         binary: Option<PathBuf>,
-        /// Where the new process writes its output (default: this terminal).
-        #[arg(long)]
+        /// Accepted for older scripts; the successor writes where the running gateway does.
+        #[arg(long, hide = true)]
         log: Option<PathBuf>,
     },
-    /// Exit 0 when the running gateway answers on its metrics listener (container healthcheck).
+    /// Exit 0 when the running gateway answers (container healthcheck): asks the process
+    /// through its run directory, then probes `/healthz` on its metrics listener.
     Healthcheck {
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
+        /// Accepted for older compose files; the running process is asked, not the file.
+        #[arg(short, long, hide = true)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        run_dir: RunDirArg,
     },
-    /// List certificates: names, issuer, expiry, next renewal, last error.
+    /// List certificates: names, issuer, expiry, next renewal, last error (the running
+    /// gateway's view when one runs, else from the files).
     Certs {
-        #[arg(short, long, default_value = "proxy.toml")]
-        config: PathBuf,
-    },
-    /// Ask the running gateway to reload proxy.toml and its certificates (SIGHUP).
-    Reload {
-        /// The running gateway's --run-dir [default: as `run`]
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        run_dir: RunDirArg,
+        /// Read the files even when a gateway runs.
         #[arg(long)]
-        run_dir: Option<PathBuf>,
+        file: bool,
     },
+    /// Reload proxy.toml and its certificates in the running gateway; waits for the outcome
+    /// and exits 1 with the errors when the file is refused (the gateway keeps serving).
+    Reload {
+        #[command(flatten)]
+        run_dir: RunDirArg,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `gateway man > /usr/local/share/man/man1/gateway.1`.
+    Man,
 }

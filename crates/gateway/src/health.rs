@@ -1,4 +1,7 @@
 //! `gateway healthcheck`: for container health checks without curl in the image.
+//!
+//! It asks the running process, never the file: a broken `proxy.toml` saved (and refused by
+//! the gateway, which keeps serving) leaves the container healthy.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -6,18 +9,26 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// GET /healthz on the metrics listener of the configuration; exit 0 when it answers 200.
-pub fn check(config: &Path) -> ExitCode {
-    let cfg = match gateway_config::load(config) {
-        Ok(c) => c,
+/// Healthy when the gateway running with `run_dir` answers on its control socket and, when
+/// its metrics listener is on, `GET /healthz` there answers 200 (the address is the one the
+/// process serves, from its own answer).
+pub fn check(run_dir: &Path) -> ExitCode {
+    let status = match crate::control::status(run_dir, Duration::from_secs(3)) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("unhealthy: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let Some(mut addr) = cfg.listen.metrics else {
-        eprintln!("the metrics listener is off; nothing to check");
-        return ExitCode::FAILURE;
+    let Some(metrics) = status.metrics else {
+        return ExitCode::SUCCESS;
+    };
+    let mut addr: SocketAddr = match metrics.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("unhealthy: the gateway reports a metrics address `{metrics}` that is not an address");
+            return ExitCode::FAILURE;
+        }
     };
     if addr.ip().is_unspecified() {
         addr = SocketAddr::new([127, 0, 0, 1].into(), addr.port());

@@ -90,11 +90,23 @@ fn split_url(url: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// `gateway route --file`: the answer from the file.
 pub fn route(path: &Path, url: &str) -> ExitCode {
     let Some(cfg) = load(path) else {
         return ExitCode::FAILURE;
     };
-    let table = RouteTable::new(&cfg.routes);
+    let (text, ok) = route_text(&cfg, &RouteTable::new(&cfg.routes), url);
+    print!("{text}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What `gateway route` prints for `url` under `cfg`, and whether the URL is served (the
+/// running gateway answers it from its snapshot through the control socket).
+pub fn route_text(cfg: &Config, table: &RouteTable, url: &str) -> (String, bool) {
     let (host, target) = split_url(url);
     match table.decide(host, target) {
         Decision::Forward {
@@ -104,29 +116,23 @@ pub fn route(path: &Path, url: &str) -> ExitCode {
                 .upstream(&route.upstream)
                 .map(|u| u.authority())
                 .unwrap_or_default();
-            println!("route:    {}", route.name);
-            println!("upstream: {} ({up})", route.upstream);
-            println!("path:     {upstream_path}");
-            println!(
-                "websocket {}, max body {} bytes, read timeout {:?}",
+            let body = if route.max_body == u64::MAX {
+                "no limit".to_owned()
+            } else {
+                format!("{} bytes", route.max_body)
+            };
+            let text = format!(
+                "route:    {}\nupstream: {} ({up})\npath:     {upstream_path}\nwebsocket {}, max body {body}, read timeout {:?}\n",
+                route.name,
+                route.upstream,
                 if route.websocket { "allowed" } else { "refused" },
-                route.max_body,
                 route.timeouts.read
             );
-            ExitCode::SUCCESS
+            (text, true)
         }
-        Decision::Redirect { location } => {
-            println!("301 redirect to {location}");
-            ExitCode::SUCCESS
-        }
-        Decision::NotFound => {
-            println!("404: no route matches {url}");
-            ExitCode::FAILURE
-        }
-        Decision::BadRequest(why) => {
-            println!("400: rejected: {why}");
-            ExitCode::FAILURE
-        }
+        Decision::Redirect { location } => (format!("301 redirect to {location}\n"), true),
+        Decision::NotFound => (format!("404: no route matches {url}\n"), false),
+        Decision::BadRequest(why) => (format!("400: rejected: {why}\n"), false),
     }
 }
 

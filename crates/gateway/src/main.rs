@@ -6,8 +6,10 @@
 mod acme;
 mod admin;
 mod cli;
+mod control;
 mod health;
 mod inspect;
+mod notify;
 mod preflight;
 mod reload;
 mod run;
@@ -15,71 +17,114 @@ mod signal;
 mod telemetry;
 mod upgrade;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use std::process::ExitCode;
+use std::time::Duration;
 
 // glibc malloc's arena locks showed up as futex waits under load; mimalloc has per-thread heaps.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::process::ExitCode;
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints an error chain for `what` and fails.
+fn failed(what: &str, e: &anyhow::Error) -> ExitCode {
+    eprintln!("{what}: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Asks the gateway running with `run_dir` for a text answer (`certs`, `route`), when it
+/// serves this very `config` file: its view (its environment, its loaded file) is the true
+/// one. `None` when none runs there, or it runs another file: then the file is read.
+fn ask_running(run_dir: &std::path::Path, config: &std::path::Path, req: control::Request) -> Option<ExitCode> {
+    let status = control::status(run_dir, Duration::from_secs(3)).ok()?;
+    let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    if same(config)? != same(&status.config)? {
+        return None;
+    }
+    match control::request(run_dir, &req, Duration::from_secs(10)) {
+        Ok(control::Response::Text { text, ok }) => {
+            eprintln!("(the running gateway's view: process {}, {})", status.pid, status.config.display());
+            print!("{text}");
+            Some(exit(ok))
+        }
+        Ok(control::Response::Error { message }) => {
+            eprintln!("{message}");
+            Some(ExitCode::FAILURE)
+        }
+        Ok(other) => {
+            eprintln!("unexpected answer from the running gateway: {other:?}");
+            Some(ExitCode::FAILURE)
+        }
+        Err(_) => None,
+    }
+}
 
 fn main() -> ExitCode {
     // Pingora's rustls and instant-acme must agree on one provider: ring, installed first.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     match cli.command {
-        cli::Command::Check { config } => inspect::check(&config),
-        cli::Command::Route { config, url } => inspect::route(&config, &url),
+        cli::Command::Check { config } => inspect::check(&config.config),
+        cli::Command::Route {
+            config,
+            run_dir,
+            file,
+            url,
+        } => {
+            if !file {
+                if let Some(code) = ask_running(&run_dir.get(), &config.config, control::Request::Route { url: url.clone() }) {
+                    return code;
+                }
+            }
+            inspect::route(&config.config, &url)
+        }
         cli::Command::Run {
             config,
             upgrade,
             run_dir,
-        } => {
-            match run::run(run::RunArgs {
-                config,
-                upgrade,
-                run_dir: run_dir.unwrap_or_else(preflight::default_run_dir),
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("gateway: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        cli::Command::Certs { config } => acme::certs(&config),
-        cli::Command::Healthcheck { config } => health::check(&config),
-        cli::Command::Upgrade {
-            config,
-            run_dir,
-            binary,
-            log,
-        } => {
-            match upgrade::upgrade(upgrade::UpgradeArgs {
-                config,
-                run_dir: run_dir.unwrap_or_else(preflight::default_run_dir),
-                binary,
-                log,
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("gateway upgrade: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        cli::Command::Reload { run_dir } => match signal::send(
-            &run_dir.unwrap_or_else(preflight::default_run_dir),
-            nix::sys::signal::Signal::SIGHUP,
-        ) {
-            Ok(pid) => {
-                println!("sent SIGHUP to gateway process {pid}; it logs the result");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("gateway reload: {e:#}");
-                ExitCode::FAILURE
-            }
+        } => match run::run(run::RunArgs {
+            config: config.config,
+            upgrade,
+            run_dir: run_dir.get(),
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failed("gateway", &e),
         },
+        cli::Command::Certs { config, run_dir, file } => {
+            if !file {
+                if let Some(code) = ask_running(&run_dir.get(), &config.config, control::Request::Certs) {
+                    return code;
+                }
+            }
+            acme::certs(&config.config)
+        }
+        cli::Command::Healthcheck { run_dir, .. } => health::check(&run_dir.get()),
+        cli::Command::Upgrade { run_dir, binary, .. } => match upgrade::upgrade(upgrade::UpgradeArgs {
+            run_dir: run_dir.get(),
+            binary,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failed("gateway upgrade", &e),
+        },
+        cli::Command::Reload { run_dir } => reload::command(&run_dir.get()),
+        cli::Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli::Cli::command(), "gateway", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        cli::Command::Man => {
+            let man = clap_mangen::Man::new(cli::Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failed("gateway man", &e.into()),
+            }
+        }
     }
 }

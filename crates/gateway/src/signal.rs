@@ -1,35 +1,18 @@
-//! Signals: `gateway reload` (SIGHUP through the pid file), and the running process's own
-//! handlers, installed before the pid file says the process is there.
+//! The running process's signal handlers, installed before the pid file and the control
+//! socket say the process is there. (The CLI signals nothing: it asks through the control
+//! socket, `control.rs`.)
 //!
 //! Until a process has a handler, SIGQUIT, SIGTERM, SIGINT and SIGHUP kill it (their default
 //! action). So `gateway run` writes its pid file only from [`Signals`], Pingora's main loop,
 //! once all four are handled: whoever reads the pid file (`gateway reload`, `gateway upgrade`,
 //! systemd's `ExecReload`, a test) can signal it safely from then on.
 
-use anyhow::Context;
 use async_trait::async_trait;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-
-pub fn send(run_dir: &Path, sig: Signal) -> anyhow::Result<i32> {
-    let path = crate::run::pid_path(run_dir);
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (is the gateway running with this --run-dir?)",
-            path.display()
-        )
-    })?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{} does not hold a pid", path.display()))?;
-    kill(Pid::from_raw(pid), sig).with_context(|| format!("signalling process {pid}"))?;
-    Ok(pid)
-}
 
 /// Pingora's shutdown signals (SIGQUIT: hand the sockets over, SIGTERM: drain, SIGINT: stop
 /// now), SIGHUP forwarded to the reloader, and the pid file written once all are handled.
@@ -42,6 +25,10 @@ pub struct Signals {
     /// Each SIGHUP, for [`crate::reload::Reloader`]. Unbounded and buffered: a SIGHUP that
     /// arrives before the reloader runs is not lost.
     pub hup: mpsc::UnboundedSender<()>,
+    /// The control socket, bound with the pid file.
+    pub control: Arc<crate::control::Control>,
+    /// Started by `gateway upgrade` (`run --upgrade`): tells systemd it is the main process now.
+    pub successor: bool,
 }
 
 /// A handler for `kind`, or `None` (logged) when it cannot be installed.
@@ -75,6 +62,12 @@ pub fn write_pid_file(path: &Path, pid: u32) -> std::io::Result<()> {
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
+    /// Every client connection has finished: the grace period after SIGTERM (or after a
+    /// handover) ends at once instead of running its whole length.
+    fn drained(&self) -> bool {
+        self.control.shared.drained()
+    }
+
     async fn recv(&self) -> ShutdownSignal {
         let mut quit = install(SignalKind::quit(), "SIGQUIT");
         let mut term = install(SignalKind::terminate(), "SIGTERM");
@@ -82,6 +75,7 @@ impl ShutdownSignalWatch for Signals {
         let mut hup = install(SignalKind::hangup(), "SIGHUP");
         // Pingora calls this again after a failed socket handover (the vendored main loop
         // keeps serving): the pid file then names this process again, which is right.
+        self.control.start();
         match write_pid_file(&self.pid_file, std::process::id()) {
             Ok(()) => tracing::info!(pid_file = %self.pid_file.display(), "ready for signals"),
             Err(e) => tracing::error!(
@@ -90,11 +84,21 @@ impl ShutdownSignalWatch for Signals {
                 "cannot write the pid file: `gateway reload` and `gateway upgrade` will not find this process"
             ),
         }
+        if self.successor {
+            crate::notify::main_pid(std::process::id());
+        }
+        crate::notify::ready();
         loop {
             tokio::select! {
                 _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,
-                _ = next(&mut term) => return ShutdownSignal::GracefulTerminate,
-                _ = next(&mut int) => return ShutdownSignal::FastShutdown,
+                _ = next(&mut term) => {
+                    crate::notify::stopping();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = next(&mut int) => {
+                    crate::notify::stopping();
+                    return ShutdownSignal::FastShutdown;
+                }
                 _ = next(&mut hup) => {
                     let _ = self.hup.send(());
                 }

@@ -1,32 +1,33 @@
 //! `gateway upgrade`: replace the running process with a new one (a new binary, or the same
 //! one to pick up listener changes) without closing the listening sockets.
 //!
+//! As nginx does it (`kill -USR2` makes the master start its successor), the running gateway
+//! starts its successor itself, asked through the control socket (`control.rs`): the
+//! successor gets the running process's environment, arguments, user and cgroup (under
+//! systemd it stays in the unit, its journal and sandbox), never the caller's shell.
+//!
 //! Pingora's handover (vendor/pingora-core `server/mod.rs`, `server/transfer_fd/mod.rs`): the
 //! new process, started with `--upgrade`, binds the upgrade socket (`<run dir>/
 //! gateway_upgrade.sock`), listens, and accepts for about 6 s; SIGQUIT makes the old process
 //! connect there (5 tries, 1 s apart), send its listening sockets, keep accepting for 5 s
 //! (`CLOSE_TIMEOUT`), then drain within `grace_period` and exit.
 //!
-//! The order here makes every step safe to fail:
-//! 1. a lock in the run directory: one upgrade at a time;
-//! 2. the new process starts; nothing is signalled until it *listens* on the upgrade socket
-//!    (seen in `/proc/net/unix`, and the socket is its own: `/proc/<pid>/fd`). Until then the
-//!    old process is untouched: if the new one fails or is slow, it is stopped and the old one
-//!    keeps serving. (Signalling at once, as before, raced the new process's start; two
-//!    upgrades 2 s apart under load refused ~15,000 connections.)
-//! 3. SIGQUIT to the old process, which hands the sockets over at once. Should that fail,
-//!    the patched Pingora keeps the old process serving.
-//! 4. done when the pid file names the new process: it writes it once it handles SIGQUIT,
-//!    SIGTERM, SIGINT and SIGHUP (`signal::Signals`), so the next `gateway upgrade` or
-//!    `gateway reload` may follow at once.
+//! The order makes every step safe to fail:
+//! 1. one upgrade at a time (a flag in the running process, and a lock in the run directory);
+//! 2. the successor's binary must accept the configuration (`check`), then it starts; nothing
+//!    is signalled until it *listens* on the upgrade socket (seen in `/proc/net/unix`, and the
+//!    socket is its own: `/proc/<pid>/fd`). Until then the running process is untouched: if the
+//!    successor fails or is slow, it is stopped and the old one keeps serving;
+//! 3. the running process answers the CLI, then sends itself SIGQUIT and hands the sockets
+//!    over. Should that fail, the patched Pingora keeps it serving;
+//! 4. the CLI is done when the control socket answers from the successor: it binds it once it
+//!    handles SIGQUIT, SIGTERM, SIGINT and SIGHUP (`signal::Signals`), so the next `gateway
+//!    upgrade` or `gateway reload` may follow at once.
 //!
 //! Processes still draining from earlier upgrades take no part: they no longer accept and
-//! only finish their requests; only the process named by the pid file is signalled. So
-//! upgrades may follow each other without waiting for the drains.
+//! only finish their requests. So upgrades may follow each other without waiting for drains.
 
 use anyhow::{bail, Context};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -34,10 +35,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct UpgradeArgs {
-    pub config: PathBuf,
     pub run_dir: PathBuf,
     pub binary: Option<PathBuf>,
-    pub log: Option<PathBuf>,
 }
 
 /// How long the new process may take to listen on the upgrade socket (it reads the
@@ -50,14 +49,6 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 /// Pingora's `CLOSE_TIMEOUT`: the old process accepts for this long after the handover.
 const CLOSE_TIMEOUT_SECS: u64 = 5;
-
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
-}
 
 /// `__SO_ACCEPTCON` in the Flags column of /proc/net/unix: the socket listens.
 const SO_ACCEPTCON: u32 = 0x0001_0000;
@@ -151,107 +142,97 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// `gateway upgrade` (the CLI): asks the running gateway to start its successor, then waits
+/// until the successor answers on the control socket.
 pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
-    let _lock = lock(&a.run_dir)?;
-    let pid_file = crate::run::pid_path(&a.run_dir);
-    let old = read_pid(&pid_file)
-        .with_context(|| format!("no running gateway recorded in {}", pid_file.display()))?;
-    if !alive(old) {
-        bail!("process {old} from {} is not running", pid_file.display());
+    use crate::control::{request, status, Request, Response};
+    let binary = match a.binary {
+        Some(b) => Some(std::path::absolute(&b).with_context(|| format!("locating {}", b.display()))?),
+        None => None,
+    };
+    let (old, new) = match request(&a.run_dir, &Request::Upgrade { binary }, READY_TIMEOUT + Duration::from_secs(15))? {
+        Response::Upgrade { old, new } => (old, new),
+        Response::Error { message } => bail!("{message}; the running gateway keeps serving"),
+        other => bail!("unexpected answer: {other:?}"),
+    };
+    let start = Instant::now();
+    loop {
+        match status(&a.run_dir, Duration::from_secs(2)) {
+            Ok(s) if s.pid == new => break,
+            _ if start.elapsed() > TAKEOVER_TIMEOUT => bail!(
+                "the new gateway ({new}) did not take over within {TAKEOVER_TIMEOUT:?}; process {old} got SIGQUIT: see the gateway's log and `gateway healthcheck`"
+            ),
+            _ => std::thread::sleep(POLL),
+        }
     }
-    let sock = gateway_proxy::upgrade_sock_path(&a.run_dir);
+    println!(
+        "gateway upgraded: process {new} now serves; process {old} accepts for {CLOSE_TIMEOUT_SECS} s more, finishes its requests within server.grace_period, and exits"
+    );
+    Ok(())
+}
+
+/// In the running gateway: starts its successor `exe run --upgrade --config CONFIG
+/// --run-dir RUN_DIR` with this process's environment, user and output, and returns its pid
+/// once it listens on the upgrade socket. Nothing is signalled here.
+pub fn start_successor(exe: &Path, config: &Path, run_dir: &Path) -> anyhow::Result<u32> {
+    let _lock = lock(run_dir)?;
+    let sock = gateway_proxy::upgrade_sock_path(run_dir);
     if let Some(pid) = waiting_on(&sock) {
         bail!(
             "process {pid} already waits for the sockets on {} (an interrupted upgrade, or `gateway run --upgrade` started by hand); it gives up within seconds: try again then",
             sock.display()
         );
     }
-    let exe = match a.binary {
-        Some(b) => b,
-        None => std::env::current_exe().context("locating the gateway binary")?,
-    };
     // Refuse before touching anything when the new binary rejects the configuration.
-    let check = Command::new(&exe)
+    let check = Command::new(exe)
         .arg("check")
         .arg("--config")
-        .arg(&a.config)
+        .arg(config)
+        .stdin(Stdio::null())
         .output()
-        .context("running check")?;
+        .with_context(|| format!("running {} check", exe.display()))?;
     if !check.status.success() {
         bail!(
             "the new process would refuse the configuration:\n{}",
-            String::from_utf8_lossy(&check.stderr)
+            String::from_utf8_lossy(&check.stderr).trim_end()
         );
     }
-    let mut cmd = Command::new(&exe);
-    cmd.arg("run")
+    let mut child = Command::new(exe)
+        .arg("run")
         .arg("--upgrade")
         .arg("--config")
-        .arg(&a.config)
+        .arg(config)
         .arg("--run-dir")
-        .arg(&a.run_dir);
-    let see_log = match &a.log {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            cmd.stdout(f.try_clone()?).stderr(f);
-            format!(" (its log: {})", path.display())
-        }
-        None => {
-            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
-            String::new()
-        }
-    };
-    // Its own process group: the admin's terminal closing must not stop the new gateway.
-    cmd.stdin(Stdio::null()).process_group(0);
-    let mut child = cmd.spawn().context("starting the new gateway")?;
+        .arg(run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        // A process group of its own, as `gateway run` started by hand: whatever signals this
+        // process's group (a terminal's ^C, a supervisor's group kill) leaves the successor.
+        // Under systemd it stays in the unit's cgroup all the same.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
     let new = child.id() as i32;
-
-    // 2. Nothing is signalled before the new process listens on the upgrade socket.
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().context("watching the new gateway")? {
-            bail!(
-                "the new gateway ({new}) exited before it was ready ({status}){see_log}; process {old} was not signalled and keeps serving"
-            );
+            bail!("the new gateway ({new}) exited before it was ready ({status}); see its lines in this gateway's log");
         }
         if listens_on(new, &sock) {
-            break;
+            // Not waited for: it outlives this process (and is re-parented when this one exits).
+            drop(child);
+            return Ok(new as u32);
         }
         if start.elapsed() > READY_TIMEOUT {
             stop(&mut child);
             bail!(
-                "the new gateway ({new}) did not listen on {} within {READY_TIMEOUT:?}{see_log}; it was stopped, process {old} was not signalled and keeps serving",
+                "the new gateway ({new}) did not listen on {} within {READY_TIMEOUT:?}; it was stopped",
                 sock.display()
             );
         }
         std::thread::sleep(POLL);
     }
-
-    // 3. The handover.
-    if let Err(e) = kill(Pid::from_raw(old), Signal::SIGQUIT) {
-        stop(&mut child);
-        bail!("signalling process {old}: {e}; the new gateway ({new}) was stopped");
-    }
-
-    // 4. Done when the new process has the sockets and handles signals.
-    let start = Instant::now();
-    while read_pid(&pid_file) != Some(new) {
-        if let Some(status) = child.try_wait().context("watching the new gateway")? {
-            bail!(
-                "the new gateway ({new}) exited during the handover ({status}){see_log}; process {old} keeps serving if it could not send its sockets, otherwise it drains and exits: check `gateway healthcheck`"
-            );
-        }
-        if start.elapsed() > TAKEOVER_TIMEOUT {
-            bail!(
-                "the new gateway ({new}) did not take over within {TAKEOVER_TIMEOUT:?}{see_log}; it is left running (process {old} got SIGQUIT): check `gateway healthcheck` and the log"
-            );
-        }
-        std::thread::sleep(POLL);
-    }
-    println!(
-        "gateway upgraded: process {new} now serves; process {old} accepts for {CLOSE_TIMEOUT_SECS} s more, finishes its requests within server.grace_period, and exits"
-    );
-    Ok(())
 }
 
 #[cfg(test)]

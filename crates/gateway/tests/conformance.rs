@@ -470,6 +470,30 @@ async fn b_h2_cookie_crumbs_reach_the_h1_upstream_as_one_cookie_field() {
     assert_eq!(header_values(&head_and_body(&reqs[0]).0, "cookie"), ["a=1; b=2"]);
 }
 
+/// An HTTP/2 `:authority` is held to the same rule as an HTTP/1.1 `Host` (nginx answers
+/// `a..b` with 400 on both): refused, never forwarded.
+#[tokio::test]
+async fn b_h2_authority_with_an_empty_label_is_refused() {
+    let rec = Recorder::start(script(|_, _, _: &[u8]| Answer::Send(OK))).await;
+    let gw = Gateway::start(&simple_config(rec.addr, "")).await;
+    let h2 = h2_connect(gw.https).await;
+    let send = h2.send.clone();
+    let bad = http::Request::builder()
+        .method("GET")
+        .uri(format!("https://a..b:{}/bad", gw.https.port()))
+        .body(())
+        .expect("request");
+    let (status, _) = h2_send(&send, bad, &[]).await.expect("h2 response");
+    assert_eq!(status, 400);
+    let (status, _) = h2_send(&send, h2_request(gw.https, "GET", "/good", &[]), &[])
+        .await
+        .expect("h2 response");
+    assert_eq!(status, 200);
+    let seen = rec.requests();
+    assert_eq!(seen.len(), 1, "only the good request is forwarded: {seen:?}");
+    assert!(seen[0].starts_with("GET /good "), "{seen:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // C. HTTP/2 request bodies on an HTTP/1.1 upstream (cloudflare/pingora#935)
 // ---------------------------------------------------------------------------------------------

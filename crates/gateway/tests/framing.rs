@@ -119,7 +119,7 @@ async fn ambiguous_framing_and_bad_hosts_are_refused_and_never_forwarded() {
     .await;
     refused(&gw, &rec, "GET / HTTP/1.1\r\n\r\n", "400").await;
     refused(&gw, &rec, "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "400").await;
-    for host in ["a b", "a/b", "a\\b", "u@a.test", "a\x01b", "a.test:", ""] {
+    for host in ["a b", "a/b", "a\\b", "u@a.test", "a\x01b", "a.test:", "", "a..b"] {
         refused(
             &gw,
             &rec,

@@ -262,8 +262,8 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 
 /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2–3.2.3): a reg-name or IPv4 address of
 /// unreserved, percent-encoded and sub-delim characters, or a bracketed IP literal; a port,
-/// when its colon is there, of one to five digits. Spaces, `/`, `\`, `@` and control bytes
-/// are refused.
+/// when its colon is there, of one to five digits. Spaces, `/`, `\`, `@`, control bytes and
+/// an empty label (`a..b`, as nginx) are refused.
 pub fn valid_host(v: &[u8]) -> bool {
     let v = trim_ows(v);
     if v.is_empty() {
@@ -300,7 +300,8 @@ pub fn valid_host(v: &[u8]) -> bool {
     if v[0] == b'[' {
         return true;
     }
-    if host.is_empty() {
+    // nginx (`ngx_http_validate_host`) refuses an empty label: `a..b`.
+    if host.is_empty() || host.windows(2).any(|w| w == b"..") {
         return false;
     }
     let mut i = 0;
@@ -426,6 +427,8 @@ mod tests {
             "[::1]x",
             "a%zz",
             "a.test:123456",
+            "a..b",
+            "a.test..",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad:?}");
             assert_eq!(

@@ -74,6 +74,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// ACME HTTP-01 tokens: token → key authorization.
     pub challenges: Arc<crate::challenge::Challenges>,
+    /// Client connections being served on every listener (HTTPS, `:80`, metrics): the
+    /// graceful shutdown ends once this is 0 (`Shared::drained`).
+    pub live_connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -85,9 +88,16 @@ impl Shared {
             dns,
             metrics,
             challenges: Arc::default(),
+            live_connections: Default::default(),
         });
         shared.update_dns();
         shared
+    }
+
+    /// Whether no client connection is left on any listener (after a shutdown signal, the
+    /// accept loops have stopped: the process may exit before its grace period ends).
+    pub fn drained(&self) -> bool {
+        self.live_connections.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 
     /// Swaps in a new configuration; requests in flight keep the old one.

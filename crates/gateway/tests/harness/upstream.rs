@@ -210,6 +210,12 @@ async fn echo_handler(
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .unwrap()
         }
+        p if p.starts_with("/slow/") => {
+            // `/slow/<ms>`: answers after that many milliseconds (an in-flight request).
+            let ms: u64 = p[6..].parse().unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            full(200, "text/plain", format!("slept {ms} ms\n"))
+        }
         p if p.starts_with("/status/") => {
             let code: u16 = p[8..].parse().unwrap_or(500);
             full(code, "text/plain", format!("status {code}\n"))
