@@ -2,7 +2,8 @@
 # Runs every test of the workspace, as CI does (`.ci/run` calls this after fmt and clippy).
 #
 # The integration tests start real programs on loopback: Pebble (an ACME CA) and its
-# challenge server, Prometheus and promtool, nginx (the routing oracle) and openssl. This
+# challenge server, Prometheus and promtool, nginx (the routing oracle), openssl and
+# fail2ban-regex (its shipped nginx filters read the access log). This
 # script installs the Debian packages that provide the missing ones (with sudo when not
 # root), then runs `cargo test --workspace`; extra arguments go to cargo test.
 set -euo pipefail
@@ -16,6 +17,7 @@ tools=(
     "promtool prometheus"
     "nginx nginx-light"
     "openssl openssl"
+    "fail2ban-regex fail2ban"
 )
 missing=()
 for entry in "${tools[@]}"; do

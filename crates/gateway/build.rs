@@ -17,14 +17,21 @@ fn main() {
     let secs = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     println!("cargo:rustc-env=GATEWAY_BUILD_DATE={y:04}-{m:02}-{d:02}");
 }
 
 /// The checked-out commit (12 hex digits); rebuilt when HEAD moves.
 fn git_commit() -> Option<String> {
-    let git_dir = Command::new("git").args(["rev-parse", "--git-dir"]).output().ok()?;
+    let git_dir = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+        .ok()?;
     if git_dir.status.success() {
         let dir = String::from_utf8_lossy(&git_dir.stdout).trim().to_owned();
         println!("cargo:rerun-if-changed={dir}/HEAD");

@@ -159,8 +159,11 @@ pub struct Forwarding {
 #[serde(deny_unknown_fields)]
 pub struct Logging {
     pub access_log: Option<S>,
+    pub access_log_file: Option<S>,
     pub level: Option<S>,
     pub format: Option<S>,
+    /// `[logging.formats]`: name → nginx `log_format` text.
+    pub formats: Option<BTreeMap<String, S>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,7 +136,9 @@ fn find_pair_containing(item: &toml_edit::Item, offset: usize) -> Option<(usize,
             }
             if let (Item::Value(val), false) = (v, t.is_dotted()) {
                 let key = t.key(k)?;
-                let (Some(ks), Some(vs)) = (key.span(), val.span()) else { continue };
+                let (Some(ks), Some(vs)) = (key.span(), val.span()) else {
+                    continue;
+                };
                 if (vs.start..vs.end.max(vs.start + 1)).contains(&offset) {
                     return Some((ks.start, vs.end, k.to_owned()));
                 }

@@ -32,6 +32,49 @@ impl Config {
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+
+    /// The settings that differ between `self` (running) and `new` and that a reload cannot
+    /// apply, by their names in `proxy.toml`: they are fixed when the process starts
+    /// (sockets, runtimes, Pingora's server settings, the TLS session cache) and take effect
+    /// after `gateway upgrade` or a restart. This is the one list of restart-only settings.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let (o, n) = (self, new);
+        let keepalive_sum = |c: &Config| c.upstreams.iter().map(|u| u.keepalive).sum::<usize>();
+        let fields: [(&'static str, bool); 12] = [
+            ("listen.http", o.listen.http != n.listen.http),
+            ("listen.https", o.listen.https != n.listen.https),
+            ("listen.metrics", o.listen.metrics != n.listen.metrics),
+            ("server.threads", o.server.threads != n.server.threads),
+            (
+                "server.work_stealing",
+                o.server.work_stealing != n.server.work_stealing,
+            ),
+            ("server.reuseport", o.server.reuseport != n.server.reuseport),
+            (
+                "server.grace_period",
+                o.server.grace_period != n.server.grace_period,
+            ),
+            ("tls.session_cache", o.tls.session_cache != n.tls.session_cache),
+            (
+                "tls.session_tickets",
+                o.tls.session_tickets != n.tls.session_tickets,
+            ),
+            (
+                "limits.keepalive_timeout (for HTTP/2 connections; HTTP/1.1 takes the new value now)",
+                o.limits.keepalive_timeout != n.limits.keepalive_timeout,
+            ),
+            (
+                "upstreams.*.keepalive (the size of the connection pool; the idle timeout applies now)",
+                keepalive_sum(o) != keepalive_sum(n),
+            ),
+            ("logging.format", o.logging.format != n.logging.format),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,17 +254,29 @@ pub struct Forwarding {
     pub host_header: HostHeader,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+mod access_format;
+pub use access_format::{AccessFormat, FormatError, LogPart, LogVar};
+
+/// `[logging] access_log`: what each request writes to the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLog {
     Off,
+    /// One JSON object per line (fields in `docs/configuration.md`).
     Json,
+    /// nginx's `combined` followed by ` route=$route upstream=$upstream duration=$request_time`.
     Combined,
+    /// A format of `[logging.formats]` (nginx's `log_format`), compiled when the file is read.
+    Custom(AccessFormat),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logging {
     pub access_log: AccessLog,
-    /// A `tracing` filter such as `info` or `gateway=debug,pingora=warn`.
+    /// `access_log_file`: access lines go to this file (appended, reopened on SIGUSR1 as
+    /// nginx's `-s reopen` does for logrotate) instead of stdout. `None`: stdout.
+    pub access_log_file: Option<PathBuf>,
+    /// A `tracing` filter such as `info` or `info,gateway=debug` (checked when the file is
+    /// read: every bare word is a level).
     pub level: String,
     /// How log lines (stderr) are written; the access log has its own `access_log`.
     pub format: LogFormat,

@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// `[logging]` (access log formats, level, targets): validate/logging.rs.
+mod logging;
+use logging::logging;
+
 struct Ctx<'a> {
     loc: &'a Locator<'a>,
     base: &'a Path,
@@ -400,48 +404,6 @@ fn forwarding(cx: &mut Ctx<'_>, f: &file::Forwarding) -> Forwarding {
     }
 }
 
-fn logging(cx: &mut Ctx<'_>, l: &file::Logging) -> Logging {
-    let access_log = match &l.access_log {
-        None => AccessLog::Combined,
-        Some(s) => match cx.text(s).as_deref() {
-            Some("json") => AccessLog::Json,
-            Some("combined") => AccessLog::Combined,
-            Some("off") => AccessLog::Off,
-            Some(other) => cx
-                .err(
-                    s.span().start,
-                    format!("access_log is `json`, `combined` or `off`, not `{other}`"),
-                )
-                .unwrap_or(AccessLog::Combined),
-            None => AccessLog::Combined,
-        },
-    };
-    let level = l
-        .level
-        .as_ref()
-        .and_then(|s| cx.text(s))
-        .unwrap_or_else(|| "info".into());
-    let format = match &l.format {
-        None => LogFormat::Text,
-        Some(s) => match cx.text(s).as_deref() {
-            Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => cx
-                .err(
-                    s.span().start,
-                    format!("format is `text` or `json`, not `{other}`"),
-                )
-                .unwrap_or(LogFormat::Text),
-            None => LogFormat::Text,
-        },
-    };
-    Logging {
-        access_log,
-        level,
-        format,
-    }
-}
-
 fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
     let url = |cx: &mut Ctx<'_>, s: &S| -> Option<String> {
         let t = cx.text(s)?;
@@ -811,7 +773,10 @@ fn routes(
             rewrite,
             websocket: r.websocket.unwrap_or(true),
             compress: r.compress.unwrap_or(true),
-            max_body: r.max_body.as_ref().map_or(limits.max_body, |_| body_limit(cx.size(&r.max_body, 0))),
+            max_body: r
+                .max_body
+                .as_ref()
+                .map_or(limits.max_body, |_| body_limit(cx.size(&r.max_body, 0))),
             timeouts,
             response_headers,
         });

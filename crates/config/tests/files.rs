@@ -208,15 +208,34 @@ fn sizes_in_decimal_units_are_refused_and_zero_body_is_unlimited() {
     let (line, _, msg) = one_error("[limits]\nmax_body = \"500MB\"\n");
     assert_eq!(line, 2);
     assert!(msg.contains("ambiguous") && msg.contains("`500M`"), "{msg}");
-    let cfg = parse(&format!("[limits]\nmax_body = \"0\"\n{UP}"), Path::new("p.toml"), &env).unwrap();
-    assert_eq!(cfg.limits.max_body, u64::MAX, "0 means no limit, as nginx's client_max_body_size 0");
-    let cfg = parse(&format!("[limits]\nmax_body = 0\n{UP}"), Path::new("p.toml"), &env).unwrap();
+    let cfg = parse(
+        &format!("[limits]\nmax_body = \"0\"\n{UP}"),
+        Path::new("p.toml"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.limits.max_body,
+        u64::MAX,
+        "0 means no limit, as nginx's client_max_body_size 0"
+    );
+    let cfg = parse(
+        &format!("[limits]\nmax_body = 0\n{UP}"),
+        Path::new("p.toml"),
+        &env,
+    )
+    .unwrap();
     assert_eq!(cfg.limits.max_body, u64::MAX);
 }
 
 #[test]
 fn public_https_port_defaults_to_the_https_listener() {
-    let cfg = parse("[listen]\nhttps = \"127.0.0.1:8443\"\n", Path::new("p.toml"), &env).unwrap();
+    let cfg = parse(
+        "[listen]\nhttps = \"127.0.0.1:8443\"\n",
+        Path::new("p.toml"),
+        &env,
+    )
+    .unwrap();
     assert_eq!(cfg.listen.public_https_port, 8443);
     let cfg = parse(
         "[listen]\nhttps = \"127.0.0.1:8443\"\npublic_https_port = 443\n",
@@ -236,5 +255,10 @@ fn header_values_with_control_bytes_are_refused() {
         assert!(msg.contains("control character"), "{bad}: {msg}");
     }
     // A tab and obs-text are allowed (RFC 9110 §5.5).
-    parse("[security.headers]\n\"X-Test\" = \"a\\tb é\"\n", Path::new("p.toml"), &env).unwrap();
+    parse(
+        "[security.headers]\n\"X-Test\" = \"a\\tb é\"\n",
+        Path::new("p.toml"),
+        &env,
+    )
+    .unwrap();
 }

@@ -47,7 +47,9 @@ pub struct RunDirArg {
 
 impl RunDirArg {
     pub fn get(&self) -> PathBuf {
-        self.run_dir.clone().unwrap_or_else(crate::preflight::default_run_dir)
+        self.run_dir
+            .clone()
+            .unwrap_or_else(crate::preflight::default_run_dir)
     }
 }
 
@@ -126,9 +128,7 @@ pub enum Command {
         run_dir: RunDirArg,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `gateway man > /usr/local/share/man/man1/gateway.1`.
     Man,
 }

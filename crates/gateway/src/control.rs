@@ -64,15 +64,25 @@ pub enum Response {
     Status(Status),
     Reload(ReloadOutcome),
     /// The successor listens on the upgrade socket; `old` hands the sockets over to it now.
-    Upgrade { old: u32, new: u32 },
+    Upgrade {
+        old: u32,
+        new: u32,
+    },
     /// Text for the terminal (`certs`, `route`); `ok` is the command's exit status.
-    Text { text: String, ok: bool },
-    Error { message: String },
+    Text {
+        text: String,
+        ok: bool,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// The running gateway's side of the socket.
 pub struct Control {
     pub shared: Arc<Shared>,
+    /// The ACME client (next renewals, refused pairs, storage state for `certs`).
+    pub acme: Arc<gateway_tls::acme::AcmeManager>,
     /// Reloads asked for here, run by `reload::Reloader` (one at a time, with SIGHUPs and file
     /// changes), each answered with its outcome.
     pub reload: mpsc::UnboundedSender<oneshot::Sender<ReloadOutcome>>,
@@ -91,12 +101,14 @@ pub struct Control {
 impl Control {
     pub fn new(
         shared: Arc<Shared>,
+        acme: Arc<gateway_tls::acme::AcmeManager>,
         reload: mpsc::UnboundedSender<oneshot::Sender<ReloadOutcome>>,
         config: PathBuf,
         run_dir: PathBuf,
     ) -> Arc<Self> {
         Arc::new(Control {
             shared,
+            acme,
             reload,
             config,
             run_dir,
@@ -189,17 +201,24 @@ impl Control {
             Request::Reload => {
                 let (tx, rx) = oneshot::channel();
                 if self.reload.send(tx).is_err() {
-                    return (error("the reloader has stopped (the gateway is shutting down)"), None);
+                    return (
+                        error("the reloader has stopped (the gateway is shutting down)"),
+                        None,
+                    );
                 }
                 match rx.await {
                     Ok(outcome) => (Response::Reload(outcome), None),
-                    Err(_) => (error("the reload did not finish (the gateway is shutting down)"), None),
+                    Err(_) => (
+                        error("the reload did not finish (the gateway is shutting down)"),
+                        None,
+                    ),
                 }
             }
             Request::Upgrade { binary } => self.upgrade(binary).await,
             Request::Certs => {
                 let snap = self.shared.snapshot.load_full();
-                let (text, ok) = crate::acme::certs_text(&snap.config, &self.shared.certs);
+                let (text, ok) =
+                    crate::acme::render_certs(&snap.config, &self.shared.certs, Some(&self.acme));
                 (Response::Text { text, ok }, None)
             }
             Request::Route { url } => {
@@ -240,14 +259,16 @@ impl Control {
         }
         let exe = binary.unwrap_or_else(|| self.exe.clone());
         let (config, run_dir) = (self.config.clone(), self.run_dir.clone());
-        let started = tokio::task::spawn_blocking(move || {
-            crate::upgrade::start_successor(&exe, &config, &run_dir)
-        })
-        .await;
+        let started =
+            tokio::task::spawn_blocking(move || crate::upgrade::start_successor(&exe, &config, &run_dir))
+                .await;
         match started {
             Ok(Ok(new)) => {
                 let old = std::process::id();
-                tracing::info!(successor = new, "upgrade: the successor is ready; handing the listening sockets over");
+                tracing::info!(
+                    successor = new,
+                    "upgrade: the successor is ready; handing the listening sockets over"
+                );
                 let handover: Box<dyn FnOnce() + Send> = Box::new(|| {
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGQUIT);
                 });

@@ -43,7 +43,11 @@ fn failed(what: &str, e: &anyhow::Error) -> ExitCode {
 /// Asks the gateway running with `run_dir` for a text answer (`certs`, `route`), when it
 /// serves this very `config` file: its view (its environment, its loaded file) is the true
 /// one. `None` when none runs there, or it runs another file: then the file is read.
-fn ask_running(run_dir: &std::path::Path, config: &std::path::Path, req: control::Request) -> Option<ExitCode> {
+fn ask_running(
+    run_dir: &std::path::Path,
+    config: &std::path::Path,
+    req: control::Request,
+) -> Option<ExitCode> {
     let status = control::status(run_dir, Duration::from_secs(3)).ok()?;
     let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
     if same(config)? != same(&status.config)? {
@@ -51,7 +55,11 @@ fn ask_running(run_dir: &std::path::Path, config: &std::path::Path, req: control
     }
     match control::request(run_dir, &req, Duration::from_secs(10)) {
         Ok(control::Response::Text { text, ok }) => {
-            eprintln!("(the running gateway's view: process {}, {})", status.pid, status.config.display());
+            eprintln!(
+                "(the running gateway's view: process {}, {})",
+                status.pid,
+                status.config.display()
+            );
             print!("{text}");
             Some(exit(ok))
         }
@@ -80,7 +88,11 @@ fn main() -> ExitCode {
             url,
         } => {
             if !file {
-                if let Some(code) = ask_running(&run_dir.get(), &config.config, control::Request::Route { url: url.clone() }) {
+                if let Some(code) = ask_running(
+                    &run_dir.get(),
+                    &config.config,
+                    control::Request::Route { url: url.clone() },
+                ) {
                     return code;
                 }
             }
@@ -98,7 +110,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failed("gateway", &e),
         },
-        cli::Command::Certs { config, run_dir, file } => {
+        cli::Command::Certs {
+            config,
+            run_dir,
+            file,
+        } => {
             if !file {
                 if let Some(code) = ask_running(&run_dir.get(), &config.config, control::Request::Certs) {
                     return code;

@@ -136,8 +136,9 @@ pub fn prepare_run_dir(dir: &Path) -> anyhow::Result<()> {
             }
             if meta.uid() != me {
                 bail!(
-                    "the run directory {} belongs to uid {}, not to this user (uid {me}): remove it, or pass --run-dir",
+                    "the run directory {} belongs to uid {}, not to this user (uid {me}); another user's gateway may be using it: run this command as uid {}, or give a directory of your own with --run-dir or GATEWAY_RUN_DIR",
                     dir.display(),
+                    meta.uid(),
                     meta.uid()
                 );
             }

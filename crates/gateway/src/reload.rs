@@ -10,16 +10,32 @@ use pingora_core::services::background::BackgroundService;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub struct Reloader {
     pub path: PathBuf,
     pub shared: Arc<Shared>,
     /// The ACME client, told about every reloaded `[acme]` section.
-    pub acme: Option<Arc<gateway_tls::acme::AcmeManager>>,
+    pub acme: Arc<gateway_tls::acme::AcmeManager>,
     /// SIGHUPs, forwarded by the main loop's handler (`crate::signal::Signals`, which is
     /// installed before the pid file is written); taken when the service starts.
     pub hup: std::sync::Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+    /// Reloads asked for on the control socket (`gateway reload`), each answered with its
+    /// outcome; taken when the service starts.
+    pub requests: std::sync::Mutex<Option<mpsc::UnboundedReceiver<oneshot::Sender<ReloadOutcome>>>>,
+}
+
+/// What one reload did: `gateway reload` prints it and exits 1 when `applied` is false.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReloadOutcome {
+    /// The new configuration is serving (false: refused, the previous one stays).
+    pub applied: bool,
+    /// Why the file was refused, one `file:line:col: error: ...` each.
+    pub errors: Vec<String>,
+    /// What was applied only in part: settings that need a restart, certificate files refused.
+    pub warnings: Vec<String>,
+    /// Routes of the configuration now serving (when applied).
+    pub routes: usize,
 }
 
 /// `(name, names)` of the ACME-managed certificates, kept by the store across reloads.
@@ -52,30 +68,34 @@ pub fn fallback_names(cfg: &Config) -> Vec<String> {
     names
 }
 
-/// Applies certificates from a configuration, logging what could not be loaded.
-pub fn apply_certs(shared: &Shared, cfg: &Config) {
+/// Applies certificates from a configuration, logging what could not be loaded; returns
+/// those messages.
+pub fn apply_certs(shared: &Shared, cfg: &Config) -> Vec<String> {
     let msgs = shared.certs.configure(
         &cfg.tls.certificates,
         &managed(cfg),
         cfg.tls.default_certificate.as_deref(),
         &fallback_names(cfg),
     );
-    after_certificate_load(shared, msgs);
+    after_certificate_load(shared, msgs.clone());
+    msgs
 }
 
-/// Logs what a certificate (re)load said, counts refused files, publishes the gauges.
+/// Logs what a certificate (re)load said, counts refused files, publishes the gauges. The
+/// labelled series of every configured name exist from here on, at 0 until something
+/// happens (`Metrics::init_series`; at a reload the new names are created by
+/// `Reloader::reload` too, since the snapshot is still the old configuration here).
 pub fn after_certificate_load(shared: &Shared, msgs: Vec<String>) {
+    shared.metrics.init_series(&shared.snapshot.load().config);
     for msg in msgs {
         tracing::warn!("{msg}");
     }
     for e in &shared.certs.snapshot().entries {
-        if e.last_error.is_some() && matches!(e.source, gateway_tls::store::Source::Files { .. }) {
-            shared
-                .metrics
-                .cert_load_failures
-                .with_label_values(&[&e.name])
-                .inc();
+        if !matches!(e.source, gateway_tls::store::Source::Files { .. }) {
+            continue;
         }
+        let refused = shared.metrics.cert_load_failures.with_label_values(&[&e.name]);
+        refused.inc_by(u64::from(e.last_error.is_some()));
     }
     publish_expiry(shared);
 }
@@ -86,76 +106,89 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
 }
 
 /// `gateway_certificate_expiry_timestamp_seconds` of every real certificate served and
-/// `gateway_certificate_placeholder` = 1 where a generated stand-in is served instead (its
-/// far-future expiry would only hide the missing certificate from an expiry alert).
+/// `gateway_certificate_placeholder` = 1 where a generated stand-in is served instead
+/// (`crate::acme::publish_certificates`, also called when ACME installs a certificate).
 pub fn publish_expiry(shared: &Shared) {
-    let m = &shared.metrics;
-    let entries = &shared.certs.snapshot().entries;
-    // Series of certificates no longer configured go away.
-    for family in [&m.cert_expiry, &m.cert_placeholder] {
-        for mf in prometheus::core::Collector::collect(family) {
-            for metric in mf.get_metric() {
-                for l in metric.get_label() {
-                    if l.name() == "certificate" && !entries.iter().any(|e| e.name == l.value()) {
-                        let _ = family.remove_label_values(&[l.value()]);
-                    }
+    crate::acme::publish_certificates(&shared.metrics, &shared.certs.snapshot());
+}
+
+/// `gateway reload`: the running gateway reloads and says how it went; exit 1 when the file
+/// was refused (the gateway keeps serving the previous configuration), as `nginx -t && nginx
+/// -s reload` users expect.
+pub fn command(run_dir: &Path) -> std::process::ExitCode {
+    use crate::control::{request, Request, Response};
+    match request(run_dir, &Request::Reload, Duration::from_secs(60)) {
+        Ok(Response::Reload(o)) => {
+            for w in &o.warnings {
+                eprintln!("warning: {w}");
+            }
+            if o.applied {
+                println!("configuration reloaded: {} route(s)", o.routes);
+                std::process::ExitCode::SUCCESS
+            } else {
+                for e in &o.errors {
+                    eprintln!("{e}");
                 }
+                eprintln!(
+                    "configuration refused ({} error(s)); the gateway keeps serving the previous one",
+                    o.errors.len()
+                );
+                std::process::ExitCode::FAILURE
             }
         }
-    }
-    for e in entries {
-        let Some(c) = &e.cert else { continue };
-        let placeholder = c.self_signed;
-        m.cert_placeholder
-            .with_label_values(&[&e.name])
-            .set(i64::from(placeholder));
-        if placeholder {
-            let _ = m.cert_expiry.remove_label_values(&[&e.name]);
-        } else {
-            m.cert_expiry
-                .with_label_values(&[&e.name])
-                .set(unix_seconds(c.not_after));
+        Ok(Response::Error { message }) => {
+            eprintln!("gateway reload: {message}");
+            std::process::ExitCode::FAILURE
+        }
+        Ok(other) => {
+            eprintln!("gateway reload: unexpected answer: {other:?}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gateway reload: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
 
 impl Reloader {
-    /// Reads the file again; on success swaps the snapshot, on failure keeps it.
-    pub fn reload(&self, why: &str) {
+    /// Reads the file again; on success swaps the snapshot, on failure keeps it. Everything
+    /// the outcome says is also logged.
+    pub fn reload(&self, why: &str) -> ReloadOutcome {
         let m = &self.shared.metrics;
         m.reloads.inc();
+        let mut outcome = ReloadOutcome::default();
         match gateway_config::load(&self.path) {
             Ok(cfg) => {
                 let old = self.shared.snapshot.load_full();
-                let (o, n) = (&old.config.server, &cfg.server);
-                if old.config.listen != cfg.listen
-                    || (old.config.tls.session_cache, old.config.tls.session_tickets)
-                        != (cfg.tls.session_cache, cfg.tls.session_tickets)
-                    || (o.threads, o.work_stealing, o.reuseport) != (n.threads, n.work_stealing, n.reuseport)
-                    || o.grace_period != n.grace_period
-                {
-                    tracing::warn!(
-                        "listener addresses, threads, work_stealing, reuseport, grace_period or the TLS session cache changed: they need new sockets or runtimes, so they take effect only after `gateway upgrade` or a restart; the rest is applied now"
+                let fixed = old.config.restart_only_changes(&cfg);
+                if !fixed.is_empty() {
+                    let w = format!(
+                        "changed, but fixed until `gateway upgrade` or a restart (new sockets, runtimes or sessions): {}; everything else is applied now",
+                        fixed.join(", ")
                     );
+                    tracing::warn!("{w}");
+                    outcome.warnings.push(w);
                 }
-                apply_certs(&self.shared, &cfg);
+                m.init_series(&cfg);
+                outcome.warnings.extend(apply_certs(&self.shared, &cfg));
                 // After apply_certs: the store knows the managed names before loops start.
-                match &self.acme {
-                    Some(acme) => acme.reconfigure(cfg.acme.as_ref()),
-                    None if old.config.acme != cfg.acme => tracing::warn!(
-                        "the [acme] section changed: it takes effect after `gateway upgrade` or a restart"
-                    ),
-                    None => {}
+                self.acme.reconfigure(cfg.acme.as_ref());
+                outcome.routes = cfg.routes.len();
+                for w in crate::telemetry::apply_reload(&old.config.logging, &cfg.logging) {
+                    tracing::warn!("{w}");
+                    outcome.warnings.push(w);
                 }
-                let routes = cfg.routes.len();
                 self.shared.apply(cfg);
                 m.last_reload_success.set(unix_seconds(SystemTime::now()));
-                tracing::info!(trigger = why, routes, file = %self.path.display(), "configuration reloaded");
+                outcome.applied = true;
+                tracing::info!(trigger = why, routes = outcome.routes, file = %self.path.display(), "configuration reloaded");
             }
             Err(errors) => {
                 m.reload_failures.inc();
                 for e in &errors.0 {
                     tracing::error!("{e}");
+                    outcome.errors.push(e.to_string());
                 }
                 tracing::error!(
                     trigger = why,
@@ -163,9 +196,11 @@ impl Reloader {
                 );
                 // Certificates may have changed on their own (certbot renewal).
                 let msgs = self.shared.certs.reload_files();
+                outcome.warnings.extend(msgs.iter().cloned());
                 after_certificate_load(&self.shared, msgs);
             }
         }
+        outcome
     }
 
     /// Paths whose change should trigger a reload: the config and every certificate file.
@@ -226,6 +261,7 @@ impl Reloader {
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hup = self.hup.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let watch_enabled = self.shared.snapshot.load().config.server.watch_config;
         let mut watcher = if watch_enabled {
@@ -234,9 +270,14 @@ impl BackgroundService for Reloader {
             None
         };
         loop {
+            let mut answer = None;
             let why = tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+                Some(tx) = async { match requests.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    answer = Some(tx);
+                    "gateway reload"
+                }
                 Some(_) = rx.recv() => {
                     // Debounce: editors and `docker cp` produce bursts of events.
                     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -244,7 +285,13 @@ impl BackgroundService for Reloader {
                     "file change"
                 }
             };
-            self.reload(why);
+            // Synchronous on purpose: this background service has its own runtime thread
+            // (Pingora gives each service one), so reading files and PEM here never holds up
+            // a thread that serves requests, and reloads never overlap.
+            let outcome = self.reload(why);
+            if let Some(tx) = answer {
+                let _ = tx.send(outcome);
+            }
             if self.shared.snapshot.load().config.server.watch_config {
                 drop(watcher.take());
                 watcher = self.watch(tx.clone());

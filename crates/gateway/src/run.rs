@@ -1,8 +1,9 @@
 //! `gateway run`: build the services from `proxy.toml` and serve until signalled.
 //!
-//! Signals: SIGTERM drains gracefully within `grace_period`; SIGINT stops at once; SIGHUP
-//! reloads; SIGQUIT hands the listening sockets to a new process started with `--upgrade`.
-//! All four are handled before the pid file is written (`signal::Signals`).
+//! Signals: SIGTERM drains gracefully within `grace_period` (and exits as soon as every
+//! connection is done); SIGINT stops at once; SIGHUP reloads; SIGQUIT hands the listening
+//! sockets to a new process started with `--upgrade`. All four are handled before the pid
+//! file and the control socket are there (`signal::Signals`, `control.rs`).
 
 use crate::{admin::Admin, reload};
 use gateway_proxy::metrics::Metrics;
@@ -24,6 +25,11 @@ pub struct RunArgs {
 
 pub fn pid_path(run_dir: &Path) -> PathBuf {
     run_dir.join("gateway.pid")
+}
+
+/// A listen address for a log field: `127.0.0.1:80`, or `off`.
+fn or_off(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_owned(), |a| a.to_string())
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -55,7 +61,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let _access_log = gateway_proxy::access::start_writer();
+    let _access_log =
+        gateway_proxy::access::start_writer(cfg.logging.access_log_file.as_deref()).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot open the access log file {}: {e}",
+                config.display(),
+                cfg.logging
+                    .access_log_file
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("-"))
+                    .display()
+            )
+        })?;
 
     let certs = CertStore::new();
     let shared = Shared::new(cfg.clone(), certs.clone(), Metrics::global());
@@ -95,23 +112,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     server.add_service(background_service("acme", crate::acme::AcmeService(acme.clone())));
     let (hup_tx, hup_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     server.add_service(background_service(
         "reload",
         reload::Reloader {
             path: config.clone(),
             shared: shared.clone(),
-            acme: Some(acme),
+            acme: acme.clone(),
             hup: std::sync::Mutex::new(Some(hup_rx)),
+            requests: std::sync::Mutex::new(Some(reload_rx)),
         },
     ));
+    let control = crate::control::Control::new(
+        shared.clone(),
+        acme,
+        reload_tx,
+        config.clone(),
+        args.run_dir.clone(),
+    );
 
     // Written by `Signals` once SIGQUIT/SIGTERM/SIGINT/SIGHUP are handled: before that, any
     // of them would kill the process (`gateway upgrade` waits for it before its next step).
     let pid = pid_path(&args.run_dir);
     tracing::info!(
         https = %cfg.listen.https,
-        http = ?cfg.listen.http,
-        metrics = ?cfg.listen.metrics,
+        http = %or_off(cfg.listen.http),
+        metrics = %or_off(cfg.listen.metrics),
         routes = cfg.routes.len(),
         config = %config.display(),
         pid_file = %pid.display(),
@@ -121,8 +147,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_signal: Box::new(crate::signal::Signals {
             pid_file: pid.clone(),
             hup: hup_tx,
+            control: control.clone(),
+            successor: args.upgrade,
         }),
     });
+    control.remove_own_socket();
     // A newer process may have taken over the pid file during an upgrade.
     if std::fs::read_to_string(&pid).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
         let _ = std::fs::remove_file(&pid);

@@ -73,6 +73,8 @@ impl ShutdownSignalWatch for Signals {
         let mut term = install(SignalKind::terminate(), "SIGTERM");
         let mut int = install(SignalKind::interrupt(), "SIGINT");
         let mut hup = install(SignalKind::hangup(), "SIGHUP");
+        // logrotate's convention (nginx `-s reopen`): the access log file is opened again.
+        let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1");
         // Pingora calls this again after a failed socket handover (the vendored main loop
         // keeps serving): the pid file then names this process again, which is right.
         self.control.start();
@@ -99,6 +101,7 @@ impl ShutdownSignalWatch for Signals {
                     crate::notify::stopping();
                     return ShutdownSignal::FastShutdown;
                 }
+                _ = next(&mut usr1) => gateway_proxy::access::reopen(),
                 _ = next(&mut hup) => {
                     let _ = self.hup.send(());
                 }

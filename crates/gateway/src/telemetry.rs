@@ -1,20 +1,31 @@
-//! Logs: `tracing` to stderr (access lines go to stdout), with Pingora's `log` output bridged
-//! in. Pingora reports failed TLS handshakes only as log lines; a layer here counts them.
+//! Logs: `tracing` to stderr (access lines go to stdout or `access_log_file`), with Pingora's
+//! `log` output bridged in. Pingora reports failed TLS handshakes only as log lines; a layer
+//! here counts them.
 //!
 //! Records from libraries are also tidied here: client quirks (rustls' per-connection
-//! warnings, clients that went away) go to debug, and a warning or error that repeats in a
-//! tight loop is cut to a few lines per second with a count of what was left out.
+//! warnings, clients that went away) and Pingora's start/stop narration ("Bootstrap
+//! starting", "Starting service", "Graceful shutdown started!"...: about 50 INFO lines per
+//! start and stop) go to debug, and a warning or error that repeats in a tight loop is cut
+//! to a few lines per second with a count of what was left out.
+//!
+//! Under systemd (`JOURNAL_STREAM` names stderr, systemd.exec(5)) every line starts with its
+//! syslog priority, `<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace (sd-daemon(3)),
+//! which journald stores as the entry's PRIORITY and strips from the message.
+//!
+//! `[logging] level` follows reloads ([`apply_reload`], through a `reload` layer around the
+//! filter); `format` needs a restart and a reload says so.
 
 use gateway_config::{LogFormat, Logging};
 use prometheus::IntCounter;
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::sync::Mutex;
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::Level;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Pingora's `log` output, counted where it reports a failed TLS handshake, then handed to
 /// tracing. Counting here, before the bridge, sees the record's real target (bridged records
@@ -103,8 +114,12 @@ impl log::Log for CountingLogger {
         }
         // A client that goes away mid-request is routine (nginx logs "client prematurely
         // closed connection" at info, below its default level); Pingora logs it as an error,
-        // one line per connection a load balancer or browser drops. Shown at debug.
-        if (record.level() == log::Level::Error && client_went_away(record)) || client_quirk(record) {
+        // one line per connection a load balancer or browser drops. Shown at debug, as is
+        // Pingora's start/stop narration (the gateway logs its own start, reload and stop).
+        if (record.level() == log::Level::Error && client_went_away(record))
+            || client_quirk(record)
+            || pingora_narration(record)
+        {
             if log::max_level() >= log::Level::Debug {
                 self.bridge.log(
                     &log::Record::builder()
@@ -130,6 +145,13 @@ fn client_quirk(record: &log::Record<'_>) -> bool {
     record.level() == log::Level::Warn && record.target().starts_with("rustls")
 }
 
+/// Pingora's INFO lines: its server's start and stop steps, a line per service and runtime
+/// ("Bootstrap starting", "Starting service: ...", "Shutting down ...", "Waiting for runtimes
+/// to exit!"). Debug detail for whoever runs the gateway: its own lines say what happened.
+fn pingora_narration(record: &log::Record<'_>) -> bool {
+    record.level() == log::Level::Info && record.target().starts_with("pingora")
+}
+
 /// Pingora's report of a request that failed on the client's side of the connection
 /// (closed, reset, timed out while the gateway read or wrote), not a fault of the gateway or
 /// an upstream.
@@ -149,41 +171,202 @@ fn client_went_away(record: &log::Record<'_>) -> bool {
     .any(|p| message.starts_with(p))
 }
 
-/// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
-///
-/// Colours only when stderr is a terminal (not for `docker logs`, journald or a file);
-/// `logging.format = "json"` writes one JSON object per line.
-pub fn init(logging: &Logging, handshake_failures: IntCounter) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Pingora logs at debug and trace on every request: only records at the configured level
-    // (and WARN, for the handshake counter) are turned into events at all.
-    let max = match filter.max_level_hint().and_then(|l| l.into_level()) {
+/// The syslog priority prefix of a level (sd-daemon(3)): `<3>` error, `<4>` warn, `<6>`
+/// info, `<7>` debug and trace.
+fn priority(level: &Level) -> &'static [u8] {
+    match *level {
+        Level::ERROR => b"<3>",
+        Level::WARN => b"<4>",
+        Level::INFO => b"<6>",
+        Level::DEBUG | Level::TRACE => b"<7>",
+    }
+}
+
+/// Whether stderr is the journal stream systemd names in `JOURNAL_STREAM` (`<device>:<inode>`
+/// of the socket, systemd.exec(5)): only then is the priority prefix written, so a program
+/// started from a unit with its stderr redirected elsewhere writes plain lines.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(value) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.trim().parse::<u64>(), ino.trim().parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// stderr, with the priority prefix in front of each event when `journal` is set.
+#[derive(Clone, Copy)]
+struct Stderr {
+    journal: bool,
+}
+
+/// One event's writer: the fmt layer writes a formatted line in one `write_all`.
+struct StderrLine {
+    prefix: Option<&'static [u8]>,
+}
+
+impl Write for StderrLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match self.prefix.take() {
+            // One write per line, so lines of several threads never interleave.
+            Some(p) => {
+                let mut line = Vec::with_capacity(p.len() + buf.len());
+                line.extend_from_slice(p);
+                line.extend_from_slice(buf);
+                err.write_all(&line)?;
+            }
+            None => err.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = StderrLine;
+
+    fn make_writer(&'a self) -> StderrLine {
+        StderrLine { prefix: None }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> StderrLine {
+        StderrLine {
+            prefix: self.journal.then(|| priority(meta.level())),
+        }
+    }
+}
+
+/// What [`apply_reload`] changes in the running subscriber.
+struct Live {
+    filter: reload::Handle<EnvFilter, Registry>,
+    /// `RUST_LOG` was set (and valid): it, not `[logging] level`, filters.
+    from_env: bool,
+}
+
+static LIVE: OnceLock<Live> = OnceLock::new();
+
+/// `log`'s global cap for a filter: Pingora logs at debug and trace on every request, so
+/// only records at the filter's most verbose level (and WARN, for the handshake counter) are
+/// built at all.
+fn log_cap(filter: &EnvFilter) -> log::LevelFilter {
+    match filter.max_level_hint().and_then(|l| l.into_level()) {
         Some(Level::TRACE) => log::LevelFilter::Trace,
         Some(Level::DEBUG) => log::LevelFilter::Debug,
         Some(Level::INFO) | None => log::LevelFilter::Info,
         Some(Level::WARN) | Some(Level::ERROR) => log::LevelFilter::Warn,
+    }
+}
+
+/// `RUST_LOG` wins over the configured level, so an admin can turn up detail for one run.
+///
+/// Colours only when stderr is a terminal (not for `docker logs`, journald or a file);
+/// `logging.format = "json"` writes one JSON object per line. Fields are written with
+/// `Display` (addresses as `127.0.0.1:80`, never Rust's debug form).
+pub fn init(logging: &Logging, handshake_failures: IntCounter) {
+    let (filter, from_env) = match EnvFilter::try_from_default_env() {
+        Ok(f) => (f, true),
+        Err(_) => (
+            EnvFilter::try_new(&logging.level).unwrap_or_else(|_| EnvFilter::new("info")),
+            false,
+        ),
     };
+    let max = log_cap(&filter);
     let _ = log::set_boxed_logger(Box::new(CountingLogger {
         bridge: tracing_log::LogTracer::new(),
         handshake_failures,
         floods: FloodGuard::default(),
     }));
+    let journal = stderr_is_journal();
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(Stderr { journal })
+        .with_ansi(!journal && std::io::stderr().is_terminal())
         .with_target(true);
     let fmt = match logging.format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
     };
-    let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .try_init();
+    // The filter applies to every layer (there is one): a `reload` layer around it lets a
+    // reload change the level in place.
+    let (filter, handle) = reload::Layer::new(filter);
+    // `try_init` reports an error after installing the subscriber when `log` already has a
+    // logger (ours, above): its result says nothing about the subscriber. A handle whose
+    // subscriber was never installed answers reloads with an error, turned into a warning.
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let _ = LIVE.set(Live {
+        filter: handle,
+        from_env,
+    });
     // `try_init` may reset `log`'s global level; the cap is what keeps Pingora's per-request
     // records from being built at all.
     log::set_max_level(max);
+}
+
+/// Applies a reloaded `[logging]`; returns a warning for each change that is not applied
+/// (the lead logs them with `tracing::warn!`).
+///
+/// - `level`: applied at once (the filter is swapped, `log`'s cap follows), unless
+///   `RUST_LOG` is set, which wins until a restart without it.
+/// - `format` (stderr `text`/`json`): needs a restart; named by
+///   `Config::restart_only_changes`, not here.
+/// - `access_log_file`: access lines go to the new file (or stdout) from now on; a file
+///   that cannot be opened keeps the current target.
+/// - `access_log` and `[logging.formats]`: nothing to do, each request reads them from the
+///   configuration it started with.
+pub fn apply_reload(old: &Logging, new: &Logging) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if old.level != new.level {
+        match LIVE.get() {
+            Some(live) if live.from_env => warnings.push(format!(
+                "logging.level changed to `{}`, but RUST_LOG is set and wins: the new level applies after a restart without RUST_LOG",
+                new.level
+            )),
+            Some(live) => match EnvFilter::try_new(&new.level) {
+                Ok(filter) => {
+                    let cap = log_cap(&filter);
+                    match live.filter.reload(filter) {
+                        Ok(()) => log::set_max_level(cap),
+                        Err(e) => warnings.push(format!(
+                            "logging.level changed: cannot apply it now ({e}): needs a restart"
+                        )),
+                    }
+                }
+                Err(e) => warnings.push(format!(
+                    "logging.level `{}` is not a filter ({e}): the previous level stays",
+                    new.level
+                )),
+            },
+            None => warnings.push("logging.level changed: needs a restart".to_owned()),
+        }
+    }
+    if old.access_log_file != new.access_log_file {
+        if let Err(e) = gateway_proxy::access::set_file(new.access_log_file.as_deref()) {
+            let shown = |p: &Option<std::path::PathBuf>| {
+                p.as_ref()
+                    .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string())
+            };
+            warnings.push(format!(
+                "logging.access_log_file: cannot open {}: {e}; access lines still go to {}",
+                shown(&new.access_log_file),
+                shown(&old.access_log_file)
+            ));
+        }
+    }
+    warnings
 }
 
 #[cfg(test)]
@@ -225,6 +408,31 @@ mod tests {
             }
         }
         assert_eq!(admit(261), Some(1000 - super::FloodGuard::PER_WINDOW));
+    }
+
+    #[test]
+    fn pingora_start_and_stop_lines_are_debug() {
+        let r = |level, target: &str| {
+            super::pingora_narration(
+                &log::Record::builder()
+                    .level(level)
+                    .target(target)
+                    .args(format_args!("Starting service: https"))
+                    .build(),
+            )
+        };
+        assert!(r(log::Level::Info, "pingora_core::server"));
+        assert!(!r(log::Level::Warn, "pingora_core::server"));
+        assert!(!r(log::Level::Info, "gateway::run"));
+    }
+
+    #[test]
+    fn journal_priorities_follow_sd_daemon() {
+        use tracing::Level;
+        assert_eq!(super::priority(&Level::ERROR), b"<3>");
+        assert_eq!(super::priority(&Level::WARN), b"<4>");
+        assert_eq!(super::priority(&Level::INFO), b"<6>");
+        assert_eq!(super::priority(&Level::DEBUG), b"<7>");
     }
 
     #[test]

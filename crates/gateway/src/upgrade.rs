@@ -150,7 +150,11 @@ pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
         Some(b) => Some(std::path::absolute(&b).with_context(|| format!("locating {}", b.display()))?),
         None => None,
     };
-    let (old, new) = match request(&a.run_dir, &Request::Upgrade { binary }, READY_TIMEOUT + Duration::from_secs(15))? {
+    let (old, new) = match request(
+        &a.run_dir,
+        &Request::Upgrade { binary },
+        READY_TIMEOUT + Duration::from_secs(15),
+    )? {
         Response::Upgrade { old, new } => (old, new),
         Response::Error { message } => bail!("{message}; the running gateway keeps serving"),
         other => bail!("unexpected answer: {other:?}"),

@@ -59,7 +59,7 @@ async fn pebble_issues_one_certificate_for_two_names_and_a_restart_reuses_it() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("gateway_acme_renewals_total{certificate=\"main\"} 1"),
+        metrics.contains("gateway_acme_orders_total{certificate=\"main\",result=\"success\"} 1"),
         "{metrics}"
     );
     let listing = certs_listing(&gw.config).await;

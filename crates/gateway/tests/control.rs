@@ -60,22 +60,37 @@ async fn reload_waits_for_the_outcome_and_fails_on_a_refused_file() {
 
     let out = cli(&gw, &["reload"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("configuration reloaded: 1 route(s)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("configuration reloaded: 1 route(s)"),
+        "{}",
+        text(&out)
+    );
 
     // A broken file: exit 1 with every error at its line; the gateway keeps serving.
-    std::fs::write(&gw.config, good.replace("prefix = \"/\"", "prefixx = \"/\"\nthreads = \"x\"")).unwrap();
+    std::fs::write(
+        &gw.config,
+        good.replace("prefix = \"/\"", "prefixx = \"/\"\nthreads = \"x\""),
+    )
+    .unwrap();
     let out = cli(&gw, &["reload"]).await;
     assert!(!out.status.success(), "a refused file fails: {}", text(&out));
     let shown = text(&out);
     let file = gw.config.display().to_string();
-    assert!(shown.contains(&format!("{file}:")) && shown.contains("unknown key `prefixx`"), "{shown}");
+    assert!(
+        shown.contains(&format!("{file}:")) && shown.contains("unknown key `prefixx`"),
+        "{shown}"
+    );
     assert!(shown.contains("keeps serving the previous one"), "{shown}");
     let c = client::http(false);
     assert_eq!(c.get(gw.url("/x")).send().await.unwrap().status(), 200);
 
     // The container healthcheck asks the process, which is healthy: the file is not read.
     let health = cli(&gw, &["healthcheck"]).await;
-    assert!(health.status.success(), "healthy with a broken file on disk: {}", text(&health));
+    assert!(
+        health.status.success(),
+        "healthy with a broken file on disk: {}",
+        text(&health)
+    );
 
     // A restart-only change is applied in part and named.
     std::fs::write(&gw.config, good.replace("threads = 2", "threads = 3")).unwrap();
@@ -101,7 +116,11 @@ async fn a_stale_pid_file_is_never_signalled() {
     for args in [&["reload"][..], &["upgrade"][..], &["healthcheck"][..]] {
         let out = cli(&gw, args).await;
         assert!(!out.status.success(), "{args:?}: {}", text(&out));
-        assert!(text(&out).contains("no gateway is running"), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("no gateway is running"),
+            "{args:?}: {}",
+            text(&out)
+        );
     }
     assert!(
         victim.wait_exit(Duration::from_millis(300)).is_none(),
@@ -113,9 +132,15 @@ async fn a_stale_pid_file_is_never_signalled() {
 async fn upgrade_keeps_the_running_processs_environment() {
     let up = upstream::echo().await;
     let addr = up.addr.to_string();
-    let mut gw = Gateway::start_with_env(&env_config(), &[("UP_ADDR", &addr), ("MARK", "set-at-start")]).await;
+    let mut gw =
+        Gateway::start_with_env(&env_config(), &[("UP_ADDR", &addr), ("MARK", "set-at-start")]).await;
     let c = client::http(false);
-    let mark = |r: &reqwest::Response| r.headers().get("x-mark").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mark = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-mark")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let r = c.get(gw.url("/before")).send().await.unwrap();
     assert_eq!(mark(&r).as_deref(), Some("set-at-start"));
     let old = gw.pid();
@@ -131,7 +156,11 @@ async fn upgrade_keeps_the_running_processs_environment() {
     let out = harness::run_cmd_async(cmd, CMD).await;
     let new = gw.adopt_successor();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("process {new} now serves")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("process {new} now serves")),
+        "{}",
+        text(&out)
+    );
     assert_ne!(new, old);
     let environ = std::fs::read(format!("/proc/{new}/environ")).unwrap();
     assert!(
@@ -160,7 +189,11 @@ async fn route_and_certs_give_the_running_view() {
         .arg("https://localhost/n8n/x");
     let out = harness::run_cmd_async(cmd, CMD).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("upstream: echo ({addr})")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("upstream: echo ({addr})")),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("running gateway's view"), "{}", text(&out));
     // `--file` reads the file, in the caller's environment: refused.
     let mut cmd = Command::new(binary());
@@ -173,7 +206,9 @@ async fn route_and_certs_give_the_running_view() {
     assert!(text(&out).contains("UP_ADDR"), "{}", text(&out));
 
     let mut cmd = Command::new(binary());
-    cmd.env_remove("UP_ADDR").args(["certs", "--config", &config, "--run-dir"]).arg(gw.run_dir());
+    cmd.env_remove("UP_ADDR")
+        .args(["certs", "--config", &config, "--run-dir"])
+        .arg(gw.run_dir());
     let out = harness::run_cmd_async(cmd, CMD).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("running gateway's view"), "{}", text(&out));
@@ -189,24 +224,40 @@ async fn sigterm_exits_once_the_last_connection_has_drained() {
     let started = Instant::now();
     assert!(gw.stop(Duration::from_secs(10)));
     let idle = started.elapsed();
-    assert!(idle < Duration::from_secs(4), "an idle gateway exits at once after SIGTERM: {idle:?}");
+    assert!(
+        idle < Duration::from_secs(4),
+        "an idle gateway exits at once after SIGTERM: {idle:?}"
+    );
 
     // With a request in flight, it waits for that request, then exits.
     let mut gw = Gateway::start_with_env(&env_config(), &[("UP_ADDR", &addr)]).await;
     let c = client::http(false);
     let url = gw.url("/slow/2500");
     let slow = tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) });
-    poll_until(Duration::from_secs(10), "the slow request to reach the upstream", || {
-        let seen = up.seen().iter().any(|s| s.uri.ends_with("/slow/2500"));
-        async move { seen.then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(10),
+        "the slow request to reach the upstream",
+        || {
+            let seen = up.seen().iter().any(|s| s.uri.ends_with("/slow/2500"));
+            async move { seen.then_some(()) }
+        },
+    )
     .await;
     let signalled = Instant::now();
     let mut process = gw.take_process().expect("running");
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid()), nix::sys::signal::Signal::SIGTERM);
-    assert!(process.wait_exit(Duration::from_secs(10)).is_some(), "exits within the grace period");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(process.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(
+        process.wait_exit(Duration::from_secs(10)).is_some(),
+        "exits within the grace period"
+    );
     let took = signalled.elapsed();
-    assert_eq!(slow.await.unwrap().expect("the in-flight request is answered"), 200);
+    assert_eq!(
+        slow.await.unwrap().expect("the in-flight request is answered"),
+        200
+    );
     assert!(
         took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
         "waited for the request, not for the whole 8 s grace period: {took:?}"
@@ -217,21 +268,41 @@ async fn sigterm_exits_once_the_last_connection_has_drained() {
 async fn cli_conventions_env_defaults_version_completions_man() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("site.toml");
-    std::fs::write(&file, "[upstreams.api]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"api\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[upstreams.api]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"api\"\n",
+    )
+    .unwrap();
     let run = |cmd: &mut Command| harness::process::run_cmd(cmd, CMD);
 
     let out = run(Command::new(binary()).env("GATEWAY_CONFIG", &file).arg("check"));
-    assert!(out.status.success(), "GATEWAY_CONFIG replaces --config: {}", text(&out));
-    let out = run(Command::new(binary()).env("GATEWAY_CONFIG", dir.path().join("none.toml")).arg("check"));
-    assert!(!out.status.success() && text(&out).contains("none.toml"), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "GATEWAY_CONFIG replaces --config: {}",
+        text(&out)
+    );
+    let out = run(Command::new(binary())
+        .env("GATEWAY_CONFIG", dir.path().join("none.toml"))
+        .arg("check"));
+    assert!(
+        !out.status.success() && text(&out).contains("none.toml"),
+        "{}",
+        text(&out)
+    );
 
     let out = run(Command::new(binary()).arg("--version"));
     let version = text(&out);
-    assert!(out.status.success() && version.contains(" (commit ") && version.contains(", built 20"), "{version}");
+    assert!(
+        out.status.success() && version.contains(" (commit ") && version.contains(", built 20"),
+        "{version}"
+    );
 
     let out = run(Command::new(binary()).args(["completions", "bash"]));
     let script = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success() && script.contains("_gateway") && script.contains("reload"), "{script}");
+    assert!(
+        out.status.success() && script.contains("_gateway") && script.contains("reload"),
+        "{script}"
+    );
     let out = run(Command::new(binary()).args(["man"]));
     let man = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && man.contains(".TH gateway"), "{man}");

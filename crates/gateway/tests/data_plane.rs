@@ -660,7 +660,9 @@ async fn http_listener_redirects_and_answers_challenges() {
             .await
             .unwrap();
         assert_eq!(r.status(), 301, "{method}");
-        assert_eq!(header(&r, "location"), Some("https://example.com/a/b?c=d"));
+        // `public_https_port` defaults to the HTTPS listener's port.
+        let location = format!("https://example.com:{}/a/b?c=d", gw.https.port());
+        assert_eq!(header(&r, "location"), Some(location.as_str()));
         assert_eq!(header(&r, "x-frame-options"), Some("SAMEORIGIN"));
     }
     let r = c

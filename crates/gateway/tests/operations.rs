@@ -186,7 +186,10 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
     gw.signal(nix::sys::signal::Signal::SIGHUP);
     poll_until(Duration::from_secs(10), "the listener warning", || {
         let log = gw.stderr();
-        async move { (log.contains("fixed until `gateway upgrade` or a restart") && log.contains("listen.metrics")).then_some(()) }
+        async move {
+            (log.contains("fixed until `gateway upgrade` or a restart") && log.contains("listen.metrics"))
+                .then_some(())
+        }
     })
     .await;
     // The warning is logged before the new snapshot is swapped in: poll for it.
@@ -316,7 +319,7 @@ async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
     for r in &results {
         let route = r["metric"]["route"].as_str().unwrap_or_default();
         assert!(
-            ["scraped", "none"].contains(&route),
+            ["scraped", "api", "none"].contains(&route),
             "unexpected route label {route}: {results:#?}"
         );
     }

@@ -93,7 +93,7 @@ impl Backend {
         // The cache here is the cache: hickory's would keep Docker's 600 s answers past a refresh.
         o.positive_max_ttl = Some(Duration::ZERO);
         o.negative_max_ttl = Some(Duration::ZERO);
-        tracing::debug!(servers = ?servers, "upstream name resolver (empty: /etc/resolv.conf)");
+        tracing::debug!(servers = %servers.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","), "upstream name resolver (empty: /etc/resolv.conf)");
         Backend {
             servers: servers.to_vec(),
             how: How::Hickory(Box::new(builder.build())),
@@ -281,7 +281,7 @@ impl Dns {
                 lock(&self.failing).remove(key);
                 let changed = self.cache.load().get(key).is_none_or(|old| old[..] != addrs[..]);
                 if changed {
-                    tracing::info!(upstream.host = %key.0, port = key.1, addrs = ?addrs, "upstream name resolved");
+                    tracing::info!(upstream.host = %key.0, port = key.1, addrs = %addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","), "upstream name resolved");
                     self.cache.rcu(|old| {
                         let mut m = HashMap::clone(old);
                         m.insert(key.clone(), addrs.clone());

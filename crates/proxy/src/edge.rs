@@ -56,14 +56,18 @@ struct LiveGuard<'a>(&'a Shared);
 
 impl<'a> LiveGuard<'a> {
     fn new(shared: &'a Shared) -> Self {
-        shared.live_connections.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        shared
+            .live_connections
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         LiveGuard(shared)
     }
 }
 
 impl Drop for LiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.live_connections.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0
+            .live_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

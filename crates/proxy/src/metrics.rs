@@ -2,13 +2,38 @@
 //! `pingora-prometheus`-style exporters and our `/metrics` endpoint both read).
 //!
 //! Labels come only from configured route and upstream names and fixed vocabularies, so an
-//! unknown Host or path never creates a new series.
+//! unknown Host or path never creates a new series. [`Metrics::init_series`] creates the
+//! labelled counters of every configured name at 0 (at start and at each reload), so the
+//! first event is an increase Prometheus sees (`increase(...) > 0` would miss a series that
+//! appears at 1). With the `prometheus` crate's `process` feature the default registry also
+//! holds its process collector (`process_cpu_seconds_total`, `process_open_fds`,
+//! `process_max_fds`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`,
+//! `process_start_time_seconds`, `process_threads`), registered by the crate itself.
 
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::{Arc, OnceLock};
+
+/// Every `kind` of `gateway_upstream_errors_total` (proxy.rs sets them).
+pub const UPSTREAM_ERROR_KINDS: [&str; 7] = [
+    "dns",
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "timeout",
+    "protocol",
+    "response",
+];
+
+/// Every `result` of `gateway_acme_orders_total`.
+pub const ACME_ORDER_RESULTS: [&str; 2] = ["success", "failure"];
+
+/// The `method` labels of `gateway_requests_total` ([`method_label`]).
+pub const METHOD_LABELS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "OTHER",
+];
 
 pub struct Metrics {
     pub requests: IntCounterVec,
@@ -29,8 +54,12 @@ pub struct Metrics {
     pub cert_load_failures: IntCounterVec,
     /// Access lines dropped because the writer thread's queue was full.
     pub access_log_dropped: IntCounter,
-    pub acme_renewals: IntCounterVec,
-    pub acme_failures: IntCounterVec,
+    /// Finished ACME orders by certificate and `result` (`success`, `failure`).
+    pub acme_orders: IntCounterVec,
+    /// Failed writes to the ACME storage (account, certificate, status, lock).
+    pub acme_storage_errors: IntCounterVec,
+    /// 0 while something of the certificate's ACME state could not be stored.
+    pub acme_storage_writable: IntGaugeVec,
     pub reloads: IntCounter,
     pub reload_failures: IntCounter,
     pub last_reload_success: IntGauge,
@@ -121,15 +150,21 @@ impl Metrics {
                 "Access lines dropped because the log writer could not keep up"
             )
             .expect("register"),
-            acme_renewals: register_int_counter_vec!(
-                "gateway_acme_renewals_total",
-                "ACME issuance and renewal attempts",
+            acme_orders: register_int_counter_vec!(
+                "gateway_acme_orders_total",
+                "Finished ACME orders (first issuance or renewal), by result: success (issued) or failure",
+                &["certificate", "result"]
+            )
+            .expect("register"),
+            acme_storage_errors: register_int_counter_vec!(
+                "gateway_acme_storage_errors_total",
+                "Failed writes to the ACME storage (account, certificate, status.json, lock)",
                 &["certificate"]
             )
             .expect("register"),
-            acme_failures: register_int_counter_vec!(
-                "gateway_acme_renewal_failures_total",
-                "Failed ACME issuance and renewal attempts",
+            acme_storage_writable: register_int_gauge_vec!(
+                "gateway_acme_storage_writable",
+                "1 while the certificate's ACME state is stored, 0 while it is kept in memory only (a restart orders again)",
                 &["certificate"]
             )
             .expect("register"),
@@ -150,6 +185,50 @@ impl Metrics {
             .expect("register");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m
+    }
+}
+
+impl Metrics {
+    /// Creates at 0 the labelled series of every name `cfg` configures: per route the
+    /// request duration and the `5xx` requests of every method (what the 5xx-ratio alert
+    /// divides; other classes appear with their first request), per upstream its retries
+    /// and each `kind` of error, per certificate its refused files (files) or its orders by
+    /// result and storage errors (ACME). Existing series keep their values; series of names
+    /// no longer configured stay until the restart.
+    pub fn init_series(&self, cfg: &gateway_config::Config) {
+        for r in &cfg.routes {
+            let route = r.name.as_str();
+            for method in METHOD_LABELS {
+                self.requests.with_label_values(&[route, method, "5xx"]).inc_by(0);
+            }
+            // Touching a histogram child creates it with empty buckets.
+            let _ = self.duration.with_label_values(&[route]);
+        }
+        for u in &cfg.upstreams {
+            let upstream = u.name.as_str();
+            self.upstream_retries.with_label_values(&[upstream]).inc_by(0);
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors
+                    .with_label_values(&[upstream, kind])
+                    .inc_by(0);
+            }
+        }
+        for c in &cfg.tls.certificates {
+            self.cert_load_failures
+                .with_label_values(&[c.name.as_str()])
+                .inc_by(0);
+        }
+        for c in cfg.acme.iter().flat_map(|a| a.certificates.iter()) {
+            let certificate = c.name.as_str();
+            for result in ACME_ORDER_RESULTS {
+                self.acme_orders
+                    .with_label_values(&[certificate, result])
+                    .inc_by(0);
+            }
+            self.acme_storage_errors
+                .with_label_values(&[certificate])
+                .inc_by(0);
+        }
     }
 }
 
@@ -175,5 +254,39 @@ pub fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_the_vocabulary_of_method_label() {
+        for m in ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), m);
+        }
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"PROPFIND").unwrap()),
+            "OTHER"
+        );
+        assert!(METHOD_LABELS.contains(&"OTHER"));
+    }
+
+    /// The `process` feature of the `prometheus` crate registers its process collector in
+    /// the default registry, the one `/metrics` gathers.
+    #[test]
+    fn the_default_registry_holds_the_process_series() {
+        let _ = Metrics::global();
+        let names: Vec<String> = prometheus::gather().iter().map(|f| f.name().to_owned()).collect();
+        for want in [
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        }
     }
 }

@@ -68,6 +68,18 @@ impl Ctx {
     }
 }
 
+/// gateway logging (issue 18, item 17): an interim response (`100 Continue`, `103`), after
+/// which the final one is still to be sent; a `101` ends the exchange and is final.
+fn is_interim(r: &ResponseHeader) -> bool {
+    r.status.is_informational() && r.status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
+/// Whether a final response head went out (an interim `100 Continue` does not count: a
+/// refusal after it is still sent and logged with its own status).
+fn final_response_sent(session: &Session) -> bool {
+    session.response_written().is_some_and(|r| !is_interim(r))
+}
+
 fn http_error(status: u16) -> Box<Error> {
     let mut e = Error::new(ErrorType::HTTPStatus(status));
     e.esource = ErrorSource::Downstream;
@@ -136,6 +148,13 @@ impl ProxyHttp for Gateway {
             return Err(http_error(431));
         }
         if headers::is_ambiguous_framing(req) {
+            return Err(http_error(400));
+        }
+        // HTTP/1.x `Host` was checked by the edge (`framing::check_head`); HTTP/2's
+        // `:authority` (or `host`) is checked here by the same rule.
+        if session.is_http2()
+            && headers::request_host(req).is_some_and(|h| !crate::framing::valid_host(h.as_bytes()))
+        {
             return Err(http_error(400));
         }
         // HTTP/1.x targets were measured by the edge; HTTP/2's `:path` is measured here.
@@ -298,8 +317,12 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.status = resp.status.as_u16();
-        let upgraded = ctx.status == 101;
+        // gateway logging (issue 18, item 17): an interim 1xx (`100 Continue`) is not the
+        // status the request ends with; the access log and the metrics carry the final one.
+        let upgraded = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        if upgraded || !resp.status.is_informational() {
+            ctx.status = resp.status.as_u16();
+        }
         if upgraded && !ctx.upgrade_forwarded {
             // RFC 9110 §15.2.2: a server must not switch to a protocol the client did not ask
             // for; relaying it would turn the connection into a tunnel nobody checks.
@@ -465,7 +488,7 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let status = respond::status_for(e);
-        tracing::debug!(error = %e, source = ?e.esource(), etype = ?e.etype(), status, "fail_to_proxy");
+        tracing::debug!(error = %e, source = e.esource().as_str(), etype = e.etype().as_str(), status, "fail_to_proxy");
         if *e.esource() == ErrorSource::Upstream
             && !matches!(
                 e.etype(),
@@ -498,7 +521,7 @@ impl ProxyHttp for Gateway {
         // The access log and the metrics show what the client got, as nginx logs it: the
         // status already sent when the response broke off midway (the upstream cut its body
         // short), 499 when the client left before any response.
-        if session.response_written().is_none() {
+        if !final_response_sent(session) {
             if status > 0 {
                 ctx.status = status;
                 session.set_keepalive(None);
@@ -522,7 +545,10 @@ impl ProxyHttp for Gateway {
             m.open_sse.dec();
         }
         let status = if ctx.status == 0 {
-            session.response_written().map_or(0, |r| r.status.as_u16())
+            session
+                .response_written()
+                .filter(|r| !is_interim(r))
+                .map_or(0, |r| r.status.as_u16())
         } else {
             ctx.status
         };
@@ -540,22 +566,36 @@ impl ProxyHttp for Gateway {
         m.bytes_received.inc_by(ctx.request_body);
         if let Some(e) = e {
             if status >= 500 {
+                // One line per failure: Pingora's own "Fail to proxy" line is suppressed
+                // for these (`suppress_error_log`). Fields in Display form (journald, docker).
+                let peer = ctx.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
                 ctx.span.in_scope(|| {
-                    tracing::warn!(upstream = ctx.upstream_name(), peer = ?ctx.peer, status, error = %e, "request failed")
+                    tracing::warn!(upstream = ctx.upstream_name(), peer = %peer, status, kind = e.etype().as_str(), error = %e, "request failed")
                 });
             }
         }
         access::log(
-            ctx.snap.config.logging.access_log,
+            &ctx.snap.config.logging.access_log,
             &access::Entry {
-                client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
                 req: session.req_header(),
+                scheme: "https",
                 status,
                 bytes: sent,
                 duration: elapsed,
                 route,
                 upstream: ctx.upstream_name(),
+                upstream_addr: ctx.peer,
+                // A verified user (edge basic-auth policy) goes here; until then the
+                // access log reads the `Authorization: Basic` user name as nginx does.
+                remote_user: None,
             },
         );
+    }
+
+    /// Pingora's "Fail to proxy" ERROR line is left out where the gateway logs the failure
+    /// itself (`logging`: a 5xx, with route, upstream, peer and kind): one line per failure.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        ctx.status >= 500
     }
 }

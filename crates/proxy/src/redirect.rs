@@ -1,5 +1,9 @@
 //! The plain-HTTP listener: `301 https://$host$request_uri` for every method, except ACME
 //! HTTP-01 challenges, answered from memory (built-in ACME) or a certbot webroot.
+//!
+//! Every request is logged in the access log (same format as the HTTPS listener, `$scheme`
+//! `http`) and counted in `gateway_requests_total` under the fixed route labels
+//! [`REDIRECT_ROUTE`] and [`CHALLENGE_ROUTE`] (never from the request: no series per path).
 
 use crate::state::Shared;
 use async_trait::async_trait;
@@ -9,6 +13,11 @@ use pingora_core::protocols::http::ServerSession;
 use std::sync::Arc;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// `route` label and `$route` of a redirect.
+pub const REDIRECT_ROUTE: &str = "redirect";
+/// `route` label and `$route` of an ACME HTTP-01 challenge request (answered or 404).
+pub const CHALLENGE_ROUTE: &str = "acme-challenge";
 
 pub struct Redirect {
     pub shared: Arc<Shared>,
@@ -34,10 +43,12 @@ pub fn location(host: Option<&str>, target: &str, https_port: u16) -> String {
 #[async_trait]
 impl ServeHttp for Redirect {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let started = std::time::Instant::now();
         let snap = self.shared.snapshot.load();
         let req = session.req_header();
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let host = crate::headers::request_host(req).map(str::to_owned);
+        let challenge = req.uri.path().starts_with(CHALLENGE_PREFIX);
         let (status, body, location) = if let Some(token) = req.uri.path().strip_prefix(CHALLENGE_PREFIX) {
             match self
                 .shared
@@ -69,9 +80,58 @@ impl ServeHttp for Redirect {
         } else {
             body
         };
+        let route = if challenge {
+            CHALLENGE_ROUTE
+        } else {
+            REDIRECT_ROUTE
+        };
+        self.account(session, &snap, route, status.as_u16(), body.len() as u64, started);
         b.header(http::header::CONTENT_LENGTH, body.len())
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+impl Redirect {
+    /// The access line and the request metrics of one answer (`bytes`: the body sent).
+    fn account(
+        &self,
+        session: &ServerSession,
+        snap: &crate::state::Snapshot,
+        route: &'static str,
+        status: u16,
+        bytes: u64,
+        started: std::time::Instant,
+    ) {
+        let req = session.req_header();
+        let m = &self.shared.metrics;
+        let elapsed = started.elapsed();
+        m.requests
+            .with_label_values(&[
+                route,
+                crate::metrics::method_label(&req.method),
+                crate::metrics::status_class(status),
+            ])
+            .inc();
+        m.duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        m.bytes_sent.inc_by(bytes);
+        crate::access::log(
+            &snap.config.logging.access_log,
+            &crate::access::Entry {
+                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                req,
+                scheme: "http",
+                status,
+                bytes,
+                duration: elapsed,
+                route,
+                upstream: "-",
+                upstream_addr: None,
+                remote_user: None,
+            },
+        );
     }
 }
 

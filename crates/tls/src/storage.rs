@@ -45,7 +45,7 @@ fn crash_point(step: &str) {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Status {
     pub names: Vec<String>,
@@ -337,6 +337,25 @@ pub fn try_lock(storage: &Path, name: &str) -> std::io::Result<Option<StorageLoc
     }
 }
 
+/// Whether the storage of `name` looks writable, without writing anything: `storage` (and
+/// the certificate's directory once it exists) must be directories this process may write
+/// and search (access(2): permissions, a read-only mount). A storage not created yet passes
+/// (it is created at the first write). Root passes the permission check, not a read-only
+/// file system nor a file where the directory should be.
+pub fn check_writable(storage: &Path, name: &str) -> std::io::Result<()> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = cert_dir(storage, name);
+    for d in [storage, dir.as_path()] {
+        match std::fs::metadata(d) {
+            Ok(m) if !m.is_dir() => return Err(std::io::Error::from(nix::errno::Errno::ENOTDIR)),
+            Ok(_) => access(d, AccessFlags::W_OK | AccessFlags::X_OK).map_err(std::io::Error::from)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub fn read_status(storage: &Path, name: &str) -> Option<Status> {
     let b = std::fs::read(cert_dir(storage, name).join("status.json")).ok()?;
     serde_json::from_slice(&b).ok()
@@ -478,6 +497,30 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory, "{err}");
         let err = write_status(&d.path().join("file/sub"), "main", &Status::default()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory, "{err}");
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_storage_is_not_writable_for_every_user() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_writable(d.path(), "main").is_ok(), "an empty storage");
+        assert!(
+            check_writable(&d.path().join("not-yet"), "main").is_ok(),
+            "created at the first write"
+        );
+        save_pair(d.path(), "a.test");
+        assert!(check_writable(d.path(), "main").is_ok());
+        let file = d.path().join("file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let err = check_writable(&file, "main").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory, "{err}");
+        std::fs::remove_dir_all(d.path().join("main")).unwrap();
+        std::fs::write(
+            d.path().join("main"),
+            "a file where the certificate's directory goes",
+        )
+        .unwrap();
+        let err = check_writable(d.path(), "main").unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotADirectory, "{err}");
     }
 

@@ -15,6 +15,7 @@ mod client;
 mod errors;
 mod names;
 mod order;
+mod persist;
 pub mod schedule;
 
 pub use client::{RequestTimeout, Timeouts};
@@ -25,6 +26,7 @@ use crate::storage::{self, Status};
 use crate::store::CertStore;
 use gateway_config::{Acme, AcmeCert};
 use instant_acme::{Account, CertificateIdentifier};
+use persist::{Health, Live, UnsavedAccount};
 use rand::Rng;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,11 +40,16 @@ pub trait ChallengeTokens: Send + Sync {
     fn withdraw(&self, token: &str);
 }
 
-/// Counters the binary turns into metrics.
+/// ACME events the binary turns into metrics.
 pub trait Observer: Send + Sync {
-    fn attempt(&self, certificate: &str);
-    fn failure(&self, certificate: &str);
-    fn issued(&self, certificate: &str, not_after: SystemTime);
+    /// An order finished: `issued` when the CA issued the certificate, else it failed.
+    fn order(&self, certificate: &str, issued: bool);
+    /// A certificate (issued here, or stored by another process sharing the storage) is
+    /// now served; `served` is the store right after it was installed.
+    fn installed(&self, certificate: &str, served: &crate::store::Snapshot);
+    /// After each checkpoint of the certificate's loop: `failed_writes` to the storage since
+    /// the last call, and what is not stored now (`None`: everything is).
+    fn storage(&self, certificate: &str, failed_writes: u64, problem: Option<&str>);
 }
 
 /// What one certificate's loop works with: the `[acme]` section as it was when the loop
@@ -133,6 +140,11 @@ pub struct AcmeManager {
     accounts: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Account>>>>>,
     retry_after: Arc<client::RetryAfter>,
     state: Mutex<State>,
+    /// Per certificate: the status its loop last recorded and the pairs refused at load
+    /// ([`AcmeManager::live_report`]).
+    live: Mutex<HashMap<String, Live>>,
+    /// Accounts created here whose credentials could not be stored, by file.
+    unsaved_accounts: Mutex<HashMap<PathBuf, UnsavedAccount>>,
 }
 
 /// Sleeps until `at` (wall clock); `false` when the loop is told to stop first.
@@ -150,7 +162,7 @@ const LOCK_POLL: Duration = Duration::from_millis(250);
 enum Locked {
     Held(storage::StorageLock),
     /// The lock file cannot be opened (unwritable storage): order without it.
-    Unavailable,
+    Unavailable(String),
     Stopped,
     /// Still taken after `order_timeout`.
     TimedOut,
@@ -174,6 +186,8 @@ impl AcmeManager {
                 cfg: cfg.map(Arc::new),
                 ..State::default()
             }),
+            live: Mutex::default(),
+            unsaved_accounts: Mutex::default(),
         }
     }
 
@@ -197,6 +211,7 @@ impl AcmeManager {
         for why in &stored.refused {
             tracing::error!(certificate = %c.name, error = %why, "stored certificate refused");
         }
+        self.lock_live().entry(c.name.clone()).or_default().refused = stored.refused.clone();
         let current = self.current(&c.name);
         let serving_real = current.as_ref().filter(|l| !l.self_signed);
         match (stored.loaded, stored.from) {
@@ -217,7 +232,7 @@ impl AcmeManager {
             }
             (loaded, _) => {
                 if serving_real.is_some() {
-                    tracing::info!(certificate = %c.name, names = ?c.names, "the served certificate lacks a configured name: it keeps serving until the new one is issued");
+                    tracing::info!(certificate = %c.name, names = %c.names.join(","), "the served certificate lacks a configured name: it keeps serving until the new one is issued");
                     return;
                 }
                 if current.as_ref().is_some_and(|l| covers_all(l, &c.names)) {
@@ -228,7 +243,7 @@ impl AcmeManager {
                 }
                 match pem::self_signed(&c.names) {
                     Ok(p) => {
-                        tracing::warn!(certificate = %c.name, names = ?c.names, "no certificate yet: serving a self-signed placeholder until the CA issues one");
+                        tracing::warn!(certificate = %c.name, names = %c.names.join(","), "no certificate yet: serving a self-signed placeholder until the CA issues one");
                         self.store.install(&c.name, &c.names, p);
                     }
                     Err(e) => {
@@ -298,11 +313,11 @@ impl AcmeManager {
             }
             match st.slots.remove(&job.cert.name) {
                 Some(old) => {
-                    tracing::info!(certificate = %job.cert.name, names = ?job.cert.names, "certificate settings changed in [acme]: its loop restarts with them");
+                    tracing::info!(certificate = %job.cert.name, names = %job.cert.names.join(","), "certificate settings changed in [acme]: its loop restarts with them");
                     old.stop_loop();
                 }
                 None => {
-                    tracing::info!(certificate = %job.cert.name, names = ?job.cert.names, "certificate added to [acme]: starting its loop")
+                    tracing::info!(certificate = %job.cert.name, names = %job.cert.names.join(","), "certificate added to [acme]: starting its loop")
                 }
             }
             self.prepare_one(&job);
@@ -403,20 +418,33 @@ impl AcmeManager {
         // Where in the jitter and in the CA's window this certificate renews; drawn again
         // after each issuance.
         let mut u: f64 = rand::rng().random();
-        let mut issued_by = storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
+        let stored_status = storage::read_status(&cfg.storage, &c.name);
+        let mut issued_by = stored_status.as_ref().and_then(|s| s.issued_by.clone());
+        self.seed_live(&c.name, stored_status);
+        let mut health = Health::default();
         'run: loop {
             let directory = dirs[dir_index % dirs.len()].clone();
             let reason = if failures == 0 {
                 let ari_directory = issued_by.clone().unwrap_or_else(|| directory.clone());
                 match self.plan(&job, &ari_directory, u).await {
                     None => {
-                        self.write_status(&job, &directory, None, Some(SystemTime::now()), None);
+                        self.checkpoint(&job, &mut health, &directory, None, Some(SystemTime::now()));
                         "no valid certificate yet"
                     }
                     Some(wake) => {
-                        self.write_status(&job, &directory, None, Some(wake.renewal), None);
-                        if !sleep_until(wake.at, &mut stop).await {
-                            break 'run;
+                        self.checkpoint(&job, &mut health, &directory, None, Some(wake.renewal));
+                        // Meanwhile, a checkpoint every STORAGE_RETRY: what could not be
+                        // stored is tried again, and a storage that stops being writable is
+                        // reported before the renewal needs it.
+                        loop {
+                            let at = wake.at.min(SystemTime::now() + persist::STORAGE_RETRY);
+                            if !sleep_until(at, &mut stop).await {
+                                break 'run;
+                            }
+                            if at >= wake.at {
+                                break;
+                            }
+                            self.checkpoint(&job, &mut health, &directory, None, None);
                         }
                         if !wake.renew {
                             // Fetch the renewal window again (RFC 9773 section 4.3).
@@ -428,9 +456,9 @@ impl AcmeManager {
             } else {
                 let base = schedule::backoff(cfg.retry_min, cfg.retry_max, failures);
                 let wait = base.mul_f64(rand::rng().random_range(0.8..1.2));
-                tracing::warn!(certificate = %c.name, failures, backoff = ?base, retry_in = ?wait, "ACME attempt failed; retrying with backoff");
+                tracing::warn!(certificate = %c.name, failures, backoff = %seconds(base), retry_in = %seconds(wait), "ACME attempt failed; retrying with backoff");
                 let at = SystemTime::now() + wait;
-                self.write_status(&job, &directory, None, Some(at), None);
+                self.checkpoint(&job, &mut health, &directory, None, Some(at));
                 if !sleep_until(at, &mut stop).await {
                     break 'run;
                 }
@@ -441,8 +469,15 @@ impl AcmeManager {
             let mut lock: Option<storage::StorageLock> = None;
             let result = 'attempt: {
                 lock = match self.lock_storage(&job, &mut stop).await {
-                    Locked::Held(held) => Some(held),
-                    Locked::Unavailable => None,
+                    Locked::Held(held) => {
+                        health.lock = None;
+                        Some(held)
+                    }
+                    Locked::Unavailable(why) => {
+                        health.lock = Some(why);
+                        health.fresh += 1;
+                        None
+                    }
                     Locked::Stopped => break 'run,
                     Locked::TimedOut => {
                         break 'attempt Err(format!(
@@ -453,13 +488,15 @@ impl AcmeManager {
                 };
                 // Another gateway sharing the storage may have just stored one.
                 if self.adopt_stored(&job, u) {
+                    // What this process could not store is older than what it adopted.
+                    health.pending = None;
+                    health.order_error = None;
                     failures = 0;
                     u = rand::rng().random();
                     issued_by = storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
                     continue 'run;
                 }
-                tracing::info!(certificate = %c.name, names = ?c.names, reason, directory = %directory, "ordering certificate");
-                self.observer.attempt(&c.name);
+                tracing::info!(certificate = %c.name, names = %c.names.join(","), reason, directory = %directory, "ordering certificate");
                 let replace = order::may_replace(issued_by.as_deref(), &directory);
                 let attempt = tokio::time::timeout(cfg.order_timeout, self.obtain(&job, &directory, replace));
                 tokio::select! {
@@ -476,26 +513,23 @@ impl AcmeManager {
                     u = rand::rng().random();
                     issued_by = Some(directory.clone());
                     let loaded = issued.loaded;
-                    tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = ?loaded.not_after, directory = %directory, "certificate issued and now served");
-                    self.observer.issued(&c.name, loaded.not_after);
+                    tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = %humantime::format_rfc3339_seconds(loaded.not_after), directory = %directory, "certificate issued and now served");
                     self.store.install(&c.name, &c.names, loaded);
-                    if issued.store_error.is_some() {
-                        self.store.set_error(&c.name, issued.store_error.clone());
+                    self.observer.order(&c.name, true);
+                    self.observer.installed(&c.name, &self.store.snapshot());
+                    health.order_error = None;
+                    if issued.unsaved.is_some() {
+                        health.fresh += 1;
                     }
-                    self.write_status(
-                        &job,
-                        &directory,
-                        Some(directory.as_str()),
-                        None,
-                        issued.store_error,
-                    );
+                    health.pending = issued.unsaved;
+                    self.checkpoint(&job, &mut health, &directory, Some(directory.as_str()), None);
                 }
                 Err(msg) => {
                     failures += 1;
-                    self.observer.failure(&c.name);
+                    self.observer.order(&c.name, false);
                     tracing::error!(certificate = %c.name, attempt = failures, error = %msg, "could not obtain certificate; still serving the current one");
-                    self.store.set_error(&c.name, Some(msg.clone()));
-                    self.write_status(&job, &directory, None, None, Some(msg));
+                    health.order_error = Some(msg);
+                    self.checkpoint(&job, &mut health, &directory, None, None);
                     if failures.is_multiple_of(3) && dirs.len() > 1 {
                         dir_index = (dir_index + 1) % dirs.len();
                         tracing::warn!(certificate = %c.name, directory = %dirs[dir_index], "switching to the next ACME directory");
@@ -517,8 +551,9 @@ impl AcmeManager {
                 Ok(Some(lock)) => return Locked::Held(lock),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(certificate = %name, error = %crate::error_chain(&e), "cannot take the storage lock; ordering without it");
-                    return Locked::Unavailable;
+                    let why = crate::error_chain(&e);
+                    tracing::warn!(certificate = %name, error = %why, "cannot take the storage lock; ordering without it");
+                    return Locked::Unavailable(why);
                 }
             }
             if !told {
@@ -552,39 +587,10 @@ impl AcmeManager {
         if !newer || schedule::renew_at(stored.not_before, stored.not_after, u) <= SystemTime::now() {
             return false;
         }
-        tracing::info!(certificate = %c.name, not_after = ?stored.not_after, "adopting the certificate another process stored (shared storage); not ordering");
-        self.observer.issued(&c.name, stored.not_after);
+        tracing::info!(certificate = %c.name, not_after = %humantime::format_rfc3339_seconds(stored.not_after), "adopting the certificate another process stored (shared storage); not ordering");
         self.store.install(&c.name, &c.names, stored);
+        self.observer.installed(&c.name, &self.store.snapshot());
         true
-    }
-
-    /// Records the loop's state for `gateway certs`: the next renewal, the last error
-    /// (cleared when `next` and `error` are both `None`, after a success), the directory in
-    /// use and the one that issued the stored certificate.
-    fn write_status(
-        &self,
-        job: &Job,
-        directory: &str,
-        issued_by: Option<&str>,
-        next: Option<SystemTime>,
-        error: Option<String>,
-    ) {
-        let c = &job.cert;
-        let mut st = storage::read_status(&job.acme.storage, &c.name).unwrap_or_default();
-        if let Some(n) = next {
-            st.next_renewal = Some(storage::rfc3339(n));
-        }
-        if error.is_some() || next.is_none() {
-            st.last_error = error;
-        }
-        st.directory = Some(directory.to_owned());
-        if let Some(by) = issued_by {
-            st.issued_by = Some(by.to_owned());
-        }
-        st.names = c.names.clone();
-        if let Err(e) = storage::write_status(&job.acme.storage, &c.name, &st) {
-            tracing::debug!(certificate = %c.name, error = %crate::error_chain(&e), "cannot write status.json");
-        }
     }
 }
 
@@ -603,22 +609,42 @@ pub struct Report {
     pub refused: Vec<String>,
 }
 
-/// Reads the stored state of every ACME certificate (no network).
+/// Reads the stored state of every ACME certificate (no network), when no gateway runs to
+/// ask ([`AcmeManager::live_report`]). A storage this user cannot write is named in the last
+/// error: a gateway running as this user would serve from memory only.
 pub fn report(cfg: &Acme) -> Vec<Report> {
     cfg.certificates
         .iter()
         .map(|c| {
             let stored = storage::load_unit(&cfg.storage, &c.name);
+            let mut status = storage::read_status(&cfg.storage, &c.name).unwrap_or_default();
+            if let Err(e) = storage::check_writable(&cfg.storage, &c.name) {
+                let why = format!(
+                    "ACME storage is not writable by uid {}: {}: {}",
+                    nix::unistd::getuid(),
+                    cfg.storage.display(),
+                    crate::error_chain(&e)
+                );
+                status.last_error = Some(match status.last_error.take() {
+                    Some(old) => format!("{why}; {old}"),
+                    None => why,
+                });
+            }
             Report {
                 name: c.name.clone(),
                 names: c.names.clone(),
                 directory: c.directory.clone().unwrap_or_else(|| cfg.directory.clone()),
                 issuer: stored.loaded.as_ref().map(|l| l.issuer.clone()),
                 not_after: stored.loaded.as_ref().map(|l| l.not_after),
-                status: storage::read_status(&cfg.storage, &c.name).unwrap_or_default(),
+                status,
                 path: storage::cert_dir(&cfg.storage, &c.name),
                 refused: stored.refused,
             }
         })
         .collect()
+}
+
+/// A wait for a log field: seconds with millisecond precision (`1.600s`), one token.
+fn seconds(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
 }

@@ -2,6 +2,7 @@
 //! download) and the accounts it needs (section 7.3).
 
 use super::errors::{describe, is_bad_nonce, is_unknown_account, IssueError};
+use super::persist::{Pending, STORAGE_RETRY};
 use super::{client, AcmeManager, ChallengeTokens, Job};
 use crate::pem::{self, Loaded};
 use crate::storage;
@@ -31,11 +32,11 @@ macro_rules! retry_bad_nonce {
     }};
 }
 
-/// A certificate obtained; `store_error` says why it could not be stored (it is served
-/// from memory all the same).
+/// A certificate obtained; `unsaved` when it could not be stored (it is served from memory
+/// all the same, and stored later when the storage is writable again).
 pub(super) struct Issued {
     pub(super) loaded: Loaded,
-    pub(super) store_error: Option<String>,
+    pub(super) unsaved: Option<Pending>,
 }
 
 /// Whether a new order may name the served certificate in `replaces` (RFC 9773 section 5):
@@ -224,23 +225,27 @@ impl AcmeManager {
         drop(published);
         let (chain_pem, key_pem) = result?;
         let loaded = pem::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
-        let store_error = match storage::save(
+        let saved = storage::save(
             &job.acme.storage,
             &c.name,
             chain_pem.as_bytes(),
             key_pem.as_bytes(),
-        ) {
+        );
+        let unsaved = match saved {
             Ok(()) => None,
             Err(e) => {
                 let why = crate::error_chain(&e);
                 tracing::error!(certificate = %c.name, error = %why, "cannot store the new certificate; the old files are left intact");
-                Some(format!(
-                    "the new certificate is served but could not be stored in {}: {why}",
-                    job.acme.storage.display()
-                ))
+                Some(Pending {
+                    not_after: loaded.not_after,
+                    chain: chain_pem,
+                    key: key_pem,
+                    why,
+                    retry_at: std::time::SystemTime::now() + STORAGE_RETRY,
+                })
             }
         };
-        Ok(Issued { loaded, store_error })
+        Ok(Issued { loaded, unsaved })
     }
 
     /// The CA's words on why validation failed, per name.
@@ -324,18 +329,20 @@ impl AcmeManager {
                         .await
                 )?;
                 let json = serde_json::to_vec_pretty(&creds).map_err(|e| IssueError::Other(e.to_string()))?;
-                match storage::write_atomic(&path, &json, 0o600) {
-                    Ok(()) => tracing::info!(directory, file = %path.display(), "created ACME account"),
+                let email = cfg.email.clone().unwrap_or_default();
+                let contact = storage::contact_path(&cfg.storage, directory);
+                let written = storage::write_atomic(&path, &json, 0o600);
+                match written {
+                    Ok(()) => {
+                        tracing::info!(directory, file = %path.display(), "created ACME account");
+                        let _ = storage::write_atomic(&contact, email.as_bytes(), 0o600);
+                    }
                     Err(e) => {
-                        tracing::error!(file = %path.display(), error = %crate::error_chain(&e), "cannot store the ACME account")
+                        let why = crate::error_chain(&e);
+                        tracing::error!(file = %path.display(), error = %why, "cannot store the ACME account: it is used from memory, and a restart registers a new one");
+                        self.account_unsaved(path.clone(), json, (contact, email.into_bytes()), why);
                     }
                 }
-                let email = cfg.email.clone().unwrap_or_default();
-                let _ = storage::write_atomic(
-                    &storage::contact_path(&cfg.storage, directory),
-                    email.as_bytes(),
-                    0o600,
-                );
                 account
             }
         };
@@ -358,7 +365,7 @@ impl AcmeManager {
         let refs: Vec<&str> = contact.iter().map(String::as_str).collect();
         match retry_bad_nonce!(account.update_contacts(&refs).await) {
             Ok(()) => {
-                tracing::info!(directory, contact = ?contact, "gave the ACME account the configured contact");
+                tracing::info!(directory, contact = %contact.join(","), "gave the ACME account the configured contact");
                 if let Err(e) = storage::write_atomic(&path, wanted.as_bytes(), 0o600) {
                     tracing::warn!(file = %path.display(), error = %crate::error_chain(&e), "cannot record the account's contact");
                 }
