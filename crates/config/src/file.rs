@@ -34,6 +34,64 @@ pub struct File {
     pub upstreams: BTreeMap<String, Spanned<Upstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<Route>>,
+    /// `[policies.NAME]`: edge policies routes refer to by name.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Spanned<Policy>>,
+    #[serde(default)]
+    pub errors: Errors,
+}
+
+/// `[policies.NAME]`: what a route does before (and around) proxying.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub basic_auth: Option<Spanned<BasicAuth>>,
+    pub forward_auth: Option<Spanned<ForwardAuth>>,
+    /// Evaluated with `deny` in the order the two keys appear in the file (nginx order).
+    pub allow: Option<Spanned<Vec<S>>>,
+    pub deny: Option<Spanned<Vec<S>>>,
+    pub rate_limit: Option<Spanned<RateLimit>>,
+    pub request_headers: Option<Spanned<HeaderRules>>,
+    pub response_headers: Option<Spanned<HeaderRules>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub realm: Option<S>,
+    pub htpasswd_file: Option<S>,
+    pub users: Option<Vec<S>>,
+    pub forward_authorization: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    pub url: S,
+    pub copy_headers: Option<Vec<S>>,
+    pub timeout: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub rate: S,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<S>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    pub set: Option<BTreeMap<String, S>>,
+    pub remove: Option<Vec<S>>,
+}
+
+/// `[errors]`: the pages of the responses the gateway makes itself.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Errors {
+    pub pages: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -43,6 +101,8 @@ pub struct Listen {
     pub https: Option<S>,
     pub metrics: Option<S>,
     pub public_https_port: Option<Spanned<i64>>,
+    /// A policy whose `allow`/`deny` guard the metrics listener.
+    pub metrics_policy: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -195,4 +255,6 @@ pub struct Route {
     pub write_timeout: Option<S>,
     pub idle_timeout: Option<S>,
     pub headers: Option<BTreeMap<String, S>>,
+    pub policies: Option<Vec<S>>,
+    pub maintenance: Option<bool>,
 }

@@ -25,12 +25,22 @@ pub struct Config {
     pub logging: Logging,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// `[policies.NAME]`, in name order.
+    pub policies: Vec<Policy>,
+    /// `[errors] pages`: a directory of custom pages (`502.html`, `404.json`...), re-read on
+    /// reload; `None`: the built-in pages.
+    pub error_pages: Option<PathBuf>,
 }
 
 impl Config {
     /// Looks up an upstream by name.
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Looks up a policy by name.
+    pub fn policy(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name == name)
     }
 
     /// The settings that differ between `self` (running) and `new` and that a reload cannot
@@ -86,6 +96,8 @@ pub struct Listen {
     pub metrics: Option<SocketAddr>,
     /// The HTTPS port clients see (behind Docker port mapping it may differ from the bind port).
     pub public_https_port: u16,
+    /// The policy whose `allow`/`deny` rules guard the metrics listener (403 otherwise).
+    pub metrics_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +268,8 @@ pub struct Forwarding {
 
 mod access_format;
 pub use access_format::{AccessFormat, FormatError, LogPart, LogVar};
+mod policy;
+pub use policy::*;
 
 /// `[logging] access_log`: what each request writes to the access log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,4 +391,15 @@ pub struct Route {
     pub max_body: u64,
     pub timeouts: Timeouts,
     pub response_headers: Vec<(String, String)>,
+    /// Names of the policies applied, in order (each exists in `Config::policies`).
+    pub policies: Vec<String>,
+    /// 503 with `Retry-After` and the maintenance page (switchable at run time by
+    /// `gateway maintenance on|off ROUTE`).
+    pub maintenance: bool,
+}
+
+impl AsRef<Route> for Route {
+    fn as_ref(&self) -> &Route {
+        self
+    }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 // `[logging]` (access log formats, level, targets): validate/logging.rs.
 mod logging;
 use logging::logging;
+// `[policies.NAME]`, route `policies`, `[errors]`: validate/policies.rs.
+mod policies;
 
 struct Ctx<'a> {
     loc: &'a Locator<'a>,
@@ -193,6 +195,7 @@ pub(crate) fn convert(
             .unwrap_or_else(|| ([0, 0, 0, 0], 443).into()),
         metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
         public_https_port: 0,
+        metrics_policy: None,
     };
     // Redirects name the port clients use; by default the HTTPS listener's own.
     listen.public_https_port = cx.int(
@@ -262,7 +265,10 @@ pub(crate) fn convert(
     let acme = f.acme.as_ref().map(|a| acme(&mut cx, a));
     let tls = tls(&mut cx, &f.tls, acme.as_ref());
     let upstreams = upstreams(&mut cx, &f.upstreams);
-    let routes = routes(&mut cx, &f.routes, &upstreams, &f.upstreams, &limits);
+    let policies = policies::policies(&mut cx, &f.policies);
+    listen.metrics_policy = policies::metrics_policy(&mut cx, &f.listen.metrics_policy, &policies);
+    let routes = routes(&mut cx, &f, &upstreams, &limits);
+    let error_pages = policies::error_pages(&mut cx, &f.errors);
 
     if !cx.errors.is_empty() {
         cx.errors.sort_by_key(|e| (e.line, e.column));
@@ -281,6 +287,8 @@ pub(crate) fn convert(
         logging,
         upstreams,
         routes,
+        policies,
+        error_pages,
     })
 }
 
@@ -682,13 +690,8 @@ fn host_match(cx: &mut Ctx<'_>, s: &S) -> Option<HostMatch> {
     )
 }
 
-fn routes(
-    cx: &mut Ctx<'_>,
-    routes: &[Spanned<file::Route>],
-    upstreams: &[Upstream],
-    upstream_spans: &BTreeMap<String, Spanned<file::Upstream>>,
-    limits: &Limits,
-) -> Vec<Route> {
+fn routes(cx: &mut Ctx<'_>, f: &file::File, upstreams: &[Upstream], limits: &Limits) -> Vec<Route> {
+    let (routes, upstream_spans) = (&f.routes, &f.upstreams);
     let mut out: Vec<Route> = Vec::new();
     let mut seen: HashMap<(Option<HostMatch>, PathMatch), usize> = HashMap::new();
     for r in routes {
@@ -779,6 +782,8 @@ fn routes(
                 .map_or(limits.max_body, |_| body_limit(cx.size(&r.max_body, 0))),
             timeouts,
             response_headers,
+            policies: policies::route_policies(cx, &r.policies, &f.policies),
+            maintenance: r.maintenance.unwrap_or(false),
         });
     }
     out

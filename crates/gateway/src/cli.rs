@@ -127,8 +127,24 @@ pub enum Command {
         #[command(flatten)]
         run_dir: RunDirArg,
     },
+    /// Switch a route's maintenance mode in the running gateway (503 with Retry-After and the
+    /// maintenance page; other routes keep serving). Kept across reloads until switched off.
+    Maintenance {
+        /// `on` or `off`.
+        state: OnOff,
+        /// The route's name (`gateway check` lists them).
+        route: String,
+        #[command(flatten)]
+        run_dir: RunDirArg,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `gateway man > /usr/local/share/man/man1/gateway.1`.
     Man,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }

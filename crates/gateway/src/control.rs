@@ -39,6 +39,7 @@ pub enum Request {
     Upgrade { binary: Option<PathBuf> },
     Certs,
     Route { url: String },
+    Maintenance { route: String, on: bool },
 }
 
 /// What `status` answers: the process and where it serves.
@@ -221,11 +222,36 @@ impl Control {
                     crate::acme::render_certs(&snap.config, &self.shared.certs, Some(&self.acme));
                 (Response::Text { text, ok }, None)
             }
+            Request::Maintenance { route, on } => (self.maintenance(&route, on), None),
             Request::Route { url } => {
                 let snap = self.shared.snapshot.load_full();
                 let (text, ok) = crate::inspect::route_text(&snap.config, &snap.table, &url);
                 (Response::Text { text, ok }, None)
             }
+        }
+    }
+
+    /// `gateway maintenance on|off ROUTE`.
+    fn maintenance(&self, route: &str, on: bool) -> Response {
+        let snap = self.shared.snapshot.load();
+        let Some(r) = snap.config.routes.iter().find(|r| r.name == route) else {
+            let names: Vec<&str> = snap.config.routes.iter().map(|r| r.name.as_str()).collect();
+            return error(&format!(
+                "no route is named `{route}`; the routes: {}",
+                names.join(", ")
+            ));
+        };
+        let switches = &self.shared.policy.maintenance;
+        let changed = switches.set(route, on);
+        tracing::info!(route, on, changed, "maintenance switched");
+        let text = match (on, r.maintenance) {
+            (true, _) => format!("route {route}: maintenance on (503 with Retry-After; the other routes keep serving){}\n", if changed { "" } else { " (it already was)" }),
+            (false, true) => format!("route {route}: switched off here, but proxy.toml says `maintenance = true`: it stays in maintenance until the file says otherwise\n"),
+            (false, false) => format!("route {route}: maintenance off{}\n", if changed { "" } else { " (it already was)" }),
+        };
+        Response::Text {
+            text,
+            ok: on || !r.maintenance,
         }
     }
 

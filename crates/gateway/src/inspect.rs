@@ -1,7 +1,7 @@
 //! `gateway check` and `gateway route`: read-only views of a configuration.
 
 use gateway_config::{Config, PathMatch};
-use gateway_routing::{Decision, RouteTable};
+use gateway_routing::{Decision, Routable, RouteTable};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -106,12 +106,17 @@ pub fn route(path: &Path, url: &str) -> ExitCode {
 
 /// What `gateway route` prints for `url` under `cfg`, and whether the URL is served (the
 /// running gateway answers it from its snapshot through the control socket).
-pub fn route_text(cfg: &Config, table: &RouteTable, url: &str) -> (String, bool) {
+pub fn route_text<P: Routable + AsRef<gateway_config::Route>>(
+    cfg: &Config,
+    table: &RouteTable<P>,
+    url: &str,
+) -> (String, bool) {
     let (host, target) = split_url(url);
     match table.decide(host, target) {
         Decision::Forward {
             route, upstream_path, ..
         } => {
+            let route: &gateway_config::Route = route.as_ref();
             let up = cfg
                 .upstream(&route.upstream)
                 .map(|u| u.authority())
@@ -128,6 +133,13 @@ pub fn route_text(cfg: &Config, table: &RouteTable, url: &str) -> (String, bool)
                 if route.websocket { "allowed" } else { "refused" },
                 route.timeouts.read
             );
+            let mut text = text;
+            if !route.policies.is_empty() {
+                text.push_str(&format!("policies: {}\n", route.policies.join(", ")));
+            }
+            if route.maintenance {
+                text.push_str("maintenance: on (maintenance = true in the file): 503\n");
+            }
             (text, true)
         }
         Decision::Redirect { location } => (format!("301 redirect to {location}\n"), true),

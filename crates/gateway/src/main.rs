@@ -131,6 +131,31 @@ fn main() -> ExitCode {
             Err(e) => failed("gateway upgrade", &e),
         },
         cli::Command::Reload { run_dir } => reload::command(&run_dir.get()),
+        cli::Command::Maintenance {
+            state,
+            route,
+            run_dir,
+        } => {
+            let req = control::Request::Maintenance {
+                route,
+                on: state == cli::OnOff::On,
+            };
+            match control::request(&run_dir.get(), &req, Duration::from_secs(10)) {
+                Ok(control::Response::Text { text, ok }) => {
+                    print!("{text}");
+                    exit(ok)
+                }
+                Ok(control::Response::Error { message }) => {
+                    eprintln!("gateway maintenance: {message}");
+                    ExitCode::FAILURE
+                }
+                Ok(other) => {
+                    eprintln!("gateway maintenance: unexpected answer: {other:?}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => failed("gateway maintenance", &e),
+            }
+        }
         cli::Command::Completions { shell } => {
             clap_complete::generate(shell, &mut cli::Cli::command(), "gateway", &mut std::io::stdout());
             ExitCode::SUCCESS

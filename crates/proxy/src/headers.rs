@@ -85,6 +85,29 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// The client's address for policies: the peer, or behind a trusted proxy
+/// (`forwarding.trusted_proxies`) the last address in `X-Forwarded-For` that is not a trusted
+/// proxy itself (nginx `real_ip_recursive on`); an untrusted peer's X-Forwarded-For is ignored.
+pub fn client_ip(peer: Option<IpAddr>, req: &RequestHeader, fwd: &Forwarding) -> Option<IpAddr> {
+    let peer = peer?;
+    let trusted = |ip: &IpAddr| fwd.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let mut found = peer;
+    for v in req.headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(text) = v.to_str() else { break };
+        for part in text.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted(&ip) => found = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(found),
+            }
+        }
+    }
+    Some(found)
+}
+
 /// Rewrites the request sent upstream: hop-by-hop removed, `Host` and the forwarding headers set.
 pub fn to_upstream(
     req: &mut RequestHeader,

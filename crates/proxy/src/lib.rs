@@ -13,6 +13,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod metrics;
+pub mod policy;
 mod proxy;
 pub mod redirect;
 pub mod respond;

@@ -37,6 +37,9 @@ pub const METHOD_LABELS: [&str; 8] = [
 
 pub struct Metrics {
     pub requests: IntCounterVec,
+    /// Requests refused by a policy, by route and reason (`auth`, `forward_auth`, `ip`,
+    /// `rate`, `maintenance`).
+    pub requests_denied: IntCounterVec,
     pub duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_retries: IntCounterVec,
@@ -145,6 +148,12 @@ impl Metrics {
                 &["certificate"]
             )
             .expect("register"),
+            requests_denied: register_int_counter_vec!(
+                "gateway_requests_denied_total",
+                "Requests refused by a route's policy or maintenance switch, by route and reason",
+                &["route", "reason"]
+            )
+            .expect("register"),
             access_log_dropped: register_int_counter!(
                 "gateway_access_log_dropped_total",
                 "Access lines dropped because the log writer could not keep up"
@@ -203,6 +212,11 @@ impl Metrics {
             }
             // Touching a histogram child creates it with empty buckets.
             let _ = self.duration.with_label_values(&[route]);
+            for reason in crate::policy::DenyReason::ALL {
+                self.requests_denied
+                    .with_label_values(&[route, reason.label()])
+                    .inc_by(0);
+            }
         }
         for u in &cfg.upstreams {
             let upstream = u.name.as_str();

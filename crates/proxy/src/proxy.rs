@@ -6,7 +6,7 @@ use crate::compress::Encoder;
 use crate::headers;
 use crate::metrics::{method_label, status_class};
 use crate::respond;
-use crate::state::{Shared, Snapshot};
+use crate::state::{CompiledRoute, Shared, Snapshot};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_routing::Decision;
@@ -52,19 +52,31 @@ pub struct Ctx {
     pub retried: bool,
     /// One span per request: error lines logged for it carry method, path and route.
     pub span: tracing::Span,
+    /// The request id (`$request_id`, error pages): 128 random bits, formatted when used.
+    pub request_id: u128,
+    /// What the route's policies established (the verified user, forward-auth headers).
+    pub granted: crate::policy::Granted,
+    /// The client address through `forwarding.trusted_proxies` (set once routed).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
+    /// The route the request got, compiled.
+    pub fn route(&self) -> Option<&CompiledRoute> {
+        self.route.and_then(|i| self.snap.route(i))
+    }
+
     fn route_name(&self) -> &str {
-        self.route
-            .and_then(|i| self.snap.config.routes.get(i))
-            .map_or("none", |r| r.name.as_str())
+        self.route().map_or("none", |r| r.config.name.as_str())
     }
 
     fn upstream_name(&self) -> &str {
-        self.route
-            .and_then(|i| self.snap.route_upstream.get(i))
-            .map_or("-", |u| u.name.as_str())
+        self.route().map_or("-", |r| r.upstream.name.as_str())
+    }
+
+    /// `$request_id`: 32 lower-case hex digits, as nginx's.
+    pub fn request_id(&self) -> String {
+        format!("{:032x}", self.request_id)
     }
 }
 
@@ -87,6 +99,41 @@ fn http_error(status: u16) -> Box<Error> {
 }
 
 impl Gateway {
+    /// A refusal by a policy: counted, logged at debug with the client, answered.
+    async fn deny(&self, session: &mut Session, ctx: &mut Ctx, r: crate::policy::Refusal) -> Result<bool> {
+        self.shared
+            .metrics
+            .requests_denied
+            .with_label_values(&[ctx.route_name(), r.reason.label()])
+            .inc();
+        let client = ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        tracing::debug!(route = ctx.route_name(), reason = r.reason.label(), status = r.status, client = %client, "request denied");
+        ctx.status = r.status;
+        ctx.answered = true;
+        session.set_keepalive(None);
+        let extra: Vec<(http::HeaderName, String)> = r
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.clone(), v.to_str().ok()?.to_owned())))
+            .collect();
+        respond::send(session, r.status, &extra, r.body, &ctx.snap.security_headers).await?;
+        Ok(true)
+    }
+
+    /// The header-rule variables of this request.
+    fn vars(&self, ctx: &Ctx, route: &CompiledRoute, host: &str) -> crate::policy::header_rules::OwnedVars {
+        crate::policy::header_rules::OwnedVars {
+            remote_addr: ctx.client.map_or_else(String::new, |c| c.to_string()),
+            scheme: "https",
+            host: host.to_owned(),
+            prefix: match &route.config.path {
+                gateway_config::PathMatch::Prefix(p) => p.clone(),
+                gateway_config::PathMatch::Exact(_) => String::new(),
+            },
+            request_id: ctx.request_id(),
+        }
+    }
+
     async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, status: u16) -> Result<bool> {
         ctx.status = status;
         ctx.answered = true;
@@ -118,6 +165,9 @@ impl ProxyHttp for Gateway {
             answered: false,
             retried: false,
             span: tracing::Span::none(),
+            request_id: rand::random(),
+            granted: crate::policy::Granted::default(),
+            client: None,
         }
     }
 
@@ -176,12 +226,12 @@ impl ProxyHttp for Gateway {
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
         match snap.table.decide(host, target) {
             Decision::Forward {
-                index, upstream_path, ..
+                index,
+                upstream_path,
+                route,
             } => {
                 ctx.route = Some(index);
-                if let Some(r) = snap.config.routes.get(index) {
-                    ctx.span.record("route", r.name.as_str());
-                }
+                ctx.span.record("route", route.config.name.as_str());
                 ctx.upstream_path = upstream_path;
             }
             Decision::Redirect { location } => {
@@ -202,7 +252,33 @@ impl ProxyHttp for Gateway {
             Decision::NotFound => return self.refuse(session, ctx, 404).await,
             Decision::BadRequest(_) => return self.refuse(session, ctx, 400).await,
         }
-        let route = &snap.config.routes[ctx.route.unwrap_or_default()];
+        let Some(compiled) = ctx.route.and_then(|i| snap.route(i)) else {
+            return self.refuse(session, ctx, 404).await;
+        };
+        let route = &compiled.config;
+        if self
+            .shared
+            .policy
+            .maintenance
+            .active(&route.name, route.maintenance)
+        {
+            return self
+                .deny(session, ctx, crate::policy::maintenance::refusal())
+                .await;
+        }
+        if !compiled.policies.is_empty() {
+            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            ctx.client = headers::client_ip(peer, session.req_header(), &snap.config.forwarding);
+            let facts = crate::policy::RequestFacts {
+                req: session.req_header(),
+                client: ctx.client,
+                scheme: "https",
+            };
+            match compiled.policies.check(&facts, &self.shared).await {
+                Ok(granted) => ctx.granted = granted,
+                Err(refusal) => return self.deny(session, ctx, refusal).await,
+            }
+        }
         let declared = headers::content_length(&session.req_header().headers);
         if declared.is_some_and(|n| n > route.max_body) {
             return self.refuse(session, ctx, 413).await;
@@ -226,7 +302,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(b) = body {
             ctx.request_body += b.len() as u64;
-            let limit = ctx.route.map_or(0, |i| ctx.snap.config.routes[i].max_body);
+            let limit = ctx.route().map_or(0, |r| r.config.max_body);
             if ctx.request_body > limit && !ctx.upgraded {
                 return Err(http_error(413));
             }
@@ -235,11 +311,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(i) = ctx.route else {
+        let snap = ctx.snap.clone();
+        let Some(compiled) = ctx.route.and_then(|i| snap.route(i)) else {
             return Err(http_error(404));
         };
-        let up = &ctx.snap.route_upstream[i];
-        let route = &ctx.snap.config.routes[i];
+        let (up, route) = (&compiled.upstream, &compiled.config);
         let addr = self
             .shared
             .dns
@@ -290,7 +366,10 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(i) = ctx.route else { return Ok(()) };
+        let snap = ctx.snap.clone();
+        let Some(compiled) = ctx.route.and_then(|i| snap.route(i)) else {
+            return Ok(());
+        };
         let uri = http::Uri::try_from(ctx.upstream_path.as_str()).map_err(|_| http_error(400))?;
         upstream.set_uri(uri);
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
@@ -305,8 +384,16 @@ impl ProxyHttp for Gateway {
         if downstream_host.is_none() {
             // An HTTP/1.0 request may come without Host; HTTP/1.1 to the upstream may not
             // (RFC 9112 §3.2). Like nginx's default `$proxy_host`: the upstream's own address.
-            let up = &ctx.snap.route_upstream[i];
+            let up = &compiled.upstream;
             let _ = upstream.insert_header(header::HOST, format!("{}:{}", up.host, up.port));
+        }
+        if !compiled.policies.is_empty() {
+            let host = downstream_host
+                .map(gateway_routing::normalize_host)
+                .unwrap_or_default()
+                .into_owned();
+            let vars = self.vars(ctx, compiled, &host);
+            crate::policy::apply_request(&compiled.policies, upstream, &mut ctx.granted, &vars);
         }
         Ok(())
     }
@@ -343,9 +430,16 @@ impl ProxyHttp for Gateway {
         for (n, v) in &snap.security_headers {
             resp.insert_header(n.clone(), v.clone())?;
         }
-        if let Some(i) = ctx.route {
-            for (n, v) in &snap.route_headers[i] {
+        if let Some(compiled) = ctx.route.and_then(|i| snap.route(i)) {
+            for (n, v) in &compiled.response_headers {
                 resp.insert_header(n.clone(), v.clone())?;
+            }
+            if !compiled.policies.response_headers.is_empty() {
+                let host = headers::request_host(session.req_header())
+                    .map(gateway_routing::normalize_host)
+                    .unwrap_or_default()
+                    .into_owned();
+                crate::policy::apply_response(&compiled.policies, resp, &self.vars(ctx, compiled, &host));
             }
         }
         if upgraded {
@@ -369,7 +463,7 @@ impl ProxyHttp for Gateway {
             resp.remove_header("X-Accel-Buffering");
             return Ok(());
         }
-        let compress = ctx.route.is_some_and(|i| snap.config.routes[i].compress);
+        let compress = ctx.route().is_some_and(|r| r.config.compress);
         if compress {
             let mut vary = false;
             let chosen = snap.compression.choose(session.req_header(), resp, &mut vary);
@@ -431,8 +525,8 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         // A recreated container gets a new address: resolve the name again (at most once a
         // second per name, however many requests fail meanwhile).
-        if let Some(up) = ctx.route.and_then(|i| ctx.snap.route_upstream.get(i)) {
-            self.shared.dns.invalidate(&up.host, up.port);
+        if let Some(r) = ctx.route() {
+            self.shared.dns.invalidate(&r.upstream.host, r.upstream.port);
         }
         let kind = match e.etype() {
             ErrorType::ConnectTimedout => "connect_timeout",
@@ -586,9 +680,9 @@ impl ProxyHttp for Gateway {
                 route,
                 upstream: ctx.upstream_name(),
                 upstream_addr: ctx.peer,
-                // A verified user (edge basic-auth policy) goes here; until then the
-                // access log reads the `Authorization: Basic` user name as nginx does.
-                remote_user: None,
+                // The user a basic_auth policy verified; otherwise the access log reads the
+                // `Authorization: Basic` user name as nginx does.
+                remote_user: ctx.granted.user.as_deref(),
             },
         );
     }

@@ -4,26 +4,56 @@
 use crate::compress::CompressionPolicy;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
+use crate::policy::{PolicyState, RoutePolicies};
 use arc_swap::ArcSwap;
-use gateway_config::{Config, Route, Upstream};
-use gateway_routing::RouteTable;
+use gateway_config::{Config, HostMatch, PathMatch, Route, Upstream};
+use gateway_routing::{Routable, RouteTable};
 use gateway_tls::CertStore;
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
+/// One route as a request meets it: its settings, its upstream, its header blocks ready as
+/// `HeaderValue`s and its policies' filters, all resolved once per configuration load.
+pub struct CompiledRoute {
+    /// The route as validated (name, limits, timeouts, websocket, compress...).
+    pub config: Route,
+    pub upstream: Upstream,
+    /// The route's `headers`, added to every response of the route.
+    pub response_headers: Headers,
+    /// Its `policies`, compiled (empty for most routes: nothing is done then).
+    pub policies: RoutePolicies,
+}
+
+impl Routable for CompiledRoute {
+    fn host(&self) -> Option<&HostMatch> {
+        self.config.host.as_ref()
+    }
+    fn path(&self) -> &PathMatch {
+        &self.config.path
+    }
+    fn rewrite(&self) -> Option<&str> {
+        self.config.rewrite.as_deref()
+    }
+}
+
+impl AsRef<Route> for CompiledRoute {
+    fn as_ref(&self) -> &Route {
+        &self.config
+    }
+}
+
 /// An immutable view of one configuration.
 pub struct Snapshot {
     pub config: Arc<Config>,
-    pub table: RouteTable,
-    /// Upstream of each route, by route index.
-    pub route_upstream: Vec<Upstream>,
-    /// Extra response headers of each route, by route index.
-    pub route_headers: Vec<Headers>,
+    /// The routes, compiled: `decide` returns the one a request gets.
+    pub table: RouteTable<CompiledRoute>,
     /// Added to every response, errors included.
     pub security_headers: Headers,
     pub compression: CompressionPolicy,
+    /// `[listen] metrics_policy`'s allow/deny rules, for the metrics listener.
+    pub metrics_access: Option<crate::policy::access::AccessList>,
 }
 
 fn to_headers(list: &[(String, String)]) -> Headers {
@@ -38,31 +68,41 @@ fn to_headers(list: &[(String, String)]) -> Headers {
 }
 
 impl Snapshot {
-    pub fn new(config: Config) -> Self {
-        let table = RouteTable::new(&config.routes);
-        let route_upstream = config
+    /// Compiles `config`; `state` keeps what outlives a reload (rate-limit buckets, the
+    /// credential cache, maintenance switches).
+    pub fn new(config: Config, state: &PolicyState) -> Self {
+        let routes = config
             .routes
             .iter()
-            .map(|r: &Route| {
-                config
-                    .upstream(&r.upstream)
-                    .cloned()
-                    .expect("validated: the upstream exists")
+            .filter_map(|r: &Route| {
+                // Validated: the upstream exists; a route without one is left out, never a panic.
+                let upstream = config.upstream(&r.upstream)?.clone();
+                Some(CompiledRoute {
+                    upstream,
+                    response_headers: to_headers(&r.response_headers),
+                    policies: RoutePolicies::compile(r, &config, state),
+                    config: r.clone(),
+                })
             })
             .collect();
-        let route_headers = config
-            .routes
-            .iter()
-            .map(|r| to_headers(&r.response_headers))
-            .collect();
+        let metrics_access = config
+            .listen
+            .metrics_policy
+            .as_deref()
+            .and_then(|name| config.policy(name))
+            .map(|p| crate::policy::access::AccessList::new(&p.access));
         Snapshot {
-            table,
-            route_upstream,
-            route_headers,
+            table: RouteTable::from_routes(routes),
             security_headers: to_headers(&config.security_headers),
             compression: CompressionPolicy::new(&config.compression),
+            metrics_access,
             config: Arc::new(config),
         }
+    }
+
+    /// The compiled route at `index` (the index `decide` returned).
+    pub fn route(&self, index: usize) -> Option<&CompiledRoute> {
+        self.table.routes().get(index)
     }
 }
 
@@ -77,13 +117,17 @@ pub struct Shared {
     /// Client connections being served on every listener (HTTPS, `:80`, metrics): the
     /// graceful shutdown ends once this is 0 (`Shared::drained`).
     pub live_connections: std::sync::atomic::AtomicUsize,
+    /// Policy state that outlives reloads.
+    pub policy: Arc<PolicyState>,
 }
 
 impl Shared {
     pub fn new(config: Config, certs: Arc<CertStore>, metrics: Arc<Metrics>) -> Arc<Self> {
         let dns = Dns::new(config.server.dns_refresh, &config.server.resolver);
+        let policy = Arc::new(PolicyState::default());
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config, &policy)),
+            policy,
             certs,
             dns,
             metrics,
@@ -102,17 +146,25 @@ impl Shared {
 
     /// Swaps in a new configuration; requests in flight keep the old one.
     pub fn apply(&self, config: Config) {
-        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        self.snapshot.store(Arc::new(Snapshot::new(config, &self.policy)));
         self.update_dns();
     }
 
     fn update_dns(&self) {
         let snap = self.snapshot.load();
+        // Upstreams and forward-auth services are resolved alike.
         let names = snap
             .config
             .upstreams
             .iter()
             .map(|u| (u.host.clone(), u.port))
+            .chain(
+                snap.config
+                    .policies
+                    .iter()
+                    .filter_map(|p| p.forward_auth.as_ref())
+                    .map(|f| (f.host.clone(), f.port)),
+            )
             .collect();
         self.dns.set_wanted(
             names,

@@ -35,6 +35,8 @@ fn generated(n: usize) -> RouteTable {
                 idle: t,
             },
             response_headers: vec![],
+            policies: vec![],
+            maintenance: false,
         })
         .collect();
     RouteTable::new(&routes)

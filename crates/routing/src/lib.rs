@@ -21,12 +21,34 @@ use std::borrow::Cow;
 
 pub use encode::encode_path;
 
+/// What the table needs of a route: where it matches and how its path is rewritten. The
+/// table holds any payload that says so (linkerd2-proxy's `Route<P>` shape): the config's
+/// [`Route`], or the proxy's compiled route with its upstream, headers and filters.
+pub trait Routable {
+    fn host(&self) -> Option<&HostMatch>;
+    fn path(&self) -> &PathMatch;
+    /// Replacement for the matched part of the path (nginx `proxy_pass http://up/new/;`).
+    fn rewrite(&self) -> Option<&str>;
+}
+
+impl Routable for Route {
+    fn host(&self) -> Option<&HostMatch> {
+        self.host.as_ref()
+    }
+    fn path(&self) -> &PathMatch {
+        &self.path
+    }
+    fn rewrite(&self) -> Option<&str> {
+        self.rewrite.as_deref()
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision<'a> {
+pub enum Decision<'a, P = Route> {
     /// Proxy to the route's upstream with this path (and query).
     Forward {
-        route: &'a Route,
+        route: &'a P,
         index: usize,
         upstream_path: String,
     },
@@ -96,27 +118,35 @@ enum Hit {
     Redirect(usize),
 }
 
-/// An immutable, compiled route table.
+/// An immutable, compiled route table over routes of type `P`.
 #[derive(Debug)]
-pub struct RouteTable {
-    routes: Vec<Route>,
+pub struct RouteTable<P = Route> {
+    routes: Vec<P>,
     exact_hosts: FxHashMap<Box<str>, Group>,
     /// `.example.com` suffixes, longest first.
     suffix_hosts: Vec<(Box<str>, Group)>,
     any_host: Group,
 }
 
-impl RouteTable {
+impl RouteTable<Route> {
     /// Compiles validated routes (the config crate already refused duplicates).
     pub fn new(routes: &[Route]) -> Self {
+        Self::from_routes(routes.to_vec())
+    }
+}
+
+impl<P: Routable> RouteTable<P> {
+    /// Compiles routes of any payload (the config crate already refused duplicates); a
+    /// route's index is its position in `routes`.
+    pub fn from_routes(routes: Vec<P>) -> Self {
         let mut t = RouteTable {
-            routes: routes.to_vec(),
+            routes,
             exact_hosts: FxHashMap::default(),
             suffix_hosts: Vec::new(),
             any_host: Group::default(),
         };
-        for (i, r) in routes.iter().enumerate() {
-            let group = match &r.host {
+        for (i, r) in t.routes.iter().enumerate() {
+            let group = match r.host() {
                 None => &mut t.any_host,
                 Some(HostMatch::Exact(h)) => t.exact_hosts.entry(h.as_str().into()).or_default(),
                 Some(HostMatch::Suffix(s)) => {
@@ -130,19 +160,19 @@ impl RouteTable {
                     &mut t.suffix_hosts[pos].1
                 }
             };
-            group.add(i, &r.path);
+            group.add(i, r.path());
         }
         t.suffix_hosts.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
         t
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[P] {
         &self.routes
     }
 
     /// Decides what to do with a request for `target` (`/path?query`, origin form) on `host`
     /// (the `Host` header or `:authority`, port allowed).
-    pub fn decide(&self, host: Option<&str>, target: &str) -> Decision<'_> {
+    pub fn decide(&self, host: Option<&str>, target: &str) -> Decision<'_, P> {
         if !target.starts_with('/') {
             return Decision::BadRequest("the request target is not a path");
         }
@@ -157,7 +187,7 @@ impl RouteTable {
         match hit {
             None => Decision::NotFound,
             Some(Hit::Redirect(i)) => {
-                let PathMatch::Prefix(p) = &self.routes[i].path else {
+                let PathMatch::Prefix(p) = self.routes[i].path() else {
                     return Decision::NotFound;
                 };
                 let mut location = encode_path(p.as_bytes());
@@ -169,10 +199,10 @@ impl RouteTable {
             }
             Some(Hit::Route(i, matched)) => {
                 let route = &self.routes[i];
-                let rewritten: Cow<'_, [u8]> = match &route.rewrite {
+                let rewritten: Cow<'_, [u8]> = match route.rewrite() {
                     None => Cow::Borrowed(path),
                     Some(new) => {
-                        let rest = match route.path {
+                        let rest = match route.path() {
                             PathMatch::Exact(_) => &[][..],
                             PathMatch::Prefix(_) => &path[matched..],
                         };

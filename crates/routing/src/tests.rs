@@ -26,6 +26,8 @@ pub(crate) fn route(
             idle: t,
         },
         response_headers: vec![],
+        policies: vec![],
+        maintenance: false,
     }
 }
 

@@ -28,6 +28,8 @@ fn table() -> RouteTable {
             idle: t,
         },
         response_headers: vec![],
+        policies: vec![],
+        maintenance: false,
     };
     RouteTable::new(&[
         mk("root", PathMatch::Prefix("/".into()), None),
