@@ -51,26 +51,6 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Counts one connection in `Shared::live_connections` while it is served.
-struct LiveGuard<'a>(&'a Shared);
-
-impl<'a> LiveGuard<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        shared
-            .live_connections
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        LiveGuard(shared)
-    }
-}
-
-impl Drop for LiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0
-            .live_connections
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
 /// What the head reader enforces, from `[limits]`.
 struct HeadLimits {
     /// Wait for the first byte (keepalive idleness: closed quietly).
@@ -276,7 +256,6 @@ where
     A: HttpServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let _live = LiveGuard::new(&self.shared);
         serve_http1(&self.app, &self.shared, stream, shutdown).await
     }
 
@@ -312,7 +291,6 @@ impl Edge {
         let m = &self.shared.metrics;
         m.open_connections.inc();
         let _open = OpenGuard(m.open_connections.clone());
-        let _live = LiveGuard::new(&self.shared);
         if stream.get_ssl_digest().is_some() {
             m.tls_handshakes.inc();
         }

@@ -114,9 +114,6 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// ACME HTTP-01 tokens: token → key authorization.
     pub challenges: Arc<crate::challenge::Challenges>,
-    /// Client connections being served on every listener (HTTPS, `:80`, metrics): the
-    /// graceful shutdown ends once this is 0 (`Shared::drained`).
-    pub live_connections: std::sync::atomic::AtomicUsize,
     /// Policy state that outlives reloads.
     pub policy: Arc<PolicyState>,
 }
@@ -132,16 +129,16 @@ impl Shared {
             dns,
             metrics,
             challenges: Arc::default(),
-            live_connections: Default::default(),
         });
         shared.update_dns();
         shared
     }
 
-    /// Whether no client connection is left on any listener (after a shutdown signal, the
-    /// accept loops have stopped: the process may exit before its grace period ends).
+    /// Whether no client connection is left on any listener, TLS handshakes included (after
+    /// a shutdown signal the accept loops have stopped: the process may exit before its
+    /// grace period ends). Counted by the vendored pingora-core from accept to close.
     pub fn drained(&self) -> bool {
-        self.live_connections.load(std::sync::atomic::Ordering::Acquire) == 0
+        pingora_core::services::listening::open_connections() == 0
     }
 
     /// Swaps in a new configuration; requests in flight keep the old one.

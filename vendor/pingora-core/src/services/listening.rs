@@ -187,6 +187,33 @@ impl<A> Service<A> {
     }
 }
 
+// gateway patch: connections accepted and not yet finished (TLS handshake included), in
+// every service of the process, so that a graceful shutdown can end as soon as this is 0
+// (`ShutdownSignalWatch::drained`) without cutting a connection still in its handshake.
+static OPEN_CONNECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Connections accepted by any listening service of this process and not yet closed, TLS
+/// handshakes in progress included.
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::Acquire)
+}
+
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+// gateway patch end
+
 impl<A: ServerApp + Send + Sync + 'static> Service<A> {
     pub async fn handle_event(event: Stream, app_logic: Arc<A>, shutdown: ShutdownWatch) {
         debug!("new event!");
@@ -229,7 +256,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // gateway patch: counted from accept to close (`open_connections`).
+                    let open = OpenConnection::new();
                     current_handle().spawn(async move {
+                        let _open = open;
+                        // gateway patch end
                         let peer_addr = io.peer_addr();
                         // gateway patch: the handshake future is boxed and the timeout is
                         // bound before the match, so neither stays allocated in this task
