@@ -160,7 +160,7 @@ pub fn render_certs(cfg: &Config, store: &CertStore, acme: Option<&AcmeManager>)
         let loaded = match entry {
             Some(e) => match (&e.last_error, &e.cert) {
                 (Some(err), Some(_)) => Err(format!("{err} (the previous certificate is still served)")),
-                (Some(err), None) => Err(err.clone()),
+                (Some(err), None) => Err(err.to_string()),
                 (None, Some(l)) => Ok(l),
                 (None, None) => Err("not loaded".to_owned()),
             },
@@ -194,7 +194,7 @@ fn store_report(acme: &gateway_config::Acme, snap: &gateway_tls::Snapshot) -> Ve
             r.not_after = Some(l.not_after);
         }
         if e.last_error.is_some() {
-            r.status.last_error = e.last_error.clone();
+            r.status.last_error = e.last_error.as_ref().map(|e| e.to_string());
         }
     }
     reports

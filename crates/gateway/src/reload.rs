@@ -69,7 +69,7 @@ pub fn fallback_names(cfg: &Config) -> Vec<String> {
 }
 
 /// Applies certificates from a configuration, logging what could not be loaded; returns
-/// those messages.
+/// those messages (for `gateway reload`).
 pub fn apply_certs(shared: &Shared, cfg: &Config) -> Vec<String> {
     let msgs = shared.certs.configure(
         &cfg.tls.certificates,
@@ -77,15 +77,14 @@ pub fn apply_certs(shared: &Shared, cfg: &Config) -> Vec<String> {
         cfg.tls.default_certificate.as_deref(),
         &fallback_names(cfg),
     );
-    after_certificate_load(shared, msgs.clone());
-    msgs
+    after_certificate_load(shared, &msgs)
 }
 
 /// Logs what a certificate (re)load said, counts refused files, publishes the gauges. The
 /// labelled series of every configured name exist from here on, at 0 until something
 /// happens (`Metrics::init_series`; at a reload the new names are created by
 /// `Reloader::reload` too, since the snapshot is still the old configuration here).
-pub fn after_certificate_load(shared: &Shared, msgs: Vec<String>) {
+pub fn after_certificate_load(shared: &Shared, msgs: &[gateway_tls::StoreNotice]) -> Vec<String> {
     shared.metrics.init_series(&shared.snapshot.load().config);
     for msg in msgs {
         tracing::warn!("{msg}");
@@ -98,6 +97,7 @@ pub fn after_certificate_load(shared: &Shared, msgs: Vec<String>) {
         refused.inc_by(u64::from(e.last_error.is_some()));
     }
     publish_expiry(shared);
+    msgs.iter().map(ToString::to_string).collect()
 }
 
 /// Seconds since the Unix epoch, the unit of the timestamp gauges.
@@ -196,8 +196,9 @@ impl Reloader {
                 );
                 // Certificates may have changed on their own (certbot renewal).
                 let msgs = self.shared.certs.reload_files();
-                outcome.warnings.extend(msgs.iter().cloned());
-                after_certificate_load(&self.shared, msgs);
+                outcome
+                    .warnings
+                    .extend(after_certificate_load(&self.shared, &msgs));
             }
         }
         outcome

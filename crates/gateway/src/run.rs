@@ -103,7 +103,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut admin = Service::new(
             "metrics".into(),
             gateway_proxy::Guarded {
-                app: Arc::new(Admin),
+                app: Arc::new(Admin::new(shared.clone())),
                 shared: shared.clone(),
             },
         );

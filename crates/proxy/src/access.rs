@@ -200,6 +200,8 @@ pub struct Entry<'a> {
     /// the request's `Authorization: Basic` credentials, unverified, as nginx logs it
     /// without `auth_basic`.
     pub remote_user: Option<&'a str>,
+    /// `$request_id` (formatted as 32 hex digits).
+    pub request_id: u128,
 }
 
 /// Writes the access line of `e` in `format` (nothing for `off`).
@@ -368,6 +370,7 @@ fn value<'a>(v: &LogVar, e: &Entry<'a>, now: SystemTime) -> Cow<'a, str> {
         LogVar::Route => e.route.into(),
         LogVar::Upstream => e.upstream.into(),
         LogVar::UpstreamAddr => e.upstream_addr.map_or("".into(), |a| a.to_string().into()),
+        LogVar::RequestId => format!("{:032x}", e.request_id).into(),
     }
 }
 
@@ -417,6 +420,7 @@ fn json(e: &Entry<'_>) -> String {
         "referer": some(header(e.req, "referer")).unwrap_or_else(|| "-".into()),
         "user_agent": some(header(e.req, "user-agent")).unwrap_or_else(|| "-".into()),
         "x_forwarded_for": some(header(e.req, "x-forwarded-for")),
+        "request_id": format!("{:032x}", e.request_id),
     });
     format!("{v}\n")
 }
@@ -437,6 +441,7 @@ mod tests {
             upstream: "backend",
             upstream_addr: None,
             remote_user: None,
+            request_id: 0xfeed,
         }
     }
 
@@ -475,6 +480,18 @@ mod tests {
         assert_eq!(render(&f.parts, &entry(&req)), "-\n");
         req.insert_header("authorization", "Basic bm9jb2xvbg==").unwrap(); // "nocolon"
         assert_eq!(render(&f.parts, &entry(&req)), "-\n");
+    }
+
+    #[test]
+    fn request_id_is_32_hex_digits_in_lines_and_json() {
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let f = AccessFormat::compile("t", "id=$request_id").unwrap();
+        assert_eq!(
+            render(&f.parts, &entry(&req)),
+            "id=0000000000000000000000000000feed\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json(&entry(&req))).unwrap();
+        assert_eq!(v["request_id"], "0000000000000000000000000000feed");
     }
 
     #[test]

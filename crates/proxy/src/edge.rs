@@ -38,8 +38,9 @@ enum Head {
     Ready(BytesMut),
     Closed,
     /// Answered with this status and closed: 408 (deadline), 431 (size or count), 400
-    /// (unparseable, ambiguous framing, bad `Host`), 414 (target too long), 501.
-    Refused(u16),
+    /// (unparseable, ambiguous framing, bad `Host`), 414 (target too long), 501. With the
+    /// page format the head asked for, as far as it arrived (error pages).
+    Refused(u16, crate::error_page::Format),
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -76,6 +77,11 @@ impl HeadLimits {
             max_uri: limits.max_uri,
         }
     }
+}
+
+// gateway error pages: a refusal carries the format of its page (the head's `Accept`).
+fn refused(status: u16, head: &[u8]) -> Head {
+    Head::Refused(status, crate::error_page::Format::of_raw_head(head))
 }
 
 /// Reads one request head, starting with `carry` (bytes of a pipelined request already
@@ -122,10 +128,10 @@ async fn read_head(
         if let Some(end) = framing::head_end(&buf, scanned, &mut lines) {
             // Request line + headers + blank line.
             if end > limits.max_bytes || lines > limits.max_lines + 2 {
-                return Head::Refused(431);
+                return refused(431, &buf);
             }
             if let Err(refusal) = framing::check_head(&buf[..end], limits.max_uri) {
-                return Head::Refused(refusal.status());
+                return refused(refusal.status(), &buf);
             }
             if let Some(head) = framing::absolute_form_host(&buf[..end]) {
                 let mut fixed = BytesMut::with_capacity(head.len() + buf.len() - end);
@@ -144,33 +150,23 @@ async fn read_head(
             } else {
                 431
             };
-            return Head::Refused(status);
+            return refused(status, &buf);
         }
         match timeout_at(until, stream.read_buf(&mut buf)).await {
-            Err(_) => return Head::Refused(408),
+            Err(_) => return refused(408, &buf),
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
             Ok(Ok(_)) => {}
         }
     }
 }
 
-/// Answers `status` with the security headers and closes: for heads refused before Pingora
-/// parses them, on any listener.
-async fn reject(shared: &Shared, mut stream: Stream, status: u16) {
-    let snap = shared.snapshot.load();
-    let reason = crate::respond::reason(status);
-    let body = format!("{status} {reason}\n");
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (n, v) in &snap.security_headers {
-        head.push_str(&format!("{}: {}\r\n", n, v.to_str().unwrap_or_default()));
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
+/// Answers `status` with its error page (`format`), the security headers and a request id,
+/// and closes: for heads refused before Pingora parses them, on any listener.
+async fn reject(shared: &Shared, mut stream: Stream, status: u16, format: crate::error_page::Format) {
+    // gateway error pages: the page, the security headers and `X-Request-Id` (respond.rs).
+    let response = crate::respond::raw_error(status, format, &shared.snapshot.load());
     let _ = timeout(Duration::from_secs(5), async {
-        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&response).await;
         let _ = stream.flush().await;
         let _ = stream.shutdown().await;
     })
@@ -209,8 +205,8 @@ where
         let prefix = match head {
             Head::Ready(b) => b,
             Head::Closed => return None,
-            Head::Refused(status) => {
-                reject(shared, stream, status).await;
+            Head::Refused(status, format) => {
+                reject(shared, stream, status, format).await;
                 return None;
             }
         };
@@ -264,6 +260,9 @@ where
 
 impl Edge {
     pub fn new(conf: Arc<ServerConf>, shared: Arc<Shared>) -> Self {
+        // gateway error pages: the refusals Pingora answers itself (HTTP/2 `:authority`
+        // mismatch, CONNECT) get the gateway's pages (vendor/pingora-core PATCHED.md).
+        crate::respond::install_pingora_pages(&shared);
         Edge {
             proxies: ThreadLocal::new(),
             conf,

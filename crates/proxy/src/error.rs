@@ -5,15 +5,19 @@
 use std::time::Duration;
 
 /// Errors of the proxy crate. `Clone`: one lookup's outcome is shared by every request
-/// that waited for it (`dns.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// that waited for it (`dns.rs`); so a cause is kept behind an `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The name servers did not answer within the deadline (all servers and attempts).
     #[error("resolving {host} timed out after {after:?}")]
     DnsTimeout { host: String, after: Duration },
     /// The resolver failed: NXDOMAIN, SERVFAIL, refused, name servers unreachable.
-    #[error("cannot resolve {host}: {reason}")]
-    DnsLookup { host: String, reason: String },
+    #[error("cannot resolve {host}")]
+    DnsLookup {
+        host: String,
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The name exists but has no A or AAAA record.
     #[error("{host} has no address")]
     DnsNoAddress { host: String },

@@ -10,6 +10,7 @@ pub mod compress;
 pub mod dns;
 mod edge;
 pub mod error;
+pub mod error_page;
 pub mod framing;
 pub mod headers;
 pub mod metrics;

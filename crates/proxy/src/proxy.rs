@@ -116,7 +116,15 @@ impl Gateway {
             .iter()
             .filter_map(|(n, v)| Some((n.clone(), v.to_str().ok()?.to_owned())))
             .collect();
-        respond::send(session, r.status, &extra, r.body, &ctx.snap.security_headers).await?;
+        let maintenance = r.reason == crate::policy::DenyReason::Maintenance;
+        respond::send(
+            session,
+            r.status,
+            &extra,
+            r.body,
+            respond::Reply::from(&*ctx).maintenance(maintenance),
+        )
+        .await?;
         Ok(true)
     }
 
@@ -139,7 +147,7 @@ impl Gateway {
         ctx.answered = true;
         // The body may be unread: the connection cannot be reused safely.
         session.set_keepalive(None);
-        respond::send(session, status, &[], None, &ctx.snap.security_headers).await?;
+        respond::send(session, status, &[], None, &*ctx).await?;
         Ok(true)
     }
 }
@@ -327,7 +335,7 @@ impl ProxyHttp for Gateway {
                     .upstream_errors
                     .with_label_values(&[&up.name, "dns"])
                     .inc();
-                let mut e = Error::explain(ErrorType::ConnectNoRoute, dns_error.to_string());
+                let mut e = Error::explain(ErrorType::ConnectNoRoute, gateway_tls::error_chain(&dns_error));
                 e.esource = ErrorSource::Upstream;
                 e
             })?;
@@ -619,7 +627,7 @@ impl ProxyHttp for Gateway {
             if status > 0 {
                 ctx.status = status;
                 session.set_keepalive(None);
-                let _ = respond::send(session, status, &[], None, &ctx.snap.security_headers).await;
+                let _ = respond::send(session, status, &[], None, &*ctx).await;
             } else if *e.esource() == ErrorSource::Downstream {
                 ctx.status = 499;
             }
@@ -683,6 +691,7 @@ impl ProxyHttp for Gateway {
                 // The user a basic_auth policy verified; otherwise the access log reads the
                 // `Authorization: Basic` user name as nginx does.
                 remote_user: ctx.granted.user.as_deref(),
+                request_id: ctx.request_id,
             },
         );
     }

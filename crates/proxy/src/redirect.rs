@@ -45,6 +45,9 @@ impl ServeHttp for Redirect {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let started = std::time::Instant::now();
         let snap = self.shared.snapshot.load();
+        // gateway error pages: `$request_id`, and the 404's page and `X-Request-Id`.
+        let request_id: u128 = rand::random();
+        let mut page_type = None;
         let req = session.req_header();
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let host = crate::headers::request_host(req).map(str::to_owned);
@@ -56,7 +59,13 @@ impl ServeHttp for Redirect {
                 .answer(token, snap.config.server.acme_webroot.as_deref())
             {
                 Some(body) => (StatusCode::OK, body, None),
-                None => (StatusCode::NOT_FOUND, b"404 Not Found\n".to_vec(), None),
+                None => {
+                    let format = crate::error_page::Format::of(&req.headers);
+                    let page =
+                        crate::error_page::render(Some(&snap.error_pages), 404, false, format, request_id);
+                    page_type = Some(page.content_type);
+                    (StatusCode::NOT_FOUND, page.body.to_vec(), None)
+                }
             }
         } else {
             let loc = location(host.as_deref(), &target, snap.config.listen.public_https_port);
@@ -68,7 +77,13 @@ impl ServeHttp for Redirect {
         };
         let mut b = Response::builder()
             .status(status)
-            .header(http::header::CONTENT_TYPE, "text/plain");
+            .header(http::header::CONTENT_TYPE, page_type.unwrap_or("text/plain"));
+        if page_type.is_some() {
+            b = b
+                .header(http::header::VARY, "Accept")
+                .header(http::header::CACHE_CONTROL, "no-store")
+                .header(crate::respond::REQUEST_ID, format!("{request_id:032x}"));
+        }
         for (n, v) in &snap.security_headers {
             b = b.header(n, v);
         }
@@ -85,7 +100,15 @@ impl ServeHttp for Redirect {
         } else {
             REDIRECT_ROUTE
         };
-        self.account(session, &snap, route, status.as_u16(), body.len() as u64, started);
+        self.account(
+            session,
+            &snap,
+            route,
+            status.as_u16(),
+            body.len() as u64,
+            started,
+            request_id,
+        );
         b.header(http::header::CONTENT_LENGTH, body.len())
             .body(body)
             .unwrap_or_default()
@@ -94,6 +117,7 @@ impl ServeHttp for Redirect {
 
 impl Redirect {
     /// The access line and the request metrics of one answer (`bytes`: the body sent).
+    #[allow(clippy::too_many_arguments)] // gateway error pages: `request_id` made it eight
     fn account(
         &self,
         session: &ServerSession,
@@ -102,6 +126,7 @@ impl Redirect {
         status: u16,
         bytes: u64,
         started: std::time::Instant,
+        request_id: u128,
     ) {
         let req = session.req_header();
         let m = &self.shared.metrics;
@@ -130,6 +155,7 @@ impl Redirect {
                 upstream: "-",
                 upstream_addr: None,
                 remote_user: None,
+                request_id,
             },
         );
     }

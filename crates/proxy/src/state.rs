@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub compression: CompressionPolicy,
     /// `[listen] metrics_policy`'s allow/deny rules, for the metrics listener.
     pub metrics_access: Option<crate::policy::access::AccessList>,
+    /// `[errors] pages`, read at each load (error_page.rs); empty: the built-in pages.
+    pub error_pages: crate::error_page::ErrorPages,
 }
 
 fn to_headers(list: &[(String, String)]) -> Headers {
@@ -96,6 +98,7 @@ impl Snapshot {
             security_headers: to_headers(&config.security_headers),
             compression: CompressionPolicy::new(&config.compression),
             metrics_access,
+            error_pages: crate::error_page::ErrorPages::load(config.error_pages.as_deref()),
             config: Arc::new(config),
         }
     }

@@ -8,17 +8,38 @@ pub mod storage;
 pub mod store;
 
 pub use pem::Loaded;
-pub use store::{CertStore, Entry, Snapshot, Source};
+pub use store::{CertError, CertStore, Entry, Snapshot, Source, StoreNotice};
 
 use std::path::PathBuf;
 
-/// Errors from loading or obtaining certificates.
+/// Errors from loading, generating or obtaining certificates; each carries its cause
+/// (`source()`), rendered with [`error_chain`] where it is logged or shown.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {0}: {1}")]
+    #[error("cannot read {0}")]
     Read(PathBuf, #[source] std::io::Error),
-    #[error("{0}")]
-    Invalid(String),
+    /// A pair of files that does not load: which files, and why.
+    #[error("{} / {}", cert.display(), key.display())]
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: Box<TlsError>,
+    },
+    #[error("bad PEM certificate")]
+    Pem(#[source] rustls::pki_types::pem::Error),
+    #[error("no certificate in the PEM file")]
+    NoCertificate,
+    #[error("no usable private key")]
+    Key(#[source] rustls::pki_types::pem::Error),
+    #[error("the key does not fit the certificate")]
+    KeyMismatch(#[source] rustls::Error),
+    #[error("unreadable X.509 certificate")]
+    X509(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("cannot generate the self-signed stand-in")]
+    Generate(#[source] rcgen::Error),
+    #[error("the generated key is unusable: {0}")]
+    GeneratedKey(&'static str),
 }
 
 /// An error with every cause under it (`source()`), joined by ": ", so a log line or

@@ -40,9 +40,10 @@ impl Loaded {
 pub fn load_files(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     let cert_pem = std::fs::read(cert).map_err(|e| TlsError::Read(cert.to_path_buf(), e))?;
     let key_pem = std::fs::read(key).map_err(|e| TlsError::Read(key.to_path_buf(), e))?;
-    from_pem(&cert_pem, &key_pem).map_err(|e| match e {
-        TlsError::Invalid(msg) => TlsError::Invalid(format!("{} / {}: {msg}", cert.display(), key.display())),
-        other => other,
+    from_pem(&cert_pem, &key_pem).map_err(|e| TlsError::Files {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source: Box::new(e),
     })
 }
 
@@ -50,12 +51,11 @@ pub fn load_files(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
 pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid(format!("bad PEM certificate: {e}")))?;
+        .map_err(TlsError::Pem)?;
     if chain.is_empty() {
-        return Err(TlsError::Invalid("no certificate in the PEM file".into()));
+        return Err(TlsError::NoCertificate);
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| TlsError::Invalid(format!("no usable private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(TlsError::Key)?;
     from_der(chain, key, false)
 }
 
@@ -65,8 +65,7 @@ pub(crate) fn from_der(
     self_signed: bool,
 ) -> Result<Loaded, TlsError> {
     let (names, issuer, not_before, not_after) = describe(&chain[0])?;
-    let key = CertifiedKey::from_der(chain, key, &default_provider())
-        .map_err(|e| TlsError::Invalid(format!("the key does not fit the certificate: {e}")))?;
+    let key = CertifiedKey::from_der(chain, key, &default_provider()).map_err(TlsError::KeyMismatch)?;
     Ok(Loaded {
         key: Arc::new(key),
         names,
@@ -79,8 +78,7 @@ pub(crate) fn from_der(
 
 fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, SystemTime, SystemTime), TlsError> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der.as_ref())
-        .map_err(|e| TlsError::Invalid(format!("unreadable X.509 certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(TlsError::X509)?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
@@ -112,10 +110,9 @@ pub fn self_signed(names: &[String]) -> Result<Loaded, TlsError> {
     } else {
         names.to_vec()
     };
-    let generated =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Invalid(format!("rcgen: {e}")))?;
-    let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
-        .map_err(|e| TlsError::Invalid(format!("generated key: {e}")))?;
+    let generated = rcgen::generate_simple_self_signed(names).map_err(TlsError::Generate)?;
+    let key =
+        PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(TlsError::GeneratedKey)?;
     from_der(vec![generated.cert.der().clone()], key, true)
 }
 

@@ -2,6 +2,7 @@
 //! serving. A certificate that fails to load never replaces the last good one.
 
 use crate::pem::{self, Loaded};
+use crate::TlsError;
 use arc_swap::ArcSwap;
 use gateway_config::{CertFiles, IfMissing};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -38,8 +39,88 @@ pub struct Entry {
     pub hosts: Vec<String>,
     pub source: Source,
     pub cert: Option<Loaded>,
-    /// Why the last load failed, if it did (the previous certificate is still served).
-    pub last_error: Option<String>,
+    /// Why the last load or order failed, if it did (the previous certificate is still served).
+    pub last_error: Option<CertError>,
+}
+
+/// Why a certificate is not (or not freshly) served.
+#[derive(Clone, Debug)]
+pub enum CertError {
+    /// Its files were refused.
+    Load(Arc<TlsError>),
+    /// The ACME loop's account of its last failure (the CA's problem, the storage): the
+    /// text `status.json` stores, which every process sharing the storage reads.
+    Acme(String),
+}
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertError::Load(e) => f.write_str(&crate::error_chain(e.as_ref())),
+            CertError::Acme(text) => f.write_str(text),
+        }
+    }
+}
+
+/// What a (re)load of the certificate files has to say: logged as warnings and returned to
+/// `gateway reload`.
+#[derive(Debug)]
+pub enum StoreNotice {
+    /// Served although expired.
+    Expired { name: String, file: PathBuf },
+    /// The files do not exist yet: a self-signed stand-in is served (`if_missing`).
+    StandIn {
+        name: String,
+        file: PathBuf,
+        hosts: Vec<String>,
+    },
+    /// The files were refused; the previous certificate, if any, is kept.
+    Refused {
+        name: String,
+        keeping: bool,
+        error: Arc<TlsError>,
+    },
+    /// No stand-in could be generated.
+    Generate { name: Option<String>, error: TlsError },
+}
+
+impl std::fmt::Display for StoreNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreNotice::Expired { name, file } => write!(
+                f,
+                "certificate `{name}` ({}) has expired; serving it anyway",
+                file.display()
+            ),
+            StoreNotice::StandIn { name, file, hosts } => write!(
+                f,
+                "certificate `{name}`: {} does not exist yet; serving a self-signed certificate for {}",
+                file.display(),
+                hosts.join(", ")
+            ),
+            StoreNotice::Refused { name, keeping, error } => write!(
+                f,
+                "certificate `{name}`: {}{}",
+                crate::error_chain(error.as_ref()),
+                if *keeping {
+                    "; keeping the previous certificate"
+                } else {
+                    ""
+                }
+            ),
+            StoreNotice::Generate {
+                name: Some(name),
+                error,
+            } => write!(f, "certificate `{name}`: {}", crate::error_chain(error)),
+            StoreNotice::Generate { name: None, error } => {
+                write!(
+                    f,
+                    "cannot generate a self-signed certificate: {}",
+                    crate::error_chain(error)
+                )
+            }
+        }
+    }
 }
 
 impl Entry {
@@ -161,7 +242,7 @@ impl CertStore {
         managed: &[(String, Vec<String>)],
         default: Option<&str>,
         fallback_names: &[String],
-    ) -> Vec<String> {
+    ) -> Vec<StoreNotice> {
         let mut inner = self.lock();
         let old: HashMap<String, Entry> = inner.entries.drain(..).map(|e| (e.name.clone(), e)).collect();
         let mut entries = Vec::new();
@@ -198,7 +279,7 @@ impl CertStore {
     }
 
     /// Adds the stand-in when no other entry has a certificate, drops it otherwise.
-    fn ensure_fallback(inner: &mut Inner, problems: &mut Vec<String>) {
+    fn ensure_fallback(inner: &mut Inner, problems: &mut Vec<StoreNotice>) {
         let usable = inner
             .entries
             .iter()
@@ -227,12 +308,12 @@ impl CertStore {
                     last_error: None,
                 });
             }
-            Err(e) => problems.push(format!("cannot generate a self-signed certificate: {e}")),
+            Err(error) => problems.push(StoreNotice::Generate { name: None, error }),
         }
     }
 
     /// Re-reads every file-backed certificate; a failure keeps the previous certificate.
-    pub fn reload_files(&self) -> Vec<String> {
+    pub fn reload_files(&self) -> Vec<StoreNotice> {
         let mut inner = self.lock();
         let mut problems = Vec::new();
         let mut stand_ins = std::mem::take(&mut inner.stand_ins);
@@ -249,11 +330,10 @@ impl CertStore {
             match pem::load_files(cert, key) {
                 Ok(loaded) => {
                     if loaded.not_after < SystemTime::now() {
-                        problems.push(format!(
-                            "certificate `{}` ({}) has expired; serving it anyway",
-                            e.name,
-                            cert.display()
-                        ));
+                        problems.push(StoreNotice::Expired {
+                            name: e.name.clone(),
+                            file: cert.clone(),
+                        });
                     }
                     e.cert = Some(loaded);
                     e.last_error = None;
@@ -268,29 +348,31 @@ impl CertStore {
                         match generated {
                             Ok(s) => {
                                 stand_ins.insert(e.hosts.clone(), s.clone());
-                                problems.push(format!(
-                                    "certificate `{}`: {} does not exist yet; serving a self-signed certificate for {}",
-                                    e.name,
-                                    cert.display(),
-                                    e.hosts.join(", ")
-                                ));
+                                problems.push(StoreNotice::StandIn {
+                                    name: e.name.clone(),
+                                    file: cert.clone(),
+                                    hosts: e.hosts.clone(),
+                                });
                                 e.cert = Some(s);
                                 e.last_error = None;
                                 continue;
                             }
-                            Err(gen) => {
-                                problems.push(format!("certificate `{}`: {gen}", e.name));
+                            Err(error) => {
+                                problems.push(StoreNotice::Generate {
+                                    name: Some(e.name.clone()),
+                                    error,
+                                });
                                 continue;
                             }
                         }
                     }
-                    let keeping = if e.cert.is_some() {
-                        "; keeping the previous certificate"
-                    } else {
-                        ""
-                    };
-                    problems.push(format!("certificate `{}`: {err}{keeping}", e.name));
-                    e.last_error = Some(err.to_string());
+                    let error = Arc::new(err);
+                    problems.push(StoreNotice::Refused {
+                        name: e.name.clone(),
+                        keeping: e.cert.is_some(),
+                        error: error.clone(),
+                    });
+                    e.last_error = Some(CertError::Load(error));
                 }
             }
         }
@@ -325,7 +407,7 @@ impl CertStore {
     pub fn set_error(&self, name: &str, error: Option<String>) {
         let mut inner = self.lock();
         if let Some(e) = inner.entries.iter_mut().find(|e| e.name == name) {
-            e.last_error = error;
+            e.last_error = error.map(CertError::Acme);
         }
         self.publish(&inner);
     }
@@ -414,7 +496,10 @@ mod tests {
         std::fs::write(&c, "garbage").unwrap();
         let errs = store.reload_files();
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].contains("keeping the previous certificate"), "{errs:?}");
+        assert!(
+            errs[0].to_string().contains("keeping the previous certificate"),
+            "{errs:?}"
+        );
         let after = store.snapshot();
         let e = after.lookup(Some("a.test")).unwrap();
         assert!(Arc::ptr_eq(&before.key, &e.cert.as_ref().unwrap().key));
@@ -439,7 +524,7 @@ mod tests {
             None,
             &[],
         );
-        assert!(msgs[0].contains("self-signed"), "{msgs:?}");
+        assert!(msgs[0].to_string().contains("self-signed"), "{msgs:?}");
         let first = store.snapshot().lookup(None).unwrap().cert.clone().unwrap();
         assert!(first.self_signed);
         store.reload_files();

@@ -72,6 +72,9 @@ pub enum LogVar {
     Upstream,
     /// `$upstream_addr`: the upstream address connected to (`10.0.0.5:8080`).
     UpstreamAddr,
+    /// `$request_id`: 32 lower-case hex digits (128 random bits, as nginx's), the same as the
+    /// request's header rules and its error page (`X-Request-Id`) carry.
+    RequestId,
 }
 
 /// Names nginx users may expect that the gateway cannot fill, with what to use instead.
@@ -83,7 +86,6 @@ const NOT_AVAILABLE: &[(&str, &str)] = &[
     ("upstream_response_time", "not measured; use `$request_time`"),
     ("upstream_connect_time", "not measured; use `$request_time`"),
     ("upstream_header_time", "not measured; use `$request_time`"),
-    ("request_id", "the gateway assigns no request id"),
     ("request_length", "not counted"),
 ];
 
@@ -112,6 +114,7 @@ pub const VARIABLES: &[&str] = &[
     "route",
     "upstream",
     "upstream_addr",
+    "request_id",
 ];
 
 impl LogVar {
@@ -140,6 +143,7 @@ impl LogVar {
             "route" => Route,
             "upstream" => Upstream,
             "upstream_addr" => UpstreamAddr,
+            "request_id" => RequestId,
             _ => return Self::other(name),
         })
     }

@@ -84,19 +84,48 @@ impl HttpClient for Recording {
     }
 }
 
-fn bad_root(path: &Path, e: &dyn std::error::Error) -> String {
-    format!("ca_root {}: {}", path.display(), crate::error_chain(e))
+/// Why no HTTP client for the CA could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("ca_root {}", path.display())]
+    CaRootFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("ca_root {}: not a usable CA certificate", path.display())]
+    CaRootCertificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("system roots")]
+    SystemRoots(#[source] rustls::Error),
+    #[error("https_proxy `{proxy}`")]
+    Proxy {
+        proxy: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
 }
 
-fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let builder = rustls::ClientConfig::builder();
     match ca_root {
         Some(path) => {
+            let file = |source| ClientError::CaRootFile {
+                path: path.to_path_buf(),
+                source,
+            };
             let mut roots = rustls::RootCertStore::empty();
-            for der in CertificateDer::pem_file_iter(path).map_err(|e| bad_root(path, &e))? {
-                let der = der.map_err(|e| bad_root(path, &e))?;
-                roots.add(der).map_err(|e| bad_root(path, &e))?;
+            for der in CertificateDer::pem_file_iter(path).map_err(file)? {
+                roots
+                    .add(der.map_err(file)?)
+                    .map_err(|source| ClientError::CaRootCertificate {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
             }
             Ok(builder.with_root_certificates(roots).with_no_client_auth())
         }
@@ -105,7 +134,7 @@ fn tls_config(ca_root: Option<&Path>) -> Result<rustls::ClientConfig, String> {
             builder
                 .with_platform_verifier()
                 .map(|b| b.with_no_client_auth())
-                .map_err(|e| format!("system roots: {}", crate::error_chain(&e)))
+                .map_err(ClientError::SystemRoots)
         }
     }
 }
@@ -116,7 +145,7 @@ pub fn builder(
     proxy: Option<&str>,
     retry_after: Arc<RetryAfter>,
     timeouts: Timeouts,
-) -> Result<AccountBuilder, String> {
+) -> Result<AccountBuilder, ClientError> {
     let tls = tls_config(ca_root)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -132,7 +161,10 @@ pub fn builder(
             Box::new(Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<Bytes>>(https))
         }
         Some(proxy) => {
-            let proxy_uri: http::Uri = proxy.parse().map_err(|e| format!("https_proxy `{proxy}`: {e}"))?;
+            let proxy_uri: http::Uri = proxy.parse().map_err(|source| ClientError::Proxy {
+                proxy: proxy.to_owned(),
+                source,
+            })?;
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
                 .https_only()

@@ -69,17 +69,41 @@ pub(super) enum IssueError {
     /// The CA's answer could not be used (a certificate that does not load, for example).
     #[error(transparent)]
     Tls(#[from] crate::TlsError),
-    /// Anything else, already worded (a bad `ca_root`, a validation the CA refused).
+    /// No HTTP client for the CA (a bad `ca_root` or `https_proxy`).
+    #[error(transparent)]
+    Client(#[from] super::client::ClientError),
+    #[error("the CA kept rejecting nonces")]
+    NonceRetries,
+    #[error("authorization is {0:?}")]
+    Authorization(instant_acme::AuthorizationStatus),
+    #[error("the CA offers no HTTP-01 challenge")]
+    NoHttp01,
+    /// The order did not become ready: "validation failed: " and the CA's own problem
+    /// documents, as it worded them (`Orders::validation_errors`).
     #[error("{0}")]
-    Other(String),
+    Validation(String),
+    #[error("cannot encode the account credentials")]
+    Credentials(#[source] serde_json::Error),
+    #[error("eab_hmac_key is not base64url")]
+    EabKey(#[source] base64::DecodeError),
+    /// The storage lock was held by another process for the whole order timeout.
+    #[error("timed out: another process held the storage lock of `{name}` for {waited:?}")]
+    LockTimeout {
+        name: String,
+        waited: std::time::Duration,
+    },
+    /// The whole order took longer than `order_timeout`.
+    #[error("timed out: the order did not finish within {0:?} (a CA or proxy that accepts connections but does not answer?)")]
+    OrderTimeout(std::time::Duration),
 }
 
 impl IssueError {
+    /// The text for the log, `status.json` and `gateway certs`: the CA's problem worded
+    /// for an admin, or the whole chain of causes.
     pub(super) fn describe(&self, retry_after: Option<String>) -> String {
         match self {
             IssueError::Acme(e) => describe(e, retry_after),
-            IssueError::Tls(e) => error_chain(e),
-            IssueError::Other(m) => m.clone(),
+            other => error_chain(other),
         }
     }
 }

@@ -480,10 +480,10 @@ impl AcmeManager {
                     }
                     Locked::Stopped => break 'run,
                     Locked::TimedOut => {
-                        break 'attempt Err(format!(
-                            "timed out: another process held the storage lock of `{}` for {:?}",
-                            c.name, cfg.order_timeout
-                        ))
+                        break 'attempt Err(errors::IssueError::LockTimeout {
+                            name: c.name.clone(),
+                            waited: cfg.order_timeout,
+                        })
                     }
                 };
                 // Another gateway sharing the storage may have just stored one.
@@ -501,10 +501,7 @@ impl AcmeManager {
                 let attempt = tokio::time::timeout(cfg.order_timeout, self.obtain(&job, &directory, replace));
                 tokio::select! {
                     _ = stop.changed() => break 'run,
-                    r = attempt => r.unwrap_or_else(|_| Err(format!(
-                        "timed out: the order did not finish within {:?} (a CA or proxy that accepts connections but does not answer?)",
-                        cfg.order_timeout
-                    ))),
+                    r = attempt => r.unwrap_or_else(|_| Err(errors::IssueError::OrderTimeout(cfg.order_timeout))),
                 }
             };
             match result {
@@ -524,7 +521,9 @@ impl AcmeManager {
                     health.pending = issued.unsaved;
                     self.checkpoint(&job, &mut health, &directory, Some(directory.as_str()), None);
                 }
-                Err(msg) => {
+                Err(e) => {
+                    // Worded once, here: the log, status.json and `gateway certs` show it.
+                    let msg = self.describe(&e);
                     failures += 1;
                     self.observer.order(&c.name, false);
                     tracing::error!(certificate = %c.name, attempt = failures, error = %msg, "could not obtain certificate; still serving the current one");

@@ -95,18 +95,28 @@ impl AcmeManager {
     /// One issuance from `directory`, retried at once a few times when only the nonce was
     /// rejected or the CA forgot the account. `replace`: name the served certificate in
     /// `replaces` (see [`may_replace`]). The error is worded for the log, causes included.
-    pub(super) async fn obtain(&self, job: &Job, directory: &str, replace: bool) -> Result<Issued, String> {
-        let mut last = String::new();
+    pub(super) async fn obtain(
+        &self,
+        job: &Job,
+        directory: &str,
+        replace: bool,
+    ) -> Result<Issued, IssueError> {
+        let mut last = IssueError::NonceRetries;
         for _ in 0..10 {
             match self.issue(job, directory, replace).await {
                 Ok(issued) => return Ok(issued),
                 Err(IssueError::Acme(e)) if is_bad_nonce(&e) || is_unknown_account(&e) => {
-                    last = describe(&e, None)
+                    last = IssueError::Acme(e)
                 }
-                Err(e) => return Err(e.describe(self.retry_after.take())),
+                Err(e) => return Err(e),
             }
         }
         Err(last)
+    }
+
+    /// The text of an error of [`Orders::obtain`], with the CA's `Retry-After` if it sent one.
+    pub(super) fn describe(&self, e: &IssueError) -> String {
+        e.describe(self.retry_after.take())
     }
 
     /// Orders, validates, downloads and stores one certificate. A storage failure does not
@@ -156,7 +166,7 @@ impl AcmeManager {
             }
         }
         let Some(mut order) = order else {
-            return Err(IssueError::Other("the CA kept rejecting nonces".into()));
+            return Err(IssueError::NonceRetries);
         };
         let mut published = Published {
             tokens: self.tokens.clone(),
@@ -180,12 +190,12 @@ impl AcmeManager {
                     AuthorizationStatus::Pending => {}
                     AuthorizationStatus::Valid => continue,
                     other => {
-                        auth_error = Some(IssueError::Other(format!("authorization is {other:?}")));
+                        auth_error = Some(IssueError::Authorization(other));
                         break 'attempts;
                     }
                 }
                 let Some(mut ch) = a.challenge(ChallengeType::Http01) else {
-                    auth_error = Some(IssueError::Other("the CA offers no HTTP-01 challenge".into()));
+                    auth_error = Some(IssueError::NoHttp01);
                     break 'attempts;
                 };
                 let token = ch.token.clone();
@@ -213,7 +223,7 @@ impl AcmeManager {
             }
             let status = retry_bad_nonce!(order.poll_ready(&policy).await)?;
             if status != OrderStatus::Ready {
-                return Err(IssueError::Other(
+                return Err(IssueError::Validation(
                     self.validation_errors(&mut order, status).await,
                 ));
             }
@@ -277,7 +287,7 @@ impl AcmeManager {
             self.retry_after.clone(),
             job.timeouts(),
         )
-        .map_err(IssueError::Other)
+        .map_err(IssueError::Client)
     }
 
     fn account_slot(&self, key: &str) -> Arc<tokio::sync::Mutex<Option<Account>>> {
@@ -328,7 +338,7 @@ impl AcmeManager {
                         .create(&new, directory.to_owned(), eab.as_ref())
                         .await
                 )?;
-                let json = serde_json::to_vec_pretty(&creds).map_err(|e| IssueError::Other(e.to_string()))?;
+                let json = serde_json::to_vec_pretty(&creds).map_err(IssueError::Credentials)?;
                 let email = cfg.email.clone().unwrap_or_default();
                 let contact = storage::contact_path(&cfg.storage, directory);
                 let written = storage::write_atomic(&path, &json, 0o600);
@@ -381,7 +391,7 @@ fn decode_b64url(s: &str) -> Result<Vec<u8>, IssueError> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
-        .map_err(|e| IssueError::Other(format!("eab_hmac_key is not base64url: {e}")))
+        .map_err(IssueError::EabKey)
 }
 
 #[cfg(test)]

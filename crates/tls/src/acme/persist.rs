@@ -276,7 +276,7 @@ impl AcmeManager {
                     .or_else(|| storage::read_status(&cfg.storage, &c.name))
                     .unwrap_or_default();
                 if status.last_error.is_none() {
-                    status.last_error = entry.and_then(|e| e.last_error.clone());
+                    status.last_error = entry.and_then(|e| e.last_error.as_ref()).map(|e| e.to_string());
                 }
                 Report {
                     name: c.name.clone(),

@@ -17,6 +17,11 @@
 use http::header;
 use once_cell::sync::Lazy;
 use pingora_http::ResponseHeader;
+// gateway patch: the application's own error responses
+use bytes::Bytes;
+use http::HeaderValue;
+use std::sync::{Arc, RwLock};
+// gateway patch end
 
 use super::SERVER_NAME;
 
@@ -39,3 +44,34 @@ pub fn gen_error_response(code: u16) -> ResponseHeader {
 pub static HTTP_502_RESPONSE: Lazy<ResponseHeader> = Lazy::new(|| gen_error_response(502));
 /// Pre-generated 400 response
 pub static HTTP_400_RESPONSE: Lazy<ResponseHeader> = Lazy::new(|| gen_error_response(400));
+
+// gateway patch: the application's own error responses for the errors Pingora answers itself
+// (`Session::respond_error`: pingora-proxy's CONNECT 405 and its 400 for an unparseable
+// HTTP/1 head; the HTTP/2 `:authority`/`Host` mismatch 400 of `v2::server`), which otherwise
+// go out with an empty body and none of the application's headers.
+
+/// Builds the whole response (header and body) for an error status Pingora answers itself,
+/// given the request's `Accept` value if the request was read; `None` keeps Pingora's own
+/// (empty) response.
+pub type ErrorResponder =
+    dyn Fn(u16, Option<&HeaderValue>) -> Option<(ResponseHeader, Bytes)> + Send + Sync;
+
+static ERROR_RESPONDER: RwLock<Option<Arc<ErrorResponder>>> = RwLock::new(None);
+
+/// Sets (or with `None` removes) the process-wide [`ErrorResponder`].
+pub fn set_error_responder(responder: Option<Arc<ErrorResponder>>) {
+    *ERROR_RESPONDER.write().unwrap_or_else(|p| p.into_inner()) = responder;
+}
+
+/// The application's response for `code`, if an [`ErrorResponder`] is set and gives one.
+pub fn custom_error_response(
+    code: u16,
+    accept: Option<&HeaderValue>,
+) -> Option<(ResponseHeader, Bytes)> {
+    let responder = ERROR_RESPONDER
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()?;
+    responder(code, accept)
+}
+// gateway patch end

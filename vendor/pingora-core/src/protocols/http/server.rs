@@ -603,6 +603,24 @@ impl Session {
 
     /// Send error response to client using a pre-generated error message.
     pub async fn respond_error(&mut self, error: u16) -> Result<()> {
+        // gateway patch: the application's response, if it set one
+        // (`error_resp::set_error_responder`); a HEAD request gets its header only.
+        let (accept, head) = match &*self {
+            Self::H1(s) => (
+                s.get_header(http::header::ACCEPT),
+                s.get_method() == Some(&http::Method::HEAD),
+            ),
+            Self::H2(s) => (
+                s.req_header().headers.get(http::header::ACCEPT),
+                s.req_header().method == http::Method::HEAD,
+            ),
+            _ => (None, false),
+        };
+        if let Some((resp, body)) = error_resp::custom_error_response(error, accept) {
+            let body = if head { Bytes::new() } else { body };
+            return self.write_error_response(resp, body).await;
+        }
+        // gateway patch end
         self.respond_error_with_body(error, Bytes::default()).await
     }
 

@@ -508,6 +508,29 @@ impl HttpSession {
         // RFC 9113 section 8.1.1 forbids forwarding a malformed request:
         // https://www.rfc-editor.org/rfc/rfc9113.html#section-8.1.1
         if invalid_request_authority(&request_header) {
+            // gateway patch: the application's response, if it set one
+            // (`error_resp::set_error_responder`); a HEAD request gets its header only.
+            let accept = request_header.headers.get(header::ACCEPT);
+            if let Some((mut page, body)) =
+                crate::protocols::http::error_resp::custom_error_response(400, accept)
+            {
+                let end = body.is_empty() || request_header.method == http::Method::HEAD;
+                let _ = page.insert_header(header::DATE, get_cached_date());
+                let response = Response::from_parts(page.as_owned_parts(), ());
+                match send_response.send_response(response, end) {
+                    Ok(mut stream) => {
+                        if !end {
+                            if let Err(e) = stream.send_data(body, true) {
+                                debug!("failed to send downstream h2 authority rejection body: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => debug!("failed to send downstream h2 authority rejection: {e}"),
+                }
+                account_malformed_stream(malformed_streams)?;
+                return Ok(Some(H2Accept::Rejected));
+            }
+            // gateway patch end
             let mut response = Response::new(());
             *response.status_mut() = StatusCode::BAD_REQUEST;
             // An immediate PROTOCOL_ERROR reset would replace this observable 400 in h2. Dropping
