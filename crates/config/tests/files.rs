@@ -262,3 +262,77 @@ fn header_values_with_control_bytes_are_refused() {
     )
     .unwrap();
 }
+
+/// Every key the parser accepts, in every section, is documented in docs/configuration.md.
+/// The keys come from the parser itself: an unknown key in each table is refused with the
+/// list of the keys that table accepts ("expected one of: ..."), so nothing reads source text.
+#[test]
+fn every_key_the_parser_accepts_is_documented() {
+    const BOGUS: &str = "zq_not_a_key";
+    let tables = [
+        ("", ""),
+        ("listen", "[listen]"),
+        ("server", "[server]"),
+        ("tls", "[tls]"),
+        ("tls.certificates", "[[tls.certificates]]"),
+        ("acme", "[acme]"),
+        ("acme.certificates", "[[acme.certificates]]"),
+        ("limits", "[limits]"),
+        ("compression", "[compression]"),
+        ("security", "[security]"),
+        ("forwarding", "[forwarding]"),
+        ("logging", "[logging]"),
+        ("upstreams.x", "[upstreams.x]"),
+        ("routes", "[[routes]]"),
+        ("policies.p", "[policies.p]"),
+        (
+            "policies.p.basic_auth",
+            "[policies.p]\nbasic_auth = { realm = \"r\", zq_not_a_key = 1 }\n#",
+        ),
+        (
+            "policies.p.forward_auth",
+            "[policies.p]\nforward_auth = { url = \"http://a:1/\", zq_not_a_key = 1 }\n#",
+        ),
+        (
+            "policies.p.rate_limit",
+            "[policies.p]\nrate_limit = { rate = \"1/s\", zq_not_a_key = 1 }\n#",
+        ),
+        (
+            "policies.p.request_headers",
+            "[policies.p]\nrequest_headers = { zq_not_a_key = 1 }\n#",
+        ),
+        ("errors", "[errors]"),
+    ];
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"))
+            .unwrap();
+    let mut checked = 0;
+    for (name, header) in tables {
+        let src = format!("{header}\n{BOGUS} = 1\n");
+        let e = parse(&src, Path::new("p.toml"), &env).expect_err("an unknown key");
+        let msg =
+            e.0.iter()
+                .map(|e| e.message.as_str())
+                .find(|m| m.contains(BOGUS))
+                .unwrap_or_else(|| panic!("[{name}]: no unknown-key error: {e}"));
+        let keys = msg
+            .split_once("expected one of: ")
+            .unwrap_or_else(|| panic!("[{name}]: {msg}"))
+            .1;
+        for key in keys.split(", ").map(str::trim) {
+            // Top-level keys are the sections, documented as `[listen]`, `[[routes]]`...
+            let documented = if name.is_empty() {
+                doc.contains(&format!("[{key}")) || doc.contains(&format!("[[{key}"))
+            } else {
+                // A key that is a table of its own is documented as `[[tls.certificates]]`.
+                doc.contains(&format!("`{key}`")) || doc.contains(&format!("{name}.{key}]"))
+            };
+            assert!(
+                documented,
+                "docs/configuration.md does not document `{key}` (in [{name}])"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 80, "only {checked} keys found");
+}

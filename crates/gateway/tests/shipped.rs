@@ -121,28 +121,7 @@ fn deploy_files_agree_with_the_gateway() {
     let docker = repo("deploy/Dockerfile");
     assert!(docker.contains("USER gateway") && docker.contains("cap_net_bind_service"));
 
-    // Every metric the dashboard queries is one the gateway defines.
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&repo("deploy/grafana/gateway-dashboard.json")).unwrap();
-    let metrics_src = repo("crates/proxy/src/metrics.rs");
-    let text = dashboard.to_string();
-    let mut seen = 0;
-    for (i, _) in text.match_indices("gateway_") {
-        let name: String = text[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let base = name.trim_end_matches("_bucket");
-        if base == "gateway_overview" {
-            continue;
-        }
-        assert!(
-            metrics_src.contains(&format!("\"{base}\"")),
-            "the dashboard uses {base}, which the gateway does not define"
-        );
-        seen += 1;
-    }
-    assert!(seen > 10);
+    // Every series the dashboard queries is in a live scrape: monitoring.rs.
 
     // The migration guide covers every directive of the reference nginx.conf's proxying.
     let guide = repo("docs/migrating-from-nginx.md");
@@ -160,47 +139,4 @@ fn deploy_files_agree_with_the_gateway() {
     }
 }
 
-/// Every key of the file format is documented in docs/configuration.md.
-#[test]
-fn every_config_key_is_documented() {
-    let format = repo("crates/config/src/file.rs");
-    let doc = repo("docs/configuration.md");
-    let mut checked = 0;
-    for line in format.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix("pub ") else {
-            continue;
-        };
-        let Some((name, _)) = rest.split_once(':') else {
-            continue;
-        };
-        if name.contains(' ') || name.contains('(') {
-            continue;
-        }
-        // Section fields (listen, tls, routes...) are documented as sections.
-        if [
-            "listen",
-            "server",
-            "tls",
-            "acme",
-            "limits",
-            "compression",
-            "security",
-            "forwarding",
-            "logging",
-            "upstreams",
-            "routes",
-            "certificates",
-        ]
-        .contains(&name)
-        {
-            continue;
-        }
-        assert!(
-            doc.contains(&format!("`{name}`")),
-            "docs/configuration.md does not document `{name}`"
-        );
-        checked += 1;
-    }
-    assert!(checked > 40, "only {checked} keys found");
-}
+// Every key the parser accepts is documented: crates/config/tests/files.rs asks the parser.

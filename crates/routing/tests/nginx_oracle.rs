@@ -81,9 +81,9 @@ const NORMALIZED_HOST: &str = "normalized.oracle.test";
 /// Targets per run unless `NGINX_ORACLE_TARGETS` says otherwise.
 const DEFAULT_TARGETS: usize = 5000;
 
-/// One `location` block of the reference nginx.conf (`/work/shared/reference/nginx.conf`):
-/// its prefix and `proxy_pass` exactly as written there, and the name of the `proxy.toml`
-/// route that replaces it. Headers, timeouts and buffering do not change the target and are
+/// One `location` block of the reference nginx.conf, parsed from it ([`locations`]): its
+/// prefix and `proxy_pass` exactly as written there, and the name of the `proxy.toml` route
+/// that replaces it. Headers, timeouts and buffering do not change the target and are
 /// left out.
 struct Location {
     path: &'static str,
@@ -91,17 +91,73 @@ struct Location {
     route: &'static str,
 }
 
-const LOCATIONS: &[Location] = &[
-    Location::new("/", "http://api", "frontend"),
-    Location::new("/api/", "http://api/api/", "api"),
-    Location::new("/docs/", "http://api/docs/", "docs"),
-    Location::new("/n8n/", "http://n8n/", "n8n"),
-    Location::new("/webhook/", "http://n8n/webhook/", "webhook"),
-    Location::new("/ai/", "http://openwebui/", "ai"),
-    Location::new("/nodered/", "http://nodered/", "nodered"),
-    Location::new("/grafana/", "http://grafana/", "grafana"),
-    Location::new("/health", "http://api/api/health", "health"),
-];
+/// The reference nginx.conf: the steering copy next to the repository
+/// (`../shared/reference/nginx.conf`) when it is there, which must then equal the copy kept
+/// with this test (`nginx_oracle/reference-nginx.conf`, used on machines without it).
+fn reference_conf() -> String {
+    let kept_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nginx_oracle/reference-nginx.conf");
+    let kept = std::fs::read_to_string(&kept_path).unwrap_or_else(|e| panic!("{}: {e}", kept_path.display()));
+    let steering = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/nginx.conf");
+    if let Ok(current) = std::fs::read_to_string(&steering) {
+        assert!(
+            current == kept,
+            "{} changed: copy it to {}",
+            steering.display(),
+            kept_path.display()
+        );
+    }
+    kept
+}
+
+/// The `location PATH { ... proxy_pass URL; ... }` blocks of a configuration, in order;
+/// commented lines and locations without `proxy_pass` (the ACME challenge, the redirect)
+/// are left out.
+fn parse_locations(conf: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<String> = None;
+    for line in conf.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("location ") {
+            open = rest.strip_suffix('{').map(|p| p.trim().to_owned());
+        } else if let (Some(path), Some(pass)) = (&open, line.strip_prefix("proxy_pass ")) {
+            out.push((path.clone(), pass.trim_end_matches(';').trim().to_owned()));
+        } else if line == "}" {
+            open = None;
+        }
+    }
+    out
+}
+
+/// The locations of the reference nginx.conf, each named after the shipped `proxy.toml`
+/// route with the same prefix (the route that replaces it).
+fn locations() -> &'static [Location] {
+    static LOCATIONS: std::sync::OnceLock<Vec<Location>> = std::sync::OnceLock::new();
+    LOCATIONS.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy.toml");
+        let cfg = gateway_config::load_with_env(&path, &|_| None)
+            .unwrap_or_else(|e| panic!("the shipped proxy.toml: {e}"));
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let found: Vec<Location> = parse_locations(&reference_conf())
+            .into_iter()
+            .map(|(path, pass)| {
+                let route = cfg
+                    .routes
+                    .iter()
+                    .find(|r| r.path == PathMatch::Prefix(path.clone()))
+                    .map_or_else(|| format!("(no route for {path})"), |r| r.name.clone());
+                Location::new(leak(path), leak(pass), leak(route))
+            })
+            .collect();
+        assert!(
+            found.len() >= 9,
+            "the reference nginx.conf has the proxied locations: {}",
+            found.len()
+        );
+        found
+    })
+}
 
 impl Location {
     const fn new(path: &'static str, proxy_pass: &'static str, route: &'static str) -> Location {
@@ -137,7 +193,7 @@ impl Location {
 }
 
 fn location_of(route: &str) -> Option<&'static Location> {
-    LOCATIONS.iter().find(|l| l.route == route)
+    locations().iter().find(|l| l.route == route)
 }
 
 /// The known, documented differences between nginx and the gateway (README, "Routing rules").
@@ -542,13 +598,13 @@ impl Tally {
     }
 }
 
-/// LOCATIONS is the reference nginx.conf; the shipped proxy.toml must be its translation.
+/// The shipped proxy.toml must be the translation of the reference nginx.conf's locations.
 fn check_proxy_toml_mirrors_the_locations(routes: &[Route]) {
     let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         routes.len(),
-        LOCATIONS.len(),
-        "add the location of each route to LOCATIONS: {names:?}"
+        locations().len(),
+        "every route replaces one location of the reference nginx.conf: {names:?}"
     );
     for r in routes {
         let l = location_of(&r.name).unwrap_or_else(|| panic!("route `{}`: no location", r.name));

@@ -177,7 +177,7 @@ pub(crate) fn nginx_conf(dir: &Path, port: u16, upstreams: &[Recorder], build: &
 /// without URI part, so that nginx forwards its normalized `$uri` there too.
 pub(crate) fn server(port: u16, host: &str, default: &str, normalized: bool) -> String {
     let mut locations = String::new();
-    for l in LOCATIONS {
+    for l in super::locations() {
         let mut pass = l.proxy_pass.to_string();
         if normalized && l.uri_part().is_none() {
             pass.push('/');
