@@ -22,6 +22,7 @@ use pingora_cache::CachePhase;
 // gateway patch: the loop for requests without a body.
 #[path = "proxy_h1_direct.rs"]
 mod direct;
+// gateway patch end
 
 use pingora_core::protocols::http::{
     authority::{raw_target_authority, validate_request_authority},
@@ -117,8 +118,10 @@ where
             return (false, true, Some(e));
         }
 
+        // gateway patch: `upstream_upgrade` is kept for `can_proxy_1to1_direct` below.
         let upstream_upgrade = is_h1_upgrade_req(&req);
         session.set_upstream_h1_upgrade_request_status(upstream_upgrade);
+        // gateway patch end
 
         session.upstream_compression.request_filter(&req);
 
@@ -142,6 +145,7 @@ where
                 Err(e) => (false, false, Some(e)),
             };
         }
+        // gateway patch end
 
         let mut downstream_custom_message_writer = session
             .downstream_session

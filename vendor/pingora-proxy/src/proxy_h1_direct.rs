@@ -215,3 +215,4 @@ where
         Ok(())
     }
 }
+// gateway patch end

@@ -568,6 +568,7 @@ impl Runtime {
 // only NoStealRuntime set the pools in thread threads
 static CURRENT_HANDLE: Lazy<ThreadLocal<Pools>> = Lazy::new(ThreadLocal::new);
 
+// gateway patch: see `stay_on_this_thread`.
 tokio::task_local! {
     static SPAWN_HERE: ();
 }
@@ -583,6 +584,7 @@ tokio::task_local! {
 pub async fn stay_on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
     SPAWN_HERE.scope((), fut).await
 }
+// gateway patch end
 
 /// Return the [Handle] of current runtime.
 /// If the current thread is under a `Steal` runtime, the current [Handle] is returned.
@@ -596,6 +598,7 @@ pub fn current_handle() -> Handle {
             return handle;
         }
     }
+    // gateway patch end
     if let Some(pools) = CURRENT_HANDLE.get() {
         // safety: the CURRENT_HANDLE is set when the pool is being initialized in init_pools()
         let pools = pools.get().unwrap();

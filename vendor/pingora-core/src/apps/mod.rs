@@ -155,6 +155,7 @@ impl HttpPersistentSettings {
     pub fn take_pipelined_prefix(&mut self) -> Option<BytesMut> {
         self.pipelined_prefix.take()
     }
+    // gateway patch end
 
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {

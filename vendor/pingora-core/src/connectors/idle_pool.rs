@@ -153,3 +153,4 @@ impl IdlePool {
         self.idle.lock().len()
     }
 }
+// gateway patch end

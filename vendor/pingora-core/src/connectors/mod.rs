@@ -30,6 +30,8 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
+// gateway patch: the idle pool (idle_pool.rs) replaced `pingora_pool::ConnectionPool`, so
+// `error!`, `ConnectionPool` and `tokio::sync::Mutex` are no longer imported.
 use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
@@ -40,6 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
+// gateway patch end
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -172,6 +175,7 @@ pub struct TransportConnector {
     // gateway patch: the idle pool without a watcher task per connection (idle_pool.rs)
     // instead of `pingora_pool::ConnectionPool<Arc<Mutex<Stream>>>`.
     idle_pool: Arc<idle_pool::IdlePool>,
+    // gateway patch end
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -204,7 +208,7 @@ impl TransportConnector {
             .and_then(|o| o.keepalive_pool_callback.clone());
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            idle_pool: Arc::new(idle_pool::IdlePool::new(pool_size)),
+            idle_pool: Arc::new(idle_pool::IdlePool::new(pool_size)), // gateway patch (idle_pool.rs)
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -263,6 +267,7 @@ impl TransportConnector {
             return None;
         }
         Some(stream)
+        // gateway patch end
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
@@ -289,6 +294,7 @@ impl TransportConnector {
             &self.unexpected_data_conn_count,
             &self.keepalive_pool_callback,
         );
+        // gateway patch end
     }
 
     /// Get a stream to the given server [Peer]
@@ -440,6 +446,7 @@ fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
         _ => peer.matches_fd(stream.id()),
     }
 }
+// gateway patch end
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {

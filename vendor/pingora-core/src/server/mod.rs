@@ -152,6 +152,7 @@ pub trait ShutdownSignalWatch {
     fn drained(&self) -> bool {
         false
     }
+    // gateway patch end
 }
 
 /// A Unix shutdown watcher that awaits for Unix signals.
@@ -244,7 +245,7 @@ impl Server {
     }
 
     #[cfg(unix)]
-    async fn main_loop(&self, run_args: &RunArgs) -> ShutdownType {
+    async fn main_loop(&self, run_args: &RunArgs) -> ShutdownType { // gateway patch: &RunArgs, used again for `drained`
         // waiting for exit signal
 
         self.execution_phase_watch
@@ -264,7 +265,8 @@ impl Server {
                 if let Err(e) = self.shutdown_watch.send(true) {
                     error!("Fast shutdown broadcast failed: {e}");
                 }
-                return ShutdownType::Quick;
+                // gateway patch end
+                return ShutdownType::Quick; // gateway patch: return, from the loop
             }
             ShutdownSignal::GracefulTerminate => {
                 // we receive a graceful terminate, all instances are instructed to stop
@@ -285,7 +287,7 @@ impl Server {
                     .send(ExecutionPhase::GracefulTerminate)
                     .ok();
 
-                return ShutdownType::Graceful;
+                return ShutdownType::Graceful; // gateway patch: return, from the loop
             }
             ShutdownSignal::GracefulUpgrade => {
                 // TODO: still need to select! on signals in case a fast shutdown is needed
@@ -329,7 +331,8 @@ impl Server {
                         .ok();
                     continue;
                 }
-                if handover == Some(true) {
+                // gateway patch end
+                if handover == Some(true) { // gateway patch: was `if sent_fds`
                     self.execution_phase_watch
                         .send(ExecutionPhase::GracefulUpgradeCloseTimeout)
                         .ok();
@@ -348,14 +351,14 @@ impl Server {
                     }
                 }
                 info!("Broadcast graceful shutdown complete");
-                return ShutdownType::Graceful;
+                return ShutdownType::Graceful; // gateway patch: return, from the loop
             }
         }
-        }
+        } // gateway patch end (the loop)
     }
 
     #[cfg(windows)]
-    async fn main_loop(&self, _run_args: &RunArgs) -> ShutdownType {
+    async fn main_loop(&self, _run_args: &RunArgs) -> ShutdownType { // gateway patch: &RunArgs
         // waiting for exit signal
 
         self.execution_phase_watch
@@ -817,11 +820,11 @@ impl Server {
         #[cfg(unix)]
         let shutdown_type = server_runtime
             .get_handle()
-            .block_on(self.main_loop(&run_args));
+            .block_on(self.main_loop(&run_args)); // gateway patch: &RunArgs
         #[cfg(windows)]
         let shutdown_type = server_runtime
             .get_handle()
-            .block_on(self.main_loop(&run_args));
+            .block_on(self.main_loop(&run_args)); // gateway patch: &RunArgs
 
         self.execution_phase_watch
             .send(ExecutionPhase::ShutdownStarted)
@@ -847,6 +850,7 @@ impl Server {
             }
             #[cfg(windows)]
             thread::sleep(deadline - Instant::now());
+            // gateway patch end
             info!("Graceful shutdown: grace period ends");
         }
 

@@ -269,6 +269,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                         // connection: benches/RESULTS.md, case 6.
                         let handshake = timeout(Duration::from_secs(60), Box::pin(io.handshake())).await;
                         match handshake {
+                            // gateway patch end
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
@@ -333,6 +334,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             tokio::task::yield_now().await;
                         }
                     }
+                    // gateway patch end
                 }
             }
         }
@@ -397,6 +399,7 @@ fn os_error_action(code: i32) -> AcceptErrorAction {
 fn os_error_action(_code: i32) -> AcceptErrorAction {
     AcceptErrorAction::Yield
 }
+// gateway patch end
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {

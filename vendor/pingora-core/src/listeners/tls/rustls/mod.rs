@@ -40,10 +40,12 @@ pub struct TlsSettings {
     offload_threadpool: Option<(usize, usize)>,
     // gateway patch: see `set_server_config_hook`.
     server_config_hook: Option<ServerConfigHook>,
+    // gateway patch end
 }
 
 /// gateway patch: a function that adjusts the rustls [`ServerConfig`] built for a listener.
 pub type ServerConfigHook = Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
+// gateway patch end
 
 pub struct Acceptor {
     pub acceptor: RusTlsAcceptor,
@@ -99,9 +101,11 @@ impl TlsSettings {
         if let Some(alpn_protocols) = self.alpn_protocols {
             config.alpn_protocols = alpn_protocols;
         }
+        // gateway patch: see `set_server_config_hook`.
         if let Some(hook) = &self.server_config_hook {
             hook(&mut config);
         }
+        // gateway patch end
 
         Acceptor {
             acceptor: RusTlsAcceptor::from(Arc::new(config)),
@@ -117,6 +121,7 @@ impl TlsSettings {
     pub fn set_server_config_hook(&mut self, hook: ServerConfigHook) {
         self.server_config_hook = Some(hook);
     }
+    // gateway patch end
 
     /// Enable HTTP/2 support for this endpoint, which is default off.
     /// This effectively sets the ALPN to prefer HTTP/2 with HTTP/1.1 allowed
@@ -214,7 +219,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
-            server_config_hook: None,
+            server_config_hook: None, // gateway patch
         })
     }
 
@@ -235,7 +240,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
-            server_config_hook: None,
+            server_config_hook: None, // gateway patch
         })
     }
 }

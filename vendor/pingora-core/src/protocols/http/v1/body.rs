@@ -669,6 +669,7 @@ impl BodyReader {
         // gateway patch: strict chunk-size line (see `parse_chunk_size_strict`) instead of
         // httparse::parse_chunk_size, which accepts any byte, bare LF included, in an extension.
         let chunk_status = parse_chunk_size_strict(buf);
+        // gateway patch end
         match chunk_status {
             Ok(status) => {
                 match status {
@@ -1142,6 +1143,7 @@ fn parse_chunk_size_strict(
     }
     Ok(httparse::Status::Partial)
 }
+// gateway patch end
 
 pub enum TrailersEndParseState {
     NotEnd(usize),   // start of bytes after CR or LF bytes
@@ -1462,6 +1464,7 @@ impl BodyWriter {
                 if buf.is_empty() {
                     return Ok(Some(0));
                 }
+                // gateway patch end
                 let chunk_size = buf.len();
 
                 let chuck_size_buf = format!("{:X}\r\n", chunk_size);
@@ -1959,6 +1962,7 @@ impl BodyWriter {
                     self.send_body_state.write_state = WriteState::Done(0);
                     return Poll::Ready(Ok(Some(0)));
                 }
+                // gateway patch end
                 let application_bytes_size = bytes.len();
 
                 // Format the chunk: size\r\ndata\r\n

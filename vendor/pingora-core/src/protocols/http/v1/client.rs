@@ -325,6 +325,7 @@ impl HttpSession {
                         if let Err(e) = check_response_framing(&response_header.headers) {
                             return self.fail_response_header_read(e);
                         }
+                        // gateway patch end
 
                         let contains_transfer_encoding = response_header
                             .headers
@@ -421,6 +422,7 @@ impl HttpSession {
                     if already_read == 0 {
                         e.retry = RetryType::ReusedOnly;
                     }
+                    // gateway patch end
                     return self.fail_response_header_read(e);
                 }
                 Ok(_) => {
@@ -440,6 +442,7 @@ impl HttpSession {
                     if true_io_error && already_read == 0 {
                         e.retry = RetryType::ReusedOnly;
                     } // else: not safe to retry TLS error
+                    // gateway patch end
                     return self.fail_response_header_read(e);
                 }
             }
@@ -927,6 +930,7 @@ fn check_response_framing(headers: &HMap) -> Result<()> {
     }
     Ok(())
 }
+// gateway patch end
 
 #[inline]
 fn parse_resp_buffer<'buf>(

@@ -846,6 +846,7 @@ impl HttpSession {
             debug!("set connection close before downstream finish");
             self.set_keepalive(None);
         }
+        // gateway patch end
 
         // gateway patch: an HTTP/1.0 client cannot decode chunked (RFC 9112 section 6.1), yet
         // Pingora's proxy adds `Transfer-Encoding: chunked` to every response without
@@ -867,6 +868,7 @@ impl HttpSession {
                 self.set_keepalive(None);
             }
         }
+        // gateway patch end
 
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {

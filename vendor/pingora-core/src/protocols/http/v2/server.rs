@@ -295,6 +295,7 @@ pub struct HttpSession {
     // `client_body_timeout`). Pingora had none for h2 ("TODO: timeout"), so one stalled
     // stream held its upstream connection until the upstream's read timeout.
     pub read_timeout: Option<Duration>,
+    // gateway patch end
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -394,6 +395,7 @@ fn join_cookie_crumbs(headers: &mut HeaderMap) {
         headers.insert(header::COOKIE, value);
     }
 }
+// gateway patch end
 
 fn account_malformed_stream(malformed_streams: &mut usize) -> Result<()> {
     *malformed_streams += 1;
@@ -469,10 +471,11 @@ impl HttpSession {
             return Ok(None);
         };
 
-        let (mut request_header, request_body_reader) = req.into_parts();
         // gateway patch: one Cookie field, as RFC 9113 section 8.2.3 requires before the request
-        // leaves HTTP/2 (cloudflare/pingora#892).
+        // leaves HTTP/2 (cloudflare/pingora#892); `request_header` is `mut` for it.
+        let (mut request_header, request_body_reader) = req.into_parts();
         join_cookie_crumbs(&mut request_header.headers);
+        // gateway patch end
         let request_header: RequestHeader = request_header.into();
 
         // Depending on how the request URI is parsed, control bytes
@@ -556,7 +559,7 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
-            read_timeout: None,
+            read_timeout: None, // gateway patch
         })))
     }
 
@@ -595,6 +598,7 @@ impl HttpSession {
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
+        // gateway patch end
         if let Some(data) = data.as_ref() {
             self.body_read += data.len();
             if let Some(buffer) = self.retry_buffer.as_mut() {
