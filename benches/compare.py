@@ -156,6 +156,7 @@ http {{
     listen 127.0.0.1:{port};
     root {tmp}/www;
     location = /json {{ default_type application/json; }}
+    location = /auth/json {{ default_type application/json; }}
     location / {{ default_type text/html; }}
   }}
 }}
@@ -314,7 +315,7 @@ def haproxy_gzip_note(haproxy):
     return None  # zlib: tune.comp.maxlevel 6 = gzip_comp_level 6
 
 
-def gateway_conf(tmp, port, up, ws, sse, cert, key, metrics, reuseport=None, access_log=False):
+def gateway_conf(tmp, port, up, ws, sse, cert, key, metrics, reuseport=None, access_log=False, auth=True):
     reuse = "" if reuseport is None else f"reuseport = {'true' if reuseport == 'on' else 'false'}\n"
     types = ", ".join(f'"{t}"' for t in ["text/html"] + TYPES.split())
     return f"""
@@ -354,7 +355,7 @@ keepalive = 16
 prefix = "/"
 upstream = "static"
 websocket = false
-[[routes]]
+{AUTH_ROUTE if auth else ""}[[routes]]
 prefix = "/ws/"
 upstream = "ws"
 read_timeout = "3600s"
@@ -362,6 +363,20 @@ read_timeout = "3600s"
 prefix = "/sse/"
 upstream = "sse"
 read_timeout = "3600s"
+"""
+
+
+# `htpasswd -nbB -C 4 bench bench`; case 1A sends `Authorization: Basic YmVuY2g6YmVuY2g=`.
+BENCH_USER = "bench:$2y$04$dY8seDjcu1D9Pj6wfIfndOqeH34nzSlH.8dHGaWGJ8fJyNpuMEkUO"
+# Case 1A: the same file behind basic auth (a cached credential after the first request).
+# Only with that case: a gateway built before policies existed refuses the section.
+AUTH_ROUTE = f"""[policies.bench]
+basic_auth = {{ realm = "bench", users = ["{BENCH_USER}"] }}
+[[routes]]
+prefix = "/auth/"
+upstream = "static"
+websocket = false
+policies = ["bench"]
 """
 
 
@@ -446,7 +461,7 @@ def case_idle(tool, port, pid, conns):
 # The proxies the gateway is compared with (--peers), and the cases that need bench-tool.
 PEERS = ("nginx", "haproxy")
 TOOL_CASES = ("ws", "idle", "sse", "resume", "resume12")
-ALL_CASES = ("h1", "h2", "gzip", "handshake", "resume", "resume12", "ws", "idle", "sse", "h1-log")
+ALL_CASES = ("h1", "h1-auth", "h2", "gzip", "handshake", "resume", "resume12", "ws", "idle", "sse", "h1-log")
 
 
 def count_lines(path, offset):
@@ -506,6 +521,9 @@ def main():
     os.makedirs(f"{tmp}/www", mode=0o755)
     with open(f"{tmp}/www/json", "wb") as f:
         f.write(JSON_BODY)
+    os.makedirs(f"{tmp}/www/auth", exist_ok=True)
+    with open(f"{tmp}/www/auth/json", "wb") as f:
+        f.write(JSON_BODY)
     html = big_html()
     with open(f"{tmp}/www/page.html", "w") as f:
         f.write(html)
@@ -549,7 +567,7 @@ def main():
                 p = start([progs["haproxy"], "-db", "-f", f"{tmp}/haproxy{sfx}.cfg"], port, stdout=log)
             elif name == "gateway":
                 with open(f"{tmp}/proxy{sfx}.toml", "w") as f:
-                    f.write(gateway_conf(tmp, port, up, ws, sse, cert, key, free_port(), args.reuseport, bool(logs)))
+                    f.write(gateway_conf(tmp, port, up, ws, sse, cert, key, free_port(), args.reuseport, bool(logs), "h1-auth" in cases))
                 p = start([args.gateway, "run", "--config", f"{tmp}/proxy{sfx}.toml", "--run-dir", f"{tmp}/run{sfx}"],
                           port, stdout=log)
             else:
@@ -611,6 +629,8 @@ def main():
         base = "https://127.0.0.1:{}"
         spec = {
             "h1": ("1: HTTP/1.1 TLS, 44 B JSON, 64 conns", lambda port, pid: run_wrk(base.format(port) + "/json", s, 64)),
+            "h1-auth": ("1A: as 1, on a route with basic auth (bcrypt, cached after the first request); peers proxy it without auth",
+                        lambda port, pid: run_wrk(base.format(port) + "/auth/json", s, 64, ["Authorization: Basic YmVuY2g6YmVuY2g="])),
             "h2": ("2: HTTP/2, 44 B JSON, 16 conns x 16 streams", lambda port, pid: run_h2load(base.format(port) + "/json", s, tmp)),
             "gzip": ("3: 48 KB HTML, Accept-Encoding: gzip", lambda port, pid: run_wrk(base.format(port) + "/page.html", s, 64, ["Accept-Encoding: gzip"])),
             "handshake": ("4: new TLS connection per request", lambda port, pid: run_wrk(base.format(port) + "/json", max(2, s // 2), 16, ["Connection: close"])),

@@ -1,6 +1,8 @@
 //! Checks made before `gateway run` starts serving, so that a first run that cannot work
 //! says why in one line and exits 1 (like `gateway check`), instead of a panic in a worker
-//! thread: every listen address can be bound, and the run directory is private.
+//! thread: every listen address can be bound, the run directory is private, and the ACME
+//! storage can be written (else every restart would order a new certificate with a new
+//! account, into Let's Encrypt's duplicate-certificate limit of 5 a week).
 
 use anyhow::{bail, Context};
 use gateway_config::Config;
@@ -99,6 +101,89 @@ fn holder_of(addr: SocketAddr) -> Option<(u32, String)> {
     None
 }
 
+/// Creates `[acme] storage` when missing (0700) and writes, syncs and removes a file in it.
+/// `None` when it works (or there is no `[acme]`); otherwise one line naming the directory,
+/// the cause, this process's uid/gid, the directory's owner and the fix.
+pub fn check_storage(cfg: &Config) -> Option<String> {
+    let dir = &cfg.acme.as_ref()?.storage;
+    let e = try_write(dir).err()?;
+    Some(explain_storage(dir, &e, &cfg.source))
+}
+
+/// What [`check_storage`] does, without the explanation.
+fn try_write(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&probe)
+        .and_then(|mut f| {
+            f.write_all(b"gateway storage check\n")?;
+            f.sync_all()
+        });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
+}
+
+/// `user (uid N)` or `uid N` when the name is unknown (no entry in /etc/passwd).
+fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("uid {uid} ({})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+fn explain_storage(dir: &Path, e: &std::io::Error, source: &Path) -> String {
+    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    // The directory, or the nearest parent that exists when it could not be created.
+    let existing = dir.ancestors().find(|p| std::fs::symlink_metadata(p).is_ok());
+    let owner = existing
+        .and_then(|p| Some((p, std::fs::metadata(p).ok()?)))
+        .map_or_else(String::new, |(p, m)| {
+            let what = if p == dir {
+                "it".to_owned()
+            } else {
+                format!("{} (the nearest existing parent)", p.display())
+            };
+            format!(
+                "; {what} belongs to {}, gid {}, mode {:04o}",
+                user_name(m.uid()),
+                m.gid(),
+                m.mode() & 0o7777
+            )
+        });
+    let fix = match e.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "the file system is read-only (a `:ro` mount?): put {} on a writable volume (in docker compose a named volume, `gateway_state:/var/lib/gateway`)",
+            dir.display()
+        ),
+        std::io::ErrorKind::StorageFull => {
+            "the disk is full: free space there".to_owned()
+        }
+        std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
+            "something that is not a directory is in the way: remove it, or point [acme] storage (GATEWAY_STATE_DIR) elsewhere".to_owned()
+        }
+        _ => format!(
+            "give it to this user (`chown -R {uid}:{gid} {}`), or in docker compose keep the state in a named volume (`gateway_state:/var/lib/gateway`, which the image creates for uid 10001) instead of a bind mount of a root-owned directory",
+            dir.display()
+        ),
+    };
+    format!(
+        "{}: acme.storage = {}: cannot store certificates and the ACME account there: {e} (this process runs as {}, gid {gid}{owner}); {fix}. Without it every restart would order a new certificate with a new account (Let's Encrypt allows 5 duplicates a week)",
+        source.display(),
+        dir.display(),
+        user_name(uid),
+    )
+}
+
 /// The default run directory (pid file, upgrade socket): `$XDG_RUNTIME_DIR/gateway` for a
 /// user session, `/run/gateway` for root, else `/tmp/gateway-<uid>`. Never a fixed path in
 /// `/tmp` that another local user could create first.
@@ -170,6 +255,52 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("GATEWAY_HTTPS_ADDR="), "{line}");
+    }
+
+    #[test]
+    fn storage_is_created_and_probed_without_leaving_a_file() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("state/certs");
+        try_write(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        // A file where the directory should be fails for every user, root included.
+        let file = t.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let e = try_write(&file.join("certs")).unwrap_err();
+        let line = explain_storage(&file.join("certs"), &e, Path::new("proxy.toml"));
+        assert!(
+            line.starts_with(&format!(
+                "proxy.toml: acme.storage = {}/certs: cannot store certificates",
+                file.display()
+            )),
+            "{line}"
+        );
+        assert!(line.contains("not a directory is in the way"), "{line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+    }
+
+    #[test]
+    fn an_unwritable_storage_names_both_owners_and_the_fix() {
+        let t = tempfile::tempdir().unwrap();
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let line = explain_storage(t.path(), &e, Path::new("/etc/gateway/proxy.toml"));
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(line.contains(&format!("this process runs as uid {me}")), "{line}");
+        assert!(line.contains(&format!("it belongs to uid {me}")), "{line}");
+        assert!(line.contains("mode 0700"), "{line}");
+        assert!(line.contains("chown -R"), "{line}");
+        assert!(line.contains("named volume"), "{line}");
+        // Not created yet: the nearest parent that exists is named.
+        let line = explain_storage(&t.path().join("a/b"), &e, Path::new("proxy.toml"));
+        assert!(
+            line.contains(&format!("{} (the nearest existing parent)", t.path().display())),
+            "{line}"
+        );
     }
 
     #[test]

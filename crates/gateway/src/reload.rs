@@ -155,6 +155,7 @@ impl Reloader {
     /// Reads the file again; on success swaps the snapshot, on failure keeps it. Everything
     /// the outcome says is also logged.
     pub fn reload(&self, why: &str) -> ReloadOutcome {
+        crate::notify::reloading();
         let m = &self.shared.metrics;
         m.reloads.inc();
         let mut outcome = ReloadOutcome::default();
@@ -201,16 +202,24 @@ impl Reloader {
                     .extend(after_certificate_load(&self.shared, &msgs));
             }
         }
+        crate::notify::reloaded();
         outcome
     }
 
-    /// Paths whose change should trigger a reload: the config and every certificate file.
+    /// Paths whose change should trigger a reload: the config, every certificate file and
+    /// every htpasswd file.
     fn interesting(&self) -> Vec<PathBuf> {
         let snap = self.shared.snapshot.load();
         let mut v = vec![self.path.clone()];
         for c in &snap.config.tls.certificates {
             v.push(c.cert.clone());
             v.push(c.key.clone());
+        }
+        // An htpasswd file is re-read with the configuration (basic_auth).
+        for p in &snap.config.policies {
+            if let Some(f) = p.basic_auth.as_ref().and_then(|b| b.htpasswd_file.clone()) {
+                v.push(f);
+            }
         }
         v
     }

@@ -61,6 +61,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Also for an upgrade's successor: it stores certificates just the same.
+    if let Some(problem) = crate::preflight::check_storage(&cfg) {
+        eprintln!("{problem}");
+        anyhow::bail!("{}: the ACME storage cannot be written", config.display());
+    }
     let _access_log =
         gateway_proxy::access::start_writer(cfg.logging.access_log_file.as_deref()).map_err(|e| {
             anyhow::anyhow!(
@@ -149,6 +154,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             hup: hup_tx,
             control: control.clone(),
             successor: args.upgrade,
+            listeners: [Some(cfg.listen.https), cfg.listen.http, cfg.listen.metrics]
+                .into_iter()
+                .flatten()
+                .collect(),
         }),
     });
     control.remove_own_socket();

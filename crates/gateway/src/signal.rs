@@ -29,6 +29,8 @@ pub struct Signals {
     pub control: Arc<crate::control::Control>,
     /// Started by `gateway upgrade` (`run --upgrade`): tells systemd it is the main process now.
     pub successor: bool,
+    /// The listen addresses: readiness is sent once each has a listening socket.
+    pub listeners: Vec<std::net::SocketAddr>,
 }
 
 /// A handler for `kind`, or `None` (logged) when it cannot be installed.
@@ -89,7 +91,12 @@ impl ShutdownSignalWatch for Signals {
         if self.successor {
             crate::notify::main_pid(std::process::id());
         }
-        crate::notify::ready();
+        // Pingora binds the listeners in the services' runtimes, concurrently with this main
+        // loop: READY=1 waits until each address has a listening socket of this process.
+        tokio::spawn(crate::notify::ready_when_listening(
+            self.listeners.clone(),
+            std::time::Duration::from_secs(60),
+        ));
         loop {
             tokio::select! {
                 _ = next(&mut quit) => return ShutdownSignal::GracefulUpgrade,

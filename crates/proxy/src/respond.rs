@@ -153,8 +153,13 @@ async fn send_reply(
             (h, body)
         }
     };
-    for (n, v) in extra {
-        let _ = h.insert_header(n.clone(), v.as_str());
+    // A repeated name (several `Set-Cookie` of a forward-auth answer) keeps every value.
+    for (i, (n, v)) in extra.iter().enumerate() {
+        if extra[..i].iter().any(|(m, _)| m == n) {
+            let _ = h.append_header(n.clone(), v.as_str());
+        } else {
+            let _ = h.insert_header(n.clone(), v.as_str());
+        }
     }
     if error {
         let _ = h.insert_header(http::header::CACHE_CONTROL, "no-store");
