@@ -147,9 +147,6 @@ mod tests {
     #[test]
     fn states_are_formatted_as_sd_notify_expects() {
         use sd_notify::NotifyState;
-        use std::collections::HashSet;
-        use std::net::SocketAddr;
-        use std::time::{Duration, Instant};
         assert_eq!(NotifyState::Ready.to_string(), "READY=1");
         assert_eq!(NotifyState::Stopping.to_string(), "STOPPING=1");
         assert_eq!(NotifyState::Reloading.to_string(), "RELOADING=1");

@@ -287,6 +287,8 @@ mod tests {
     #[test]
     fn an_unwritable_storage_names_both_owners_and_the_fix() {
         let t = tempfile::tempdir().unwrap();
+        // The mode a temporary directory gets varies; the message must name it.
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         let line = explain_storage(t.path(), &e, Path::new("/etc/gateway/proxy.toml"));
         let me = nix::unistd::geteuid().as_raw();

@@ -67,7 +67,9 @@ async fn pebble_reload_starts_restarts_and_stops_certificate_loops() {
         1,
         "{log}"
     );
-    assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
+    if let Err(e) = verified(gw.https, NAMES[0], &root).await {
+        panic!("no verified TLS connection for {}: {e}", NAMES[0]);
+    }
 }
 
 /// Waits for the gateway process to end on its own; returns how it ended.
@@ -128,7 +130,9 @@ async fn pebble_a_crash_while_storing_never_tears_the_pair() {
     gw.spawn(false, &[]);
     gw.wait_ready().await;
     let root = pebble.issuing_root().await;
-    assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
+    if let Err(e) = verified(gw.https, NAMES[0], &root).await {
+        panic!("no verified TLS connection for {}: {e}", NAMES[0]);
+    }
     let (_, served) = client::tls(gw.https, NAMES[0]).await;
     assert_eq!(
         served.as_ref(),
@@ -180,5 +184,7 @@ async fn pebble_two_gateways_on_one_storage_order_once_and_serve_matching_pairs(
     let dir = storage.path().join("main");
     assert!(pair_matches(&dir));
     assert_eq!(first_cert(&dir), served_a.to_vec());
-    assert!(verified(b.https, NAMES[1], &root).await.is_ok());
+    if let Err(e) = verified(b.https, NAMES[1], &root).await {
+        panic!("no verified TLS connection for {}: {e}", NAMES[1]);
+    }
 }

@@ -111,7 +111,9 @@ async fn pebble_forced_renewal_swaps_the_certificate_while_a_connection_stays_op
     let root = wait_issued(&gw, &pebble).await;
     // The connection opened before the swap still works.
     assert!(get(&mut open, NAMES[0]).await.starts_with("HTTP/1.1 200"));
-    assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
+    if let Err(e) = verified(gw.https, NAMES[0], &root).await {
+        panic!("no verified TLS connection for {}: {e}", NAMES[0]);
+    }
     assert_ne!(
         std::fs::read(storage.path().join("main/fullchain.pem")).unwrap(),
         old
@@ -230,7 +232,9 @@ async fn pebble_unwritable_storage_keeps_old_files_and_reports() {
     .await;
     // The new certificate is still served from memory, not the old one from the files.
     let root = pebble.issuing_root().await;
-    assert!(verified(gw.https, NAMES[0], &root).await.is_ok());
+    if let Err(e) = verified(gw.https, NAMES[0], &root).await {
+        panic!("no verified TLS connection for {}: {e}", NAMES[0]);
+    }
     let (_, served) = client::tls(gw.https, NAMES[0]).await;
     assert_ne!(served.as_ref(), &old[..], "the new certificate is served");
     // No half-stored unit is left behind.

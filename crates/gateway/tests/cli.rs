@@ -2,6 +2,7 @@
 
 mod harness;
 
+use harness::gateway::text;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -19,14 +20,6 @@ fn shipped() -> String {
         .join("../../proxy.toml")
         .display()
         .to_string()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

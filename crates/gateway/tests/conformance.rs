@@ -10,7 +10,7 @@ mod harness;
 
 use bytes::Bytes;
 use harness::gateway::simple_config;
-use harness::wire::{find, h2_connect, h2_request, header_values, within};
+use harness::wire::{find, h2_connect, h2_request, header_values, read_more, within};
 use harness::{client, Gateway};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -139,13 +139,7 @@ type Conns = Arc<Mutex<Vec<Conn>>>;
 struct Recorder {
     addr: SocketAddr,
     conns: Conns,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: harness::Task,
 }
 
 impl Recorder {
@@ -154,7 +148,7 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let conns: Conns = Arc::default();
         let all = conns.clone();
-        let task = tokio::spawn(async move {
+        let task = harness::Task::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let index = {
                     let mut list = all.lock().unwrap();
@@ -164,7 +158,11 @@ impl Recorder {
                 tokio::spawn(serve(stream, index, all.clone(), script.clone()));
             }
         });
-        Recorder { addr, conns, task }
+        Recorder {
+            addr,
+            conns,
+            _task: task,
+        }
     }
 
     fn conns(&self) -> Vec<Conn> {
@@ -247,17 +245,6 @@ struct Reply {
 }
 
 /// Reads more bytes; false at the end of the connection.
-async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 16 * 1024];
-    match within("bytes from the gateway", s.read(&mut chunk)).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-    }
-}
-
 async fn read_reply<S: AsyncRead + Unpin>(s: &mut S) -> Reply {
     let mut raw = Vec::new();
     let head_end = loop {

@@ -6,49 +6,28 @@
 
 mod harness;
 
-use harness::gateway::{binary, Gateway};
+use harness::config::{preamble, route, upstream_at};
+use harness::gateway::{binary, cli, text, Gateway};
 use harness::{client, poll_until, upstream};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CMD: Duration = Duration::from_secs(60);
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `gateway ARGS...` for `gw`'s run directory, with a deadline.
-async fn cli(gw: &Gateway, args: &[&str]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.args(args).arg("--run-dir").arg(gw.run_dir());
-    harness::run_cmd_async(cmd, CMD).await
-}
-
 /// A route whose response header shows the process's `MARK` environment variable, and an
 /// upstream whose address comes only from the environment (`UP_ADDR`).
 fn env_config() -> String {
-    r#"
-[listen]
-https = "{HTTPS}"
-http = "{HTTP}"
-metrics = "{METRICS}"
-[server]
-grace_period = "8s"
-threads = 2
-watch_config = false
-[upstreams.echo]
-address = "${UP_ADDR}"
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
-headers = { "X-Mark" = "${MARK:-from-the-caller}" }
-"#
-    .to_owned()
+    format!(
+        "\n{}{}{}",
+        preamble("8s", "watch_config = false\n"),
+        upstream_at("echo", "${UP_ADDR}"),
+        route(
+            "all",
+            "/",
+            "echo",
+            "headers = { \"X-Mark\" = \"${MARK:-from-the-caller}\" }\n"
+        ),
+    )
 }
 
 #[tokio::test]
@@ -307,4 +286,33 @@ async fn cli_conventions_env_defaults_version_completions_man() {
     let man = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && man.contains(".TH gateway"), "{man}");
     assert!(man.contains("healthcheck") && man.contains("reload"), "{man}");
+}
+
+/// A SIGQUIT with nobody waiting for the sockets (a successor that died, an upgrade started
+/// by hand and abandoned): the handover fails and the process keeps serving on the same
+/// sockets (vendored pingora-core, PATCHED.md "failed handover keeps serving"; upstream
+/// Pingora went on to shut down and dropped every listener).
+#[tokio::test]
+async fn a_failed_socket_handover_keeps_the_gateway_serving() {
+    let up = upstream::echo().await;
+    let addr = up.addr.to_string();
+    let mut gw = Gateway::start_with_env(&env_config(), &[("UP_ADDR", &addr)]).await;
+    gw.signal(nix::sys::signal::Signal::SIGQUIT);
+    // Pingora tries the upgrade socket 5 times, a second apart, then gives up.
+    poll_until(Duration::from_secs(30), "the failed handover in the log", || {
+        let log = gw.stderr();
+        async move {
+            log.contains("the listening sockets stay with this process")
+                .then_some(())
+        }
+    })
+    .await;
+    let c = client::http(false);
+    let r = c.get(gw.url("/after-a-failed-handover")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "still serving");
+    let process = gw.child.as_mut().expect("running");
+    assert!(process.try_wait().unwrap().is_none(), "the process did not exit");
+    // A reload still works: the control socket and the signal handlers are there.
+    let out = cli(&gw, &["reload"]).await;
+    assert!(out.status.success(), "{}", text(&out));
 }

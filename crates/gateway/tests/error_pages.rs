@@ -9,12 +9,13 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::gateway::binary;
+use harness::config::preamble;
+use harness::gateway::{cli, text};
 use harness::wire::{find, h2_connect, h2_request, header_values, within};
 use harness::{client, poll_until, upstream, Gateway};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,16 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// upstream (`/dead/`, upstream `internalsvc`), a hanging one (`/hung/`, 1 s read timeout),
 /// a route in maintenance (`/down/`); no catch-all route (404). `extra` is appended.
 fn config(up: SocketAddr, dead: SocketAddr, hung: SocketAddr, extra: &str) -> String {
-    r#"
-[listen]
-https = "{HTTPS}"
-http = "{HTTP}"
-metrics = "{METRICS}"
-[server]
-grace_period = "2s"
-threads = 2
-watch_config = false
-[limits]
+    let rest = r#"[limits]
 max_header_count = 20
 max_uri = "1K"
 [logging]
@@ -65,8 +57,8 @@ upstream = "echo"
 "#
     .replace("UP", &up.to_string())
     .replace("DEAD", &dead.to_string())
-    .replace("HUNG", &hung.to_string())
-        + extra
+    .replace("HUNG", &hung.to_string());
+    format!("\n{}{rest}{extra}", preamble("2s", "watch_config = false\n"))
 }
 
 /// The shipped security headers every error response must carry.
@@ -241,17 +233,7 @@ async fn logged(gw: &Gateway, id: &str, status: u16, uri: &str) {
 }
 
 async fn reload(gw: &Gateway) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.arg("reload").arg("--run-dir").arg(gw.run_dir());
-    harness::run_cmd_async(cmd, Duration::from_secs(60)).await
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    cli(gw, &["reload"]).await
 }
 
 /// 404 (no route), 502 (refused upstream) and 504 (hanging upstream), over HTTP/1.1 and h2:

@@ -5,34 +5,25 @@
 
 mod harness;
 
-use harness::{client, poll_until, Gateway};
+use harness::client::{self, exchange};
+use harness::{poll_until, Gateway};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use harness::config::{preamble, upstream_at};
 use harness::recorder::Recorder;
 
 fn config(up: SocketAddr, limits: &str) -> String {
     format!(
         r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "2s"
-threads = 2
-[limits]
+{head}[limits]
 header_read_timeout = "1s"
 {limits}
 [logging]
 access_log = "off"
-[upstreams.rec]
-address = "{up}"
-[upstreams.other]
-address = "{up}"
-[[routes]]
+{rec}{other}[[routes]]
 name = "a"
 host = "a.test"
 prefix = "/"
@@ -43,17 +34,11 @@ name = "all"
 prefix = "/"
 upstream = "rec"
 headers = {{ X-Route = "all" }}
-"#
+"#,
+        head = preamble("2s", ""),
+        rec = upstream_at("rec", up),
+        other = upstream_at("other", up),
     )
-}
-
-/// Writes `request` over TLS and reads until the gateway closes (or 10 s pass).
-async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let (mut s, _) = client::tls(addr, "localhost").await;
-    s.write_all(request).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn status_of(response: &str) -> &str {

@@ -5,45 +5,27 @@
 mod harness;
 
 use bytes::Bytes;
+use harness::client::exchange;
 use harness::wire::{h2_connect, h2_request, within};
-use harness::{client, Gateway};
+use harness::Gateway;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use harness::config::{preamble, route, upstream_at};
 use harness::recorder::Recorder;
 
 fn config(up: SocketAddr, limits: &str) -> String {
     format!(
         r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "2s"
-threads = 2
-[limits]
+{head}[limits]
 {limits}
 [logging]
 access_log = "off"
-[upstreams.rec]
-address = "{up}"
-[[routes]]
-name = "ws"
-prefix = "/"
-upstream = "rec"
-websocket = true
-"#
+{rec}{ws}"#,
+        head = preamble("2s", ""),
+        rec = upstream_at("rec", up),
+        ws = route("ws", "/", "rec", "websocket = true\n"),
     )
-}
-
-async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let (mut s, _) = client::tls(addr, "localhost").await;
-    s.write_all(request).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]

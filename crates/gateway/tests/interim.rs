@@ -33,14 +33,8 @@ struct Interim {
     addr: SocketAddr,
     /// Final responses sent, per upstream connection.
     conns: Arc<Mutex<Vec<usize>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Interim {
-    fn drop(&mut self) {
-        // The connection tasks live in the accept task's JoinSet: aborted with it.
-        self.task.abort();
-    }
+    // The connection tasks live in the accept task's JoinSet: aborted with it.
+    _task: harness::Task,
 }
 
 impl Interim {
@@ -49,7 +43,7 @@ impl Interim {
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<usize>>> = Arc::default();
         let all = conns.clone();
-        let task = tokio::spawn(async move {
+        let task = harness::Task::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 let index = {
@@ -60,7 +54,11 @@ impl Interim {
                 tasks.spawn(serve(stream, index, all.clone(), close));
             }
         });
-        Interim { addr, conns, task }
+        Interim {
+            addr,
+            conns,
+            _task: task,
+        }
     }
 
     fn conns(&self) -> Vec<usize> {

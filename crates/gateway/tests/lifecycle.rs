@@ -4,7 +4,7 @@
 
 mod harness;
 
-use harness::gateway::{binary, simple_config};
+use harness::gateway::{simple_config, text};
 use harness::process::{gone, wait_exit, wait_gone, with_arg, KillAllWithArg, KillOnDrop, KillPid};
 use harness::{client, load, poll_until, upstream, Gateway};
 use nix::sys::signal::{kill, Signal};
@@ -100,21 +100,9 @@ fn read_pid(gw: &Gateway) -> Option<i32> {
 
 /// `gateway upgrade` for `gw`'s run directory, with a deadline; its output on failure.
 async fn upgrade(gw: &Gateway) -> Result<String, String> {
-    let mut cmd = std::process::Command::new(binary());
-    cmd.arg("upgrade")
-        .arg("--config")
-        .arg(&gw.config)
-        .arg("--run-dir")
-        .arg(gw.run_dir())
-        .arg("--log")
-        .arg(gw.dir.path().join("stderr.log"));
     // A deadline, and a process group of its own killed on timeout (the test fails then).
-    let out = harness::run_cmd_async(cmd, Duration::from_secs(90)).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = harness::run_cmd_async(gw.upgrade_command(), Duration::from_secs(90)).await;
+    let text = text(&out);
     if out.status.success() {
         Ok(text)
     } else {

@@ -117,7 +117,7 @@ async fn time_local_follows_tz() {
         // [07/Dec/2026:14:09:18 +0800]
         let stamp = line.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap();
         assert!(stamp.ends_with(&format!(" {offset}")), "TZ={tz}: {line}");
-        let hms = stamp.split(' ').next().unwrap().splitn(2, ':').nth(1).unwrap();
+        let hms = stamp.split(' ').next().unwrap().split_once(':').unwrap().1;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

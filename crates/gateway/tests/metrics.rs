@@ -7,6 +7,7 @@ mod harness;
 
 use harness::acme::{config, wait_issued};
 use harness::gateway::simple_config;
+use harness::metrics::labelled_extra;
 use harness::pebble::Pebble;
 use harness::scrape::{scrape_until, Scrape};
 use harness::{free_port, upstream, Gateway};
@@ -52,26 +53,6 @@ fn missing(s: &Scrape, names: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A self-signed certificate and key written to `dir/<name>.pem` and `dir/<name>.key`.
-fn write_cert(dir: &Path, name: &str, host: &str) -> (PathBuf, PathBuf) {
-    let c = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
-    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
-    (cert, key)
-}
-
-/// `[acme]` against a directory on a closed port (every order fails), one certificate.
-fn dead_acme(ca_root: &Path, name: &str) -> String {
-    format!(
-        "[acme]\ndirectory = \"https://localhost:{}/dir\"\nemail = \"admin@gateway.test\"\n\
-         storage = \"{{DIR}}/acme\"\nca_root = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"400ms\"\n\
-         [[acme.certificates]]\nname = \"{name}\"\nnames = [\"{name}.gateway.test\"]\n",
-        free_port(),
-        ca_root.display()
-    )
-}
-
 const KINDS: [&str; 7] = [
     "dns",
     "connect_refused",
@@ -93,17 +74,7 @@ async fn every_documented_series_is_there_from_the_start_at_zero() {
     let names = documented();
     let up = upstream::echo().await;
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = write_cert(certs.path(), "site", "site.test");
-    let (root, _) = write_cert(certs.path(), "root", "localhost");
-    let extra = format!(
-        "[tls]\n[[tls.certificates]]\nname = \"site\"\ncert = \"{}\"\nkey = \"{}\"\n{}\
-         [upstreams.dead]\naddress = \"{}\"\n\
-         [[routes]]\nname = \"dead\"\nprefix = \"/dead/\"\nupstream = \"dead\"\n",
-        cert.display(),
-        key.display(),
-        dead_acme(&root, "managed"),
-        upstream::closed()
-    );
+    let (extra, _) = labelled_extra(certs.path());
     let toml = simple_config(up.addr, &extra);
     let gw = Gateway::start(&toml).await;
     let s = scrape_until(gw.metrics, secs(10), "every documented series", |s| {

@@ -4,6 +4,8 @@
 mod harness;
 
 use futures_util::{SinkExt, StreamExt};
+use harness::config::{preamble, route, upstream_at};
+use harness::gateway::text;
 use harness::{client, load, poll_until, upstream, within, Gateway};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -16,6 +18,11 @@ const CMD: Duration = Duration::from_secs(60);
 /// Load workers finish their request in flight after `stop`: at most the client's timeout.
 const WORKERS: Duration = Duration::from_secs(90);
 
+/// The listeners, `[server]` with a 3 s grace period, no access log.
+fn off_log_preamble() -> String {
+    format!("{}[logging]\naccess_log = \"off\"\n", preamble("3s", ""))
+}
+
 fn versioned(up: SocketAddr, ws: SocketAddr, version: usize) -> String {
     let only_even = if version.is_multiple_of(2) {
         "[[routes]]\nprefix = \"/only-even/\"\nupstream = \"echo\"\nheaders = { \"X-Even\" = \"yes\" }\n"
@@ -24,29 +31,18 @@ fn versioned(up: SocketAddr, ws: SocketAddr, version: usize) -> String {
     };
     format!(
         r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "3s"
-threads = 2
-[logging]
-access_log = "off"
-[upstreams.echo]
-address = "{up}"
-[upstreams.ws]
-address = "{ws}"
-{only_even}
-[[routes]]
-prefix = "/ws/"
-upstream = "ws"
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
-headers = {{ "X-Config" = "{version}" }}
-"#
+{head}{echo}{ws}{only_even}
+{ws_route}{all}"#,
+        head = off_log_preamble(),
+        echo = upstream_at("echo", up),
+        ws = upstream_at("ws", ws),
+        ws_route = route("", "/ws/", "ws", ""),
+        all = route(
+            "all",
+            "/",
+            "echo",
+            &format!("headers = {{ \"X-Config\" = \"{version}\" }}\n")
+        ),
     )
 }
 
@@ -206,18 +202,7 @@ async fn a_broken_file_keeps_the_running_config_and_is_counted() {
 fn scrape_config(up: SocketAddr) -> String {
     format!(
         r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "3s"
-threads = 2
-[logging]
-access_log = "off"
-[upstreams.echo]
-address = "{up}"
-[[routes]]
+{head}{echo}[[routes]]
 name = "scraped"
 prefix = "/scraped"
 upstream = "echo"
@@ -226,7 +211,9 @@ name = "api"
 host = "api.test"
 prefix = "/"
 upstream = "echo"
-"#
+"#,
+        head = off_log_preamble(),
+        echo = upstream_at("echo", up),
     )
 }
 
@@ -384,24 +371,10 @@ async fn upgrade_under_load(reuseport: bool) {
     .await;
     let old_pid = gw.pid();
     // Run on a blocking thread: the load keeps flowing through the handover.
-    let mut upgrade = Command::new(harness::gateway::binary());
-    upgrade
-        .arg("upgrade")
-        .arg("--config")
-        .arg(&gw.config)
-        .arg("--run-dir")
-        .arg(gw.run_dir())
-        .arg("--log")
-        .arg(gw.dir.path().join("stderr.log"));
-    let out = harness::run_cmd_async(upgrade, CMD).await;
+    let out = harness::run_cmd_async(gw.upgrade_command(), CMD).await;
     // The successor (in a process group of its own) is killed with `gw`, whatever happens.
     let new_pid = gw.adopt_successor();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", text(&out));
     assert_ne!(new_pid, old_pid);
     // The old process drains and exits while load continues against the new one; its guard
     // kills it if the test fails first.

@@ -10,30 +10,16 @@
 
 mod harness;
 
-use harness::gateway::{binary, Gateway};
+use harness::config::{preamble, route, upstream_at};
+use harness::gateway::{binary, cli, text, Gateway};
 use harness::scrape::scrape;
 use harness::{client, load, poll_until, upstream, within};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const STEP: Duration = Duration::from_secs(10);
 const CMD: Duration = Duration::from_secs(60);
 const DENIED: &str = "gateway_requests_denied_total";
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `gateway ARGS... --run-dir <gw's>`, with a deadline.
-async fn cli(gw: &Gateway, args: &[&str]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.args(args).arg("--run-dir").arg(gw.run_dir());
-    harness::run_cmd_async(cmd, CMD).await
-}
 
 /// `gateway reload`, which must succeed (it returns once the file is applied).
 async fn reload(gw: &Gateway) {
@@ -44,19 +30,12 @@ async fn reload(gw: &Gateway) {
 /// The listeners, the upstreams `echo` (`up`) and `ws` (when given), then `rest` (policies and
 /// routes). No file watching: reloads are explicit.
 fn config(rest: &str, up: std::net::SocketAddr, ws: Option<std::net::SocketAddr>) -> String {
-    let head = r#"
-[listen]
-https = "{HTTPS}"
-http = "{HTTP}"
-metrics = "{METRICS}"
-[server]
-grace_period = "2s"
-threads = 2
-watch_config = false
-[upstreams.echo]
-address = "{UP}"
-"#;
-    let ws_up = ws.map_or_else(String::new, |a| format!("[upstreams.ws]\naddress = \"{a}\"\n"));
+    let head = format!(
+        "\n{}{}",
+        preamble("2s", "watch_config = false\n"),
+        upstream_at("echo", "{UP}")
+    );
+    let ws_up = ws.map_or_else(String::new, |a| upstream_at("ws", a));
     format!("{head}{ws_up}{rest}").replace("{UP}", &up.to_string())
 }
 
@@ -100,7 +79,23 @@ async fn denied(gw: &Gateway, route: &str, reason: &str) -> f64 {
         .value(DENIED, &[("route", route), ("reason", reason)])
 }
 
-const ACCESS: &str = r#"
+/// `policies = ["NAME"]`, a line of a route.
+fn uses(policy: &str) -> String {
+    format!("policies = [\"{policy}\"]\n")
+}
+
+/// The issue's allow/deny policies, a protected `/n8n/` with an open `/n8n/webhook/`, and a
+/// catch-all.
+fn access() -> String {
+    let routes = [
+        route("office", "/office/", "echo", &uses("office")),
+        route("local", "/local/", "echo", &uses("local")),
+        route("order", "/order/", "echo", &uses("order")),
+        route("n8n", "/n8n/", "echo", &uses("office")),
+        route("n8n-webhook", "/n8n/webhook/", "echo", ""),
+        route("all", "/", "echo", ""),
+    ];
+    r#"
 [policies.office]
 allow = ["10.0.0.0/8", "2001:db8::/32"]
 deny = ["all"]
@@ -111,40 +106,15 @@ deny = ["all"]
 deny = ["127.0.0.1"]
 allow = ["all"]
 
-[[routes]]
-name = "office"
-prefix = "/office/"
-upstream = "echo"
-policies = ["office"]
-[[routes]]
-name = "local"
-prefix = "/local/"
-upstream = "echo"
-policies = ["local"]
-[[routes]]
-name = "order"
-prefix = "/order/"
-upstream = "echo"
-policies = ["order"]
-[[routes]]
-name = "n8n"
-prefix = "/n8n/"
-upstream = "echo"
-policies = ["office"]
-[[routes]]
-name = "n8n-webhook"
-prefix = "/n8n/webhook/"
-upstream = "echo"
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
-"#;
+"#
+    .to_owned()
+        + &routes.concat()
+}
 
 #[tokio::test]
 async fn allow_and_deny_decide_in_file_order_on_h1_and_h2() {
     let up = upstream::echo().await;
-    let gw = Gateway::start(&config(ACCESS, up.addr, None)).await;
+    let gw = Gateway::start(&config(&access(), up.addr, None)).await;
     for h2 in [false, true] {
         let c = client::http(h2);
         let v = if h2 { "h2" } else { "h1" };
@@ -223,7 +193,7 @@ async fn allow_and_deny_decide_in_file_order_on_h1_and_h2() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_client_counts() {
     let up = upstream::echo().await;
-    let rest = format!("[forwarding]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{ACCESS}");
+    let rest = format!("[forwarding]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{}", access());
     let gw = Gateway::start(&config(&rest, up.addr, None)).await;
     for h2 in [false, true] {
         let c = client::http(h2);
@@ -309,7 +279,14 @@ async fn the_metrics_listener_obeys_metrics_policy() {
     );
 }
 
-const RATES: &str = r#"
+/// A rate limit by client on n8n's login, one by API key on `/keyed/`, and a catch-all.
+fn rates() -> String {
+    RATES_LOGIN.to_owned()
+        + &route("keyed", "/keyed/", "echo", &uses("apikey"))
+        + &route("all", "/", "echo", "")
+}
+
+const RATES_LOGIN: &str = r#"
 [policies.login]
 rate_limit = { rate = "10/s", burst = 20, key = "client" }
 [policies.apikey]
@@ -320,21 +297,12 @@ name = "n8n-login"
 exact = "/n8n/rest/login"
 upstream = "echo"
 policies = ["login"]
-[[routes]]
-name = "keyed"
-prefix = "/keyed/"
-upstream = "echo"
-policies = ["apikey"]
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
 "#;
 
 #[tokio::test]
 async fn a_rate_limit_is_reached_and_recovered() {
     let up = upstream::echo().await;
-    let gw = Gateway::start(&config(RATES, up.addr, None)).await;
+    let gw = Gateway::start(&config(&rates(), up.addr, None)).await;
     let c = client::http(false);
     // Open the connections first (on a route without a limit), so the burst below is not
     // spread over 21 TLS handshakes.
@@ -394,7 +362,7 @@ async fn a_rate_limit_is_reached_and_recovered() {
 #[tokio::test]
 async fn a_header_keyed_limit_gives_each_key_its_bucket_on_h2() {
     let up = upstream::echo().await;
-    let gw = Gateway::start(&config(RATES, up.addr, None)).await;
+    let gw = Gateway::start(&config(&rates(), up.addr, None)).await;
     let c = client::http(true);
     // 1/m with burst 2: three requests per key, then 429.
     for key in ["alice-key", "bob-key"] {
@@ -457,7 +425,12 @@ async fn a_reload_keeps_an_unchanged_limit_and_resets_a_changed_one() {
     assert_eq!(denied(&gw, "slow", "rate").await, 2.0);
 }
 
-const HEADERS: &str = r#"
+/// Header rules with every variable on a prefix route (prefix stripped), and a catch-all.
+fn header_rules() -> String {
+    HEADER_POLICIES.to_owned() + &route("all", "/", "echo", "")
+}
+
+const HEADER_POLICIES: &str = r#"
 [policies.login]
 request_headers = { set = { "X-Forwarded-Prefix" = "$prefix" }, remove = ["X-Debug"] }
 response_headers = { set = { "Cache-Control" = "no-store" } }
@@ -471,16 +444,12 @@ prefix = "/the/prefix/"
 upstream = "echo"
 strip_prefix = true
 policies = ["login", "vars"]
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
 "#;
 
 #[tokio::test]
 async fn header_rules_set_remove_and_substitute_on_h1_and_h2() {
     let up = upstream::echo().await;
-    let gw = Gateway::start(&config(HEADERS, up.addr, None)).await;
+    let gw = Gateway::start(&config(&header_rules(), up.addr, None)).await;
     for h2 in [false, true] {
         let v = if h2 { "h2" } else { "h1" };
         let c = client::http(h2);
@@ -553,22 +522,16 @@ async fn header_rules_set_remove_and_substitute_on_h1_and_h2() {
     }
 }
 
-const MAINTENANCE: &str = r#"
-[[routes]]
-name = "down"
-prefix = "/down/"
-upstream = "ws"
-websocket = true
-maintenance = true
-[[routes]]
-name = "api"
-prefix = "/api/"
-upstream = "echo"
-[[routes]]
-name = "ok"
-prefix = "/ok/"
-upstream = "echo"
-"#;
+/// `/down/` (WebSocket) in maintenance from the file, `/api/` and `/ok/` serving.
+fn maintenance() -> String {
+    [
+        "\n".to_owned(),
+        route("down", "/down/", "ws", "websocket = true\nmaintenance = true\n"),
+        route("api", "/api/", "echo", ""),
+        route("ok", "/ok/", "echo", ""),
+    ]
+    .concat()
+}
 
 /// A WebSocket handshake on `path`; the status of the answer when it is not a 101.
 async fn ws_refused(gw: &Gateway, path: &str) -> (u16, Option<String>) {
@@ -597,7 +560,7 @@ async fn ws_refused(gw: &Gateway, path: &str) -> (u16, Option<String>) {
 async fn maintenance_from_the_file_and_at_run_time_while_other_routes_serve() {
     let up = upstream::echo().await;
     let ws = upstream::ws_echo().await;
-    let gw = Gateway::start(&config(MAINTENANCE, up.addr, Some(ws.addr))).await;
+    let gw = Gateway::start(&config(&maintenance(), up.addr, Some(ws.addr))).await;
     for h2 in [false, true] {
         let c = client::http(h2);
         let (s, h, _) = get(&c, &gw, "/down/x", &[]).await;

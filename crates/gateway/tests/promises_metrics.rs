@@ -6,11 +6,12 @@
 mod harness;
 
 use harness::gateway::simple_config;
+use harness::metrics::{dead_acme, labelled_extra, write_cert};
 use harness::promises as p;
 use harness::scrape::{scrape, scrape_until, Scrape};
 use harness::{client, upstream, within, Gateway};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
@@ -22,15 +23,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// A self-signed certificate and key written to `dir/<name>.pem` and `dir/<name>.key`.
-fn write_cert(dir: &Path, name: &str, host: &str) -> (PathBuf, PathBuf) {
-    let c = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
-    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
-    (cert, key)
 }
 
 /// Plain HTTP to the HTTPS listener: a failed TLS handshake on the gateway's side.
@@ -45,18 +37,6 @@ async fn not_tls(https: std::net::SocketAddr) {
     )
     .await
     .unwrap();
-}
-
-/// `[acme]` against a directory on a closed port, one certificate `name`, fast retries.
-/// `ca_root` is a readable PEM file (with it, `.test` names are ordered).
-fn dead_acme(ca_root: &Path, name: &str) -> String {
-    format!(
-        "[acme]\ndirectory = \"https://localhost:{}/dir\"\nemail = \"admin@gateway.test\"\n\
-         storage = \"{{DIR}}/acme\"\nca_root = \"{}\"\nretry_min = \"200ms\"\nretry_max = \"400ms\"\n\
-         [[acme.certificates]]\nname = \"{name}\"\nnames = [\"{name}.gateway.test\"]\n",
-        harness::free_port(),
-        ca_root.display()
-    )
 }
 
 /// `gateway_request_duration_seconds{route}` times the whole response (the slow route's body
@@ -416,17 +396,7 @@ async fn every_series_of_the_grafana_dashboard_is_in_a_live_scrape() {
     assert!(names.len() >= 12, "the dashboard's series: {names:?}");
     let up = upstream::echo().await;
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = write_cert(certs.path(), "site", "site.test");
-    let (root, _) = write_cert(certs.path(), "root", "localhost");
-    let extra = format!(
-        "[tls]\n[[tls.certificates]]\nname = \"site\"\ncert = \"{}\"\nkey = \"{}\"\n{}\
-         [upstreams.dead]\naddress = \"{}\"\n\
-         [[routes]]\nname = \"dead\"\nprefix = \"/dead/\"\nupstream = \"dead\"\n",
-        cert.display(),
-        key.display(),
-        dead_acme(&root, "managed"),
-        upstream::closed()
-    );
+    let (extra, cert) = labelled_extra(certs.path());
     let gw = Gateway::start(&simple_config(up.addr, &extra)).await;
     let c = client::http(false);
     assert_eq!(c.get(gw.url("/x")).send().await.unwrap().status(), 200);

@@ -4,6 +4,7 @@
 
 mod harness;
 
+use harness::config::{preamble, route, upstream_at};
 use harness::{client, poll_until, upstream, Gateway};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
@@ -26,22 +27,16 @@ fn write_cert(dir: &Path, name: &str, hosts: &[&str]) {
 fn config(up: SocketAddr, version: usize, tls: &str) -> String {
     format!(
         r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "2s"
-threads = 2
-{tls}
-[upstreams.echo]
-address = "{up}"
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
-headers = {{ X-Config-Version = "{version}" }}
-"#
+{head}{tls}
+{echo}{all}"#,
+        head = preamble("2s", ""),
+        echo = upstream_at("echo", up),
+        all = route(
+            "all",
+            "/",
+            "echo",
+            &format!("headers = {{ X-Config-Version = \"{version}\" }}\n")
+        ),
     )
 }
 

@@ -27,11 +27,10 @@ async fn shipped_proxy_toml_serves_every_reference_route() {
         assert!(text.contains(&from), "the shipped file names {name}:{port}");
         text = text.replace(&from, &format!("address = \"{}\"", ups[name].addr));
     }
-    // The shipped file reads its listen addresses from the environment; certificates go
-    // under the test directory.
-    assert!(text.contains("storage = \"certs\""));
-    let text = text.replace("storage = \"certs\"", "storage = \"{DIR}/certs\"");
+    // The shipped file reads its listen addresses and its state directory (certificates)
+    // from the environment.
     let env = [
+        ("GATEWAY_STATE_DIR", "{DIR}"),
         ("GATEWAY_HTTPS_ADDR", "{HTTPS}"),
         ("GATEWAY_HTTP_ADDR", "{HTTP}"),
         ("GATEWAY_METRICS_ADDR", "{METRICS}"),
@@ -116,10 +115,11 @@ fn deploy_files_agree_with_the_gateway() {
     assert!(shipped.contains("grace_period = \"8s\""));
 
     let unit = repo("deploy/gateway.service");
-    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    assert!(unit.contains("ExecReload=/usr/local/bin/gateway reload"));
     assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
     let docker = repo("deploy/Dockerfile");
-    assert!(docker.contains("USER gateway") && docker.contains("cap_net_bind_service"));
+    // The compose layout itself (volumes, owners, the image's user): deploy.rs.
+    assert!(docker.contains("USER 10001:10001") && docker.contains("cap_net_bind_service"));
 
     // Every series the dashboard queries is in a live scrape: monitoring.rs.
 

@@ -8,13 +8,15 @@
 mod harness;
 
 use harness::gateway::simple_config;
-use harness::wire::{dechunk_prefix, find, h2_connect, h2_request, header_values, read_head, within};
+use harness::wire::{
+    dechunk_prefix, find, h2_connect, h2_request, header_values, read_head, read_more, within,
+};
 use harness::{client, Gateway};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -38,14 +40,8 @@ fn all_lines() -> String {
 struct Streamer {
     addr: SocketAddr,
     sent: watch::Receiver<usize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Streamer {
-    fn drop(&mut self) {
-        // The connection tasks live in the accept task's JoinSet: aborted with it.
-        self.task.abort();
-    }
+    // The connection tasks live in the accept task's JoinSet: aborted with it.
+    _task: harness::Task,
 }
 
 impl Streamer {
@@ -54,13 +50,17 @@ impl Streamer {
         let addr = listener.local_addr().unwrap();
         let (tx, sent) = watch::channel(0usize);
         let tx = Arc::new(tx);
-        let task = tokio::spawn(async move {
+        let task = harness::Task::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 conns.spawn(serve(stream, tx.clone()));
             }
         });
-        Streamer { addr, sent, task }
+        Streamer {
+            addr,
+            sent,
+            _task: task,
+        }
     }
 
     /// Lines of the current answer written so far.
@@ -104,17 +104,6 @@ fn gunzip_prefix(compressed: &[u8]) -> Vec<u8> {
 }
 
 /// Reads more bytes; false at the end of the connection.
-async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 16 * 1024];
-    match within("bytes from the gateway", s.read(&mut chunk)).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-    }
-}
-
 fn check(first_line_at: Option<usize>, decoded: &[u8]) {
     assert_eq!(String::from_utf8_lossy(decoded), all_lines(), "the whole stream");
     let Some(sent) = first_line_at else {

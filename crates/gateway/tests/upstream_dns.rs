@@ -6,6 +6,7 @@
 mod harness;
 
 use bytes::Bytes;
+use harness::config::{preamble, route, upstream_at};
 use harness::wire::within;
 use harness::{client, poll_until, Gateway};
 use http_body_util::Full;
@@ -80,13 +81,7 @@ struct DnsServer {
     answer: Arc<Mutex<Ipv4Addr>>,
     silent: Arc<AtomicBool>,
     queries: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: harness::Task,
 }
 
 impl DnsServer {
@@ -97,7 +92,7 @@ impl DnsServer {
         let silent = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicUsize::new(0));
         let (a, s, q) = (answer.clone(), silent.clone(), queries.clone());
-        let task = tokio::spawn(async move {
+        let task = harness::Task::spawn(async move {
             let mut buf = [0u8; 1500];
             loop {
                 let Ok((n, from)) = socket.recv_from(&mut buf).await else {
@@ -128,7 +123,7 @@ impl DnsServer {
             answer,
             silent,
             queries,
-            task,
+            _task: task,
         }
     }
 
@@ -152,20 +147,14 @@ impl DnsServer {
 /// An HTTP/1.1 upstream answering every request with its `name` as the body.
 struct Named {
     addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        // Open connections live in the accept task's JoinSet: closed with it.
-        self.task.abort();
-    }
+    // Open connections live in the accept task's JoinSet: closed with it.
+    _task: harness::Task,
 }
 
 async fn named(addr: SocketAddr, name: &'static str) -> Option<Named> {
     let listener = TcpListener::bind(addr).await.ok()?;
     let addr = listener.local_addr().ok()?;
-    let task = tokio::spawn(async move {
+    let task = harness::Task::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
             conns.spawn(async move {
@@ -181,7 +170,7 @@ async fn named(addr: SocketAddr, name: &'static str) -> Option<Named> {
             });
         }
     });
-    Some(Named { addr, task })
+    Some(Named { addr, _task: task })
 }
 
 /// "one" on 127.0.0.1:P and "two" on 127.0.0.2:P, for a port P free on both.
@@ -201,24 +190,12 @@ async fn pair() -> (Named, Named) {
 fn config(dns: SocketAddr, port: u16) -> String {
     format!(
         r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "2s"
-threads = 2
-dns_refresh = "1s"
-resolver = ["{dns}"]
-[logging]
+{head}[logging]
 access_log = "off"
-[upstreams.up]
-address = "{NAME}:{port}"
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "up"
-"#
+{up}{all}"#,
+        head = preamble("2s", &format!("dns_refresh = \"1s\"\nresolver = [\"{dns}\"]\n")),
+        up = upstream_at("up", format!("{NAME}:{port}")),
+        all = route("all", "/", "up", ""),
     )
 }
 

@@ -29,13 +29,7 @@ struct Upstream {
     in_flight: Arc<AtomicUsize>,
     /// Connections closed by the upstream after `/close`.
     closed: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: harness::Task,
 }
 
 impl Upstream {
@@ -46,7 +40,7 @@ impl Upstream {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let (flight, shut) = (in_flight.clone(), closed.clone());
-        let task = tokio::spawn(async move {
+        let task = harness::Task::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, peer)) = listener.accept().await {
                 conns.spawn(serve(
@@ -63,7 +57,7 @@ impl Upstream {
             released,
             in_flight,
             closed,
-            task,
+            _task: task,
         }
     }
 

@@ -1,35 +1,9 @@
 use super::*;
-use gateway_config::{HostMatch, PathMatch, Route, Timeouts};
-use std::time::Duration;
+use gateway_config::{HostMatch, PathMatch};
 
-pub(crate) fn route(
-    name: &str,
-    host: Option<HostMatch>,
-    path: PathMatch,
-    upstream: &str,
-    rewrite: Option<&str>,
-) -> Route {
-    let t = Duration::from_secs(60);
-    Route {
-        name: name.into(),
-        host,
-        path,
-        upstream: upstream.into(),
-        rewrite: rewrite.map(Into::into),
-        websocket: true,
-        compress: true,
-        max_body: 1 << 20,
-        timeouts: Timeouts {
-            connect: t,
-            read: t,
-            write: t,
-            idle: t,
-        },
-        response_headers: vec![],
-        policies: vec![],
-        maintenance: false,
-    }
-}
+#[path = "../tests/support/route.rs"]
+mod support;
+pub(crate) use support::route;
 
 fn p(s: &str) -> PathMatch {
     PathMatch::Prefix(s.into())

@@ -5,31 +5,21 @@
 //! the normalized path. Agreement with nginx is checked against nginx itself in
 //! `nginx_oracle.rs`.
 
-use gateway_config::{PathMatch, Route, Timeouts};
+use gateway_config::{PathMatch, Route};
 use gateway_routing::{Decision, RouteTable};
 use proptest::prelude::*;
 use std::time::Duration;
 
+#[path = "support/route.rs"]
+mod support;
+
 fn table() -> RouteTable {
-    let t = Duration::from_secs(1);
     let mk = |name: &str, path: PathMatch, rewrite: Option<&str>| Route {
-        name: name.into(),
-        host: None,
-        path,
-        upstream: "u".into(),
-        rewrite: rewrite.map(Into::into),
         websocket: false,
         compress: false,
         max_body: 0,
-        timeouts: Timeouts {
-            connect: t,
-            read: t,
-            write: t,
-            idle: t,
-        },
-        response_headers: vec![],
-        policies: vec![],
-        maintenance: false,
+        timeouts: support::timeouts(Duration::from_secs(1)),
+        ..support::route(name, None, path, "u", rewrite)
     };
     RouteTable::new(&[
         mk("root", PathMatch::Prefix("/".into()), None),

@@ -135,6 +135,8 @@ mod tests {
         let b = rcgen::generate_simple_self_signed(vec!["b".to_string()]).unwrap();
         let err = from_pem(a.cert.pem().as_bytes(), b.signing_key.serialize_pem().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
-        assert!(from_pem(a.cert.pem().as_bytes(), a.signing_key.serialize_pem().as_bytes()).is_ok());
+        if let Err(e) = from_pem(a.cert.pem().as_bytes(), a.signing_key.serialize_pem().as_bytes()) {
+            panic!("from_pem(a.cert.pem().as_bytes(), a.signing_key.serialize_pem().as_bytes()): {e:?}");
+        }
     }
 }

@@ -509,7 +509,9 @@ mod tests {
             "created at the first write"
         );
         save_pair(d.path(), "a.test");
-        assert!(check_writable(d.path(), "main").is_ok());
+        if let Err(e) = check_writable(d.path(), "main") {
+            panic!("check_writable(d.path(), \"main\"): {e:?}");
+        }
         let file = d.path().join("file");
         std::fs::write(&file, "not a directory").unwrap();
         let err = check_writable(&file, "main").unwrap_err();

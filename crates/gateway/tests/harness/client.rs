@@ -63,11 +63,11 @@ impl ServerCertVerifier for Capture {
     }
     fn verify_tls13_signature(
         &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
+        self.verify_tls12_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         rustls::crypto::ring::default_provider()
@@ -134,6 +134,15 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Writes `request` over TLS and reads until the gateway closes (or 10 s pass).
+pub async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let (mut s, _) = tls(addr, "localhost").await;
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The deadline of one step of a client (connect, handshake, one write or read).

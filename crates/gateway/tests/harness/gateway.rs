@@ -4,13 +4,29 @@ use super::process::{GroupGuard, ProcessGuard};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// Path of the `gateway` binary under test: Cargo builds it, with this package's features
 /// and profile, before it builds the integration tests (`CARGO_BIN_EXE_gateway`).
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gateway"))
+}
+
+/// What a finished command wrote: its stdout, then its stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `gateway ARGS... --run-dir <gw's>`, with a deadline of 60 s.
+pub async fn cli(gw: &Gateway, args: &[&str]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).arg("--run-dir").arg(gw.run_dir());
+    super::run_cmd_async(cmd, Duration::from_secs(60)).await
 }
 
 /// Fills `{HTTPS}`, `{HTTP}`, `{METRICS}` and `{DIR}` in a configuration or an environment value.
@@ -72,6 +88,20 @@ impl Gateway {
 
     pub fn run_dir(&self) -> PathBuf {
         self.dir.path().join("run")
+    }
+
+    /// `gateway upgrade` for this gateway's file and run directory, its log beside the
+    /// gateway's own; the caller runs it with a deadline (`run_cmd_async`).
+    pub fn upgrade_command(&self) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("upgrade")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .arg("--log")
+            .arg(self.dir.path().join("stderr.log"));
+        cmd
     }
 
     /// Starts the process (again, or as the `--upgrade` successor), in a process group of
@@ -147,13 +177,7 @@ impl Gateway {
                         std::fs::read_to_string(logs).unwrap_or_default()
                     );
                 }
-                for addr in addrs {
-                    let connect = tokio::net::TcpStream::connect(addr);
-                    tokio::time::timeout(Duration::from_secs(2), connect)
-                        .await
-                        .ok()?
-                        .ok()?;
-                }
+                super::all_accept(&addrs).await?;
                 signals_handled.then_some(())
             }
         })
@@ -341,24 +365,11 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
 
 /// A minimal gateway configuration for tests: one catch-all route to `upstream`.
 pub fn simple_config(upstream: SocketAddr, extra_routes: &str) -> String {
+    use super::config::{preamble, route, upstream_at};
     format!(
-        r#"
-[listen]
-https = "{{HTTPS}}"
-http = "{{HTTP}}"
-metrics = "{{METRICS}}"
-[server]
-grace_period = "2s"
-threads = 2
-[logging]
-access_log = "combined"
-[upstreams.echo]
-address = "{upstream}"
-{extra_routes}
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
-"#
+        "\n{}[logging]\naccess_log = \"combined\"\n{}{extra_routes}\n{}",
+        preamble("2s", ""),
+        upstream_at("echo", upstream),
+        route("all", "/", "echo", ""),
     )
 }

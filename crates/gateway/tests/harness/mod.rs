@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod auth_server;
 pub mod client;
+pub mod config;
 pub mod gateway;
 pub mod load;
 pub mod metrics;
@@ -47,6 +49,18 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// `Some` once each of `addrs` accepts a TCP connection within 2 s.
+pub async fn all_accept(addrs: &[SocketAddr]) -> Option<()> {
+    for addr in addrs {
+        let connect = tokio::net::TcpStream::connect(addr);
+        tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .ok()?
+            .ok()?;
+    }
+    Some(())
+}
+
 /// Polls `f` until it returns `Some`, up to `limit`. Readiness is polled, never slept for.
 /// An attempt still running when the limit passes fails the test too.
 pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
@@ -73,5 +87,21 @@ pub async fn within<F: std::future::Future>(limit: Duration, what: &str, f: F) -
     match tokio::time::timeout(limit, f).await {
         Ok(v) => v,
         Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// A task that is aborted when dropped: a server a test starts stops with the value that
+/// holds it (connection tasks kept in the accept task's `JoinSet` go with it).
+pub struct Task(tokio::task::JoinHandle<()>);
+
+impl Task {
+    pub fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(f: F) -> Task {
+        Task(tokio::spawn(f))
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -127,13 +127,7 @@ impl Pebble {
                         );
                     }
                 }
-                for addr in addrs {
-                    let connect = tokio::net::TcpStream::connect(addr);
-                    tokio::time::timeout(Duration::from_secs(2), connect)
-                        .await
-                        .ok()?
-                        .ok()?;
-                }
+                super::all_accept(&addrs).await?;
                 Some(())
             }
         })

@@ -42,7 +42,7 @@ pub struct Paced {
     pub tag: &'static str,
     state: Arc<State>,
     release: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: super::Task,
 }
 
 impl Paced {
@@ -54,12 +54,6 @@ impl Paced {
     /// Lets every held request answer (and every later one at once).
     pub fn release(&self) {
         self.release.send_replace(true);
-    }
-}
-
-impl Drop for Paced {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -169,7 +163,7 @@ pub async fn paced(tag: &'static str) -> Paced {
         released,
     });
     let st = state.clone();
-    let task = tokio::spawn(async move {
+    let task = super::Task::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -199,13 +193,7 @@ pub async fn paced(tag: &'static str) -> Paced {
 pub struct Upgrading {
     pub addr: SocketAddr,
     pub heads: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Upgrading {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    task: super::Task,
 }
 
 impl Upgrading {
@@ -219,7 +207,7 @@ pub async fn upgrading() -> Upgrading {
     let addr = listener.local_addr().unwrap();
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
     let h = heads.clone();
-    let task = tokio::spawn(async move {
+    let task = super::Task::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let h = h.clone();
             tokio::spawn(async move {

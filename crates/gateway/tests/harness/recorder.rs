@@ -12,13 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Recorder {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Vec<u8>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    task: super::Task,
 }
 
 impl Recorder {
@@ -27,7 +21,7 @@ impl Recorder {
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let seen = requests.clone();
-        let task = tokio::spawn(async move {
+        let task = super::Task::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 tokio::spawn(Self::serve(conn, seen.clone()));
             }

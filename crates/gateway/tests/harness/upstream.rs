@@ -44,13 +44,7 @@ pub struct Upstream {
     /// `/sse-paced` sends each event after the first only when it takes a permit from here:
     /// [`Upstream::release_sse_event`].
     pub sse_gate: Arc<Semaphore>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    task: super::Task,
 }
 
 impl Upstream {
@@ -63,7 +57,7 @@ impl Upstream {
         self.sse_gate.add_permits(1);
     }
 
-    fn new(addr: SocketAddr, seen: Arc<Mutex<Vec<Seen>>>, task: tokio::task::JoinHandle<()>) -> Upstream {
+    fn new(addr: SocketAddr, seen: Arc<Mutex<Vec<Seen>>>, task: super::Task) -> Upstream {
         Upstream {
             addr,
             seen,
@@ -243,7 +237,7 @@ pub async fn echo() -> Upstream {
     let s = seen.clone();
     let gate = Arc::new(Semaphore::new(0));
     let g = gate.clone();
-    let task = tokio::spawn(async move {
+    let task = super::Task::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -274,7 +268,7 @@ pub async fn ws_echo() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let task = tokio::spawn(async move {
+    let task = super::Task::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -313,7 +307,7 @@ pub async fn ws_echo() -> Upstream {
 pub async fn hang() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
+    let task = super::Task::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = listener.accept().await {
             held.push(s);
