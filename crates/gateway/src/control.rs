@@ -225,7 +225,16 @@ impl Control {
             Request::Maintenance { route, on } => (self.maintenance(&route, on), None),
             Request::Route { url } => {
                 let snap = self.shared.snapshot.load_full();
-                let (text, ok) = crate::inspect::route_text(&snap.config, &snap.table, &url);
+                let (mut text, ok) = crate::inspect::route_text(&snap.config, &snap.table, &url);
+                let (host, target) = crate::inspect::split_url(&url);
+                if let gateway_routing::Decision::Forward { route, .. } = snap.table.decide(host, target) {
+                    let name = &route.config.name;
+                    if !route.config.maintenance && self.shared.policy.maintenance.active(name, false) {
+                        text.push_str(&format!(
+                            "maintenance: on (switched at run time; `gateway maintenance off {name}`): 503\n"
+                        ));
+                    }
+                }
                 (Response::Text { text, ok }, None)
             }
         }

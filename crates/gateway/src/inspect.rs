@@ -80,7 +80,7 @@ fn print_table(header: &[&str; 5], rows: &[[String; 5]]) {
 }
 
 /// Splits `https://host:port/path?q` into host and target; a bare `/path` has no host.
-fn split_url(url: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_url(url: &str) -> (Option<&str>, &str) {
     let Some((_, rest)) = url.split_once("://") else {
         return (None, url);
     };

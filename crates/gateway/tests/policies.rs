@@ -593,6 +593,14 @@ async fn maintenance_from_the_file_and_at_run_time_while_other_routes_serve() {
     // A reload keeps it on.
     reload(&gw).await;
     assert_eq!(status(&c, &gw, "/api/x", &[]).await, 503, "kept across a reload");
+    // `gateway route` tells the switch from the running gateway.
+    let config = gw.config.display().to_string();
+    let out = cli(&gw, &["route", "--config", &config, "https://localhost/api/x"]).await;
+    assert!(
+        text(&out).contains("maintenance: on (switched at run time"),
+        "{}",
+        text(&out)
+    );
 
     let out = cli(&gw, &["maintenance", "off", "api"]).await;
     assert!(out.status.success(), "{}", text(&out));

@@ -303,8 +303,7 @@ impl Edge {
 #[async_trait]
 impl ServerApp for Edge {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // Tasks this connection spawns (idle upstream watchers) stay on its thread.
-        pingora_runtime::stay_on_this_thread(self.serve(stream, shutdown)).await
+        self.serve(stream, shutdown).await
     }
 
     async fn cleanup(&self) {

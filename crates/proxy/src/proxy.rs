@@ -106,6 +106,11 @@ impl Gateway {
             .requests_denied
             .with_label_values(&[ctx.route_name(), r.reason.label()])
             .inc();
+        if ctx.client.is_none() {
+            // A maintenance refusal comes before the policies established the client.
+            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            ctx.client = headers::client_ip(peer, session.req_header(), &ctx.snap.config.forwarding);
+        }
         let client = ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string());
         tracing::debug!(route = ctx.route_name(), reason = r.reason.label(), status = r.status, client = %client, "request denied");
         ctx.status = r.status;

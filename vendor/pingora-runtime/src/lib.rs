@@ -568,37 +568,11 @@ impl Runtime {
 // only NoStealRuntime set the pools in thread threads
 static CURRENT_HANDLE: Lazy<ThreadLocal<Pools>> = Lazy::new(ThreadLocal::new);
 
-// gateway patch: see `stay_on_this_thread`.
-tokio::task_local! {
-    static SPAWN_HERE: ();
-}
-
-/// gateway patch: runs `fut` so that [current_handle] called inside it returns the handle of
-/// the thread it runs on instead of a random one.
-///
-/// With a `NoSteal` runtime, Pingora spawns the watcher of every idle upstream connection on
-/// a random thread. The request that later reuses the connection wakes that watcher across
-/// threads and then races it for the connection (`Arc::try_unwrap` fails while the watcher
-/// still holds its clone: "failed to acquire reusable stream", a new upstream connection).
-/// Kept on one thread, the watcher finishes before the reusing task runs again.
-pub async fn stay_on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
-    SPAWN_HERE.scope((), fut).await
-}
-// gateway patch end
-
 /// Return the [Handle] of current runtime.
 /// If the current thread is under a `Steal` runtime, the current [Handle] is returned.
 /// If the current thread is under a `NoSteal` runtime, the [Handle] of a random thread
 /// under this runtime is returned. This function will panic if called outside any runtime.
 pub fn current_handle() -> Handle {
-    // gateway patch: inside `stay_on_this_thread`, tasks spawned through this function (the
-    // upstream pool's idle-connection watchers above all) stay on the calling thread.
-    if SPAWN_HERE.try_with(|_| ()).is_ok() {
-        if let Ok(handle) = Handle::try_current() {
-            return handle;
-        }
-    }
-    // gateway patch end
     if let Some(pools) = CURRENT_HANDLE.get() {
         // safety: the CURRENT_HANDLE is set when the pool is being initialized in init_pools()
         let pools = pools.get().unwrap();
