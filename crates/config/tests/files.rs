@@ -336,3 +336,36 @@ fn every_key_the_parser_accepts_is_documented() {
     }
     assert!(checked > 80, "only {checked} keys found");
 }
+
+#[test]
+fn header_rules_and_copy_headers_may_not_set_framing_fields() {
+    for (rule, what) in [
+        (
+            "request_headers = { set = { \"Content-Length\" = \"0\" } }",
+            "frames the message",
+        ),
+        (
+            "request_headers = { set = { \"Transfer-Encoding\" = \"chunked\" } }",
+            "frames the message",
+        ),
+        (
+            "response_headers = { remove = [\"Connection\"] }",
+            "frames the message",
+        ),
+        (
+            "forward_auth = { url = \"http://a:1/\", copy_headers = [\"Host\"] }",
+            "cannot be copied",
+        ),
+        (
+            "forward_auth = { url = \"http://a:1/\", copy_headers = [\"Content-Length\"] }",
+            "cannot be copied",
+        ),
+    ] {
+        let src = format!("[policies.p]\n{rule}\n");
+        let e = errors(&src);
+        assert!(
+            e.0.iter().any(|e| e.line == 2 && e.message.contains(what)),
+            "{rule}: {e}"
+        );
+    }
+}

@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Reloader {
     pub path: PathBuf,
     pub shared: Arc<Shared>,
+    /// The configuration the process started with: restart-only settings are compared with
+    /// it, so every reload names those still waiting for a restart (a file watch that applied
+    /// the file first does not hide them from a later `gateway reload`).
+    pub boot: Arc<Config>,
     /// The ACME client, told about every reloaded `[acme]` section.
     pub acme: Arc<gateway_tls::acme::AcmeManager>,
     /// SIGHUPs, forwarded by the main loop's handler (`crate::signal::Signals`, which is
@@ -162,7 +166,7 @@ impl Reloader {
         match gateway_config::load(&self.path) {
             Ok(cfg) => {
                 let old = self.shared.snapshot.load_full();
-                let fixed = old.config.restart_only_changes(&cfg);
+                let fixed = self.boot.restart_only_changes(&cfg);
                 if !fixed.is_empty() {
                     let w = format!(
                         "changed, but fixed until `gateway upgrade` or a restart (new sockets, runtimes or sessions): {}; everything else is applied now",

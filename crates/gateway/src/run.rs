@@ -123,6 +123,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         reload::Reloader {
             path: config.clone(),
             shared: shared.clone(),
+            boot: Arc::new(cfg.clone()),
             acme: acme.clone(),
             hup: std::sync::Mutex::new(Some(hup_rx)),
             requests: std::sync::Mutex::new(Some(reload_rx)),

@@ -80,6 +80,14 @@ async fn reload_waits_for_the_outcome_and_fails_on_a_refused_file() {
         "the warning names the setting: {}",
         text(&out)
     );
+    // Until a restart, every reload says so (not only the one that saw the change: a file
+    // watch may have applied the file before `gateway reload` ran).
+    let out = cli(&gw, &["reload"]).await;
+    assert!(
+        text(&out).contains("server.threads"),
+        "still waiting for a restart: {}",
+        text(&out)
+    );
 }
 
 #[tokio::test]

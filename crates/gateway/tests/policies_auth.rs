@@ -575,6 +575,8 @@ async fn forward_auth_passes_with_copied_headers_and_passes_the_redirect_back() 
             &[
                 ("Cookie", "session=good"),
                 ("Remote-User", "admin"),
+                // CGI, WSGI and PHP read this as REMOTE_USER too.
+                ("Remote_User", "admin"),
                 ("X-Mark", mark.as_str()),
             ],
         )
@@ -582,6 +584,11 @@ async fn forward_auth_passes_with_copied_headers_and_passes_the_redirect_back() 
         assert_eq!(s, 200, "{v}: {body}");
         let got = seen(&up, &mark);
         assert_eq!(values(&got, "remote-user"), vec!["alice"], "{v}: {got:?}");
+        assert_eq!(
+            values(&got, "remote_user"),
+            Vec::<&str>::new(),
+            "{v}: the underscore spelling is removed too: {got:?}"
+        );
         assert_eq!(
             values(&got, "remote-groups"),
             Vec::<&str>::new(),

@@ -229,6 +229,8 @@ fn forward_auth(cx: &mut Ctx<'_>, f: &Spanned<file::ForwardAuth>) -> Option<Forw
         let Some(h) = cx.text(s) else { continue };
         if h.is_empty() || !h.bytes().all(is_token_byte) {
             cx.err::<()>(s.span().start, format!("`{h}` is not a valid header name"));
+        } else if framing_header(&h) || h.eq_ignore_ascii_case("host") {
+            cx.err::<()>(s.span().start, format!("`{h}` cannot be copied from the auth answer: the gateway sets it for the proxied request"));
         } else {
             copy_headers.push(h);
         }
@@ -340,6 +342,24 @@ fn rate_limit(cx: &mut Ctx<'_>, r: &Spanned<file::RateLimit>) -> Option<RateLimi
     })
 }
 
+/// Fields the gateway sets itself for the message's framing and its hops (RFC 9110 §7.6.1,
+/// RFC 9112 §6): a header rule or `copy_headers` that set them could put `Content-Length`
+/// and `Transfer-Encoding` on one message (request smuggling) or drop a body.
+const FRAMING: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+fn framing_header(name: &str) -> bool {
+    FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
 fn header_rules(cx: &mut Ctx<'_>, h: &Spanned<file::HeaderRules>) -> HeaderRules {
     let h = h.get_ref();
     let mut rules = HeaderRules::default();
@@ -347,6 +367,8 @@ fn header_rules(cx: &mut Ctx<'_>, h: &Spanned<file::HeaderRules>) -> HeaderRules
         let Some(n) = cx.text(s) else { continue };
         if n.is_empty() || !n.bytes().all(is_token_byte) {
             cx.err::<()>(s.span().start, format!("`{n}` is not a valid header name"));
+        } else if framing_header(&n) {
+            cx.err::<()>(s.span().start, format!("`{n}` frames the message or belongs to one hop: the gateway sets it, a header rule may not"));
         } else {
             rules.remove.push(n.to_ascii_lowercase());
         }
@@ -354,6 +376,10 @@ fn header_rules(cx: &mut Ctx<'_>, h: &Spanned<file::HeaderRules>) -> HeaderRules
     for (name, value) in h.set.iter().flatten() {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             cx.err::<()>(value.span().start, format!("`{name}` is not a valid header name"));
+            continue;
+        }
+        if framing_header(name) {
+            cx.err::<()>(value.span().start, format!("`{name}` frames the message or belongs to one hop: the gateway sets it, a header rule may not"));
             continue;
         }
         let Some(v) = cx.text(value) else { continue };

@@ -224,8 +224,30 @@ pub fn apply_request(
     if p.strip_authorization {
         upstream.remove_header(&http::header::AUTHORIZATION);
     }
-    for n in &granted.remove_headers {
-        upstream.remove_header(n);
+    if !granted.remove_headers.is_empty() {
+        // The client's copies, under any spelling a backend may read as the same name:
+        // `Remote_User` is `HTTP_REMOTE_USER` to CGI, WSGI and PHP, like `Remote-User`.
+        let same = |a: &str, b: &str| {
+            a.len() == b.len()
+                && a.bytes().zip(b.bytes()).all(|(x, y)| {
+                    let norm = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+                    norm(x) == norm(y)
+                })
+        };
+        let spoofed: Vec<HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|k| {
+                granted
+                    .remove_headers
+                    .iter()
+                    .any(|n| same(k.as_str(), n.as_str()))
+            })
+            .cloned()
+            .collect();
+        for n in spoofed {
+            upstream.remove_header(&n);
+        }
     }
     for (n, v) in granted.copy_headers.drain(..) {
         let _ = upstream.append_header(n, v);
