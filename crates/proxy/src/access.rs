@@ -376,17 +376,23 @@ fn value<'a>(v: &LogVar, e: &Entry<'a>, now: SystemTime) -> Cow<'a, str> {
 
 /// A request header's value; several fields of the name joined with `, ` (RFC 9110 §5.3).
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Cow<'a, str> {
-    let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    // A value that is not UTF-8 is still logged (its odd bytes as U+FFFD, then escaped),
+    // never blanked: a client could otherwise hide its User-Agent from the log.
+    let mut values = req
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
     let Some(first) = values.next() else {
         return "".into();
     };
     match values.next() {
-        None => first.into(),
+        None => first,
         Some(second) => {
             let mut all = format!("{first}, {second}");
             for v in values {
                 all.push_str(", ");
-                all.push_str(v);
+                all.push_str(&v);
             }
             all.into()
         }
@@ -443,6 +449,14 @@ mod tests {
             remote_user: None,
             request_id: 0xfeed,
         }
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_logged_not_blanked() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("user-agent", http::HeaderValue::from_bytes(b"ua\xe9z").unwrap())
+            .unwrap();
+        assert_eq!(escape(&header(&req, "user-agent")), "ua\\xEF\\xBF\\xBDz");
     }
 
     #[test]
