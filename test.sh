@@ -18,6 +18,9 @@ tools=(
     "nginx nginx-light"
     "openssl openssl"
     "fail2ban-regex fail2ban"
+    "systemd-analyze systemd"
+    "systemd-sysusers systemd"
+    "setpriv util-linux"
 )
 missing=()
 for entry in "${tools[@]}"; do

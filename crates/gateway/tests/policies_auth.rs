@@ -86,20 +86,7 @@ async fn get(
     auth: Option<(&str, &str)>,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut req = c.get(gw.url(path));
-    if let Some((u, p)) = auth {
-        req = req.basic_auth(u, Some(p));
-    }
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    let r = within(STEP, &format!("GET {path}"), req.send())
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = r.status().as_u16();
-    let h = r.headers().clone();
-    let body = within(STEP, "the body", r.text()).await.unwrap_or_default();
-    (status, h, body)
+    client::get(c, gw, path, auth, headers).await
 }
 
 async fn status(c: &reqwest::Client, gw: &Gateway, path: &str, auth: Option<(&str, &str)>) -> u16 {

@@ -166,3 +166,31 @@ pub async fn scrape(addr: SocketAddr) -> String {
         .expect("scrape /metrics");
     r.text().await.expect("the /metrics body")
 }
+
+/// GET `path` on `gw` with optional Basic credentials and extra headers, each step bounded
+/// by 10 s: the status, the response headers and the body.
+pub async fn get(
+    c: &reqwest::Client,
+    gw: &super::gateway::Gateway,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    const STEP: Duration = Duration::from_secs(10);
+    let mut req = c.get(gw.url(path));
+    if let Some((u, p)) = auth {
+        req = req.basic_auth(u, Some(p));
+    }
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let r = super::within(STEP, &format!("GET {path}"), req.send())
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let h = r.headers().clone();
+    let body = super::within(STEP, &format!("the body of {path}"), r.text())
+        .await
+        .unwrap_or_default();
+    (status, h, body)
+}
