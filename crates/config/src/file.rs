@@ -229,12 +229,51 @@ pub struct Logging {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    pub address: S,
+    /// One name (every address it resolves to) or address; or `servers`.
+    pub address: Option<S>,
+    pub servers: Option<Spanned<Vec<Spanned<ServerEntry>>>>,
+    pub balance: Option<S>,
+    pub hash_key: Option<S>,
+    pub max_fails: Option<Spanned<i64>>,
+    pub fail_timeout: Option<S>,
+    pub health_check: Option<Spanned<HealthCheck>>,
+    pub next_upstream: Option<Spanned<Vec<S>>>,
+    pub next_upstream_tries: Option<Spanned<i64>>,
+    pub next_upstream_timeout: Option<S>,
     pub keepalive: Option<Spanned<i64>>,
     pub connect_timeout: Option<S>,
     pub read_timeout: Option<S>,
     pub write_timeout: Option<S>,
     pub idle_timeout: Option<S>,
+}
+
+/// One entry of `servers`: `"host:port"` or `{ address = "host:port", weight = 2, backup = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a server: \"host:port\" or { address = \"host:port\", weight = N, backup = true }")]
+pub enum ServerEntry {
+    Address(String),
+    Table(ServerTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTable {
+    pub address: String,
+    pub weight: Option<i64>,
+    pub backup: Option<bool>,
+}
+
+/// `health_check = { path, interval, timeout, fails, passes, expect, host }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: Option<S>,
+    pub interval: Option<S>,
+    pub timeout: Option<S>,
+    pub fails: Option<Spanned<i64>>,
+    pub passes: Option<Spanned<i64>>,
+    pub expect: Option<S>,
+    pub host: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -270,6 +270,8 @@ mod access_format;
 pub use access_format::{AccessFormat, FormatError, LogPart, LogVar};
 mod policy;
 pub use policy::*;
+mod upstream;
+pub use upstream::*;
 
 /// `[logging] access_log`: what each request writes to the access log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,7 +307,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
@@ -313,27 +315,6 @@ pub struct Timeouts {
     /// Idle time allowed on an upgraded (WebSocket) or streaming connection, and on pooled
     /// upstream connections.
     pub idle: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub name: String,
-    /// A host name (resolved at run time, never at parse time) or an IP literal.
-    pub host: String,
-    pub port: u16,
-    /// Idle connections kept per upstream.
-    pub keepalive: usize,
-    pub timeouts: Timeouts,
-}
-
-impl Upstream {
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -15,6 +15,8 @@ mod logging;
 use logging::logging;
 // `[policies.NAME]`, route `policies`, `[errors]`: validate/policies.rs.
 mod policies;
+mod upstreams;
+use upstreams::{parse_authority, upstreams};
 
 struct Ctx<'a> {
     loc: &'a Locator<'a>,
@@ -613,66 +615,6 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
         session_cache: cx.int(&t.session_cache, 0, 10_000_000, "session_cache", 20_000) as usize,
         session_tickets: t.session_tickets.unwrap_or(true),
     }
-}
-
-fn parse_authority(t: &str) -> Result<(String, u16), String> {
-    if t.contains("://") {
-        return Err(format!(
-            "write the upstream as `host:port` without a scheme, not `{t}`"
-        ));
-    }
-    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-        let (h, p) = rest
-            .split_once("]:")
-            .ok_or_else(|| format!("`{t}` is not `[ipv6]:port`"))?;
-        (h.to_owned(), p)
-    } else {
-        let (h, p) = t
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{t}` has no port; write `host:port` such as `api:3001`"))?;
-        (h.to_ascii_lowercase(), p)
-    };
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("`{port}` is not a port (1-65535)"))?;
-    if host.parse::<std::net::IpAddr>().is_err() && !valid_hostname(&host) {
-        return Err(format!("`{host}` is not a host name or IP address"));
-    }
-    Ok((host, port))
-}
-
-fn upstreams(cx: &mut Ctx<'_>, ups: &BTreeMap<String, Spanned<file::Upstream>>) -> Vec<Upstream> {
-    let mut out = Vec::new();
-    for (name, u) in ups {
-        let at = u.span().start;
-        let u = u.get_ref();
-        let Some(addr) = cx.text(&u.address) else { continue };
-        let (host, port) = match parse_authority(&addr) {
-            Ok(hp) => hp,
-            Err(m) => {
-                cx.err::<()>(u.address.span().start, m);
-                continue;
-            }
-        };
-        if name.is_empty() {
-            cx.err::<()>(at, "an upstream needs a name");
-        }
-        out.push(Upstream {
-            name: name.clone(),
-            host,
-            port,
-            keepalive: cx.int(&u.keepalive, 0, 100_000, "keepalive", 32) as usize,
-            timeouts: Timeouts {
-                connect: cx.duration(&u.connect_timeout, Duration::from_secs(10)),
-                read: cx.duration(&u.read_timeout, Duration::from_secs(60)),
-                write: cx.duration(&u.write_timeout, Duration::from_secs(60)),
-                idle: cx.duration(&u.idle_timeout, Duration::from_secs(60)),
-            },
-        });
-    }
-    out
 }
 
 fn host_match(cx: &mut Ctx<'_>, s: &S) -> Option<HostMatch> {

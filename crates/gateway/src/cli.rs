@@ -45,6 +45,19 @@ pub struct RunDirArg {
     pub run_dir: Option<PathBuf>,
 }
 
+/// Where a view command (`route`, `certs`, `upstreams`) looks: the running gateway's view
+/// when one runs with the same configuration file, else the file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub run_dir: RunDirArg,
+    /// Read the file even when a gateway runs.
+    #[arg(long)]
+    pub file: bool,
+}
+
 impl RunDirArg {
     pub fn get(&self) -> PathBuf {
         self.run_dir
@@ -75,12 +88,7 @@ pub enum Command {
     /// running gateway's answer when one runs, else from the file.
     Route {
         #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
-        run_dir: RunDirArg,
-        /// Read the file even when a gateway runs.
-        #[arg(long)]
-        file: bool,
+        view: ViewArgs,
         /// For example `https://example.com/n8n/rest/push`.
         url: String,
     },
@@ -114,12 +122,14 @@ pub enum Command {
     /// gateway's view when one runs, else from the files).
     Certs {
         #[command(flatten)]
-        config: ConfigArg,
+        view: ViewArgs,
+    },
+    /// List each upstream's servers: state (up, down and why), source (list or DNS),
+    /// requests in flight, failures, the last health check (the running gateway's view; from
+    /// the file, only what is configured).
+    Upstreams {
         #[command(flatten)]
-        run_dir: RunDirArg,
-        /// Read the files even when a gateway runs.
-        #[arg(long)]
-        file: bool,
+        view: ViewArgs,
     },
     /// Reload proxy.toml and its certificates in the running gateway; waits for the outcome
     /// and exits 1 with the errors when the file is refused (the gateway keeps serving).

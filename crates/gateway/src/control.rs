@@ -39,6 +39,7 @@ pub enum Request {
     Upgrade { binary: Option<PathBuf> },
     Certs,
     Route { url: String },
+    Upstreams,
     Maintenance { route: String, on: bool },
 }
 
@@ -223,6 +224,11 @@ impl Control {
                 (Response::Text { text, ok }, None)
             }
             Request::Maintenance { route, on } => (self.maintenance(&route, on), None),
+            Request::Upstreams => {
+                let snap = self.shared.snapshot.load_full();
+                let (text, ok) = crate::upstreams::render(&snap.groups);
+                (Response::Text { text, ok }, None)
+            }
             Request::Route { url } => {
                 let snap = self.shared.snapshot.load_full();
                 let (mut text, ok) = crate::inspect::route_text(&snap.config, &snap.table, &url);

@@ -16,6 +16,7 @@ mod run;
 mod signal;
 mod telemetry;
 mod upgrade;
+mod upstreams;
 
 use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
@@ -43,6 +44,14 @@ fn failed(what: &str, e: &anyhow::Error) -> ExitCode {
 /// Asks the gateway running with `run_dir` for a text answer (`certs`, `route`), when it
 /// serves this very `config` file: its view (its environment, its loaded file) is the true
 /// one. `None` when none runs there, or it runs another file: then the file is read.
+/// The running gateway's answer to a view command, unless `--file` or none runs.
+fn ask_view(view: &cli::ViewArgs, req: control::Request) -> Option<ExitCode> {
+    if view.file {
+        return None;
+    }
+    ask_running(&view.run_dir.get(), &view.config.config, req)
+}
+
 fn ask_running(
     run_dir: &std::path::Path,
     config: &std::path::Path,
@@ -81,22 +90,11 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check { config } => inspect::check(&config.config),
-        cli::Command::Route {
-            config,
-            run_dir,
-            file,
-            url,
-        } => {
-            if !file {
-                if let Some(code) = ask_running(
-                    &run_dir.get(),
-                    &config.config,
-                    control::Request::Route { url: url.clone() },
-                ) {
-                    return code;
-                }
+        cli::Command::Route { view, url } => {
+            if let Some(code) = ask_view(&view, control::Request::Route { url: url.clone() }) {
+                return code;
             }
-            inspect::route(&config.config, &url)
+            inspect::route(&view.config.config, &url)
         }
         cli::Command::Run {
             config,
@@ -110,17 +108,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failed("gateway", &e),
         },
-        cli::Command::Certs {
-            config,
-            run_dir,
-            file,
-        } => {
-            if !file {
-                if let Some(code) = ask_running(&run_dir.get(), &config.config, control::Request::Certs) {
-                    return code;
-                }
+        cli::Command::Certs { view } => {
+            if let Some(code) = ask_view(&view, control::Request::Certs) {
+                return code;
             }
-            acme::certs(&config.config)
+            acme::certs(&view.config.config)
+        }
+        cli::Command::Upstreams { view } => {
+            if let Some(code) = ask_view(&view, control::Request::Upstreams) {
+                return code;
+            }
+            upstreams::from_file(&view.config.config)
         }
         cli::Command::Healthcheck { run_dir, .. } => health::check(&run_dir.get()),
         cli::Command::Upgrade { run_dir, binary, .. } => match upgrade::upgrade(upgrade::UpgradeArgs {

@@ -31,7 +31,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -165,6 +165,8 @@ pub struct Dns {
     /// The refresher's runtime, where lookups run (set when it starts).
     runtime: OnceLock<tokio::runtime::Handle>,
     rr: AtomicUsize,
+    /// Advanced whenever a cached answer changes (upstream groups rebuild then).
+    generation: AtomicU64,
     /// Names whose last lookup failed, so a lasting failure is logged once.
     failing: Mutex<HashSet<Key>>,
 }
@@ -183,6 +185,7 @@ impl Dns {
             backend: ArcSwap::from_pointee(Backend::new(servers)),
             runtime: OnceLock::new(),
             rr: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             failing: Mutex::default(),
         })
     }
@@ -225,6 +228,28 @@ impl Dns {
         addrs.get(i).copied().ok_or_else(|| Error::DnsNoAddress {
             host: host.to_owned(),
         })
+    }
+
+    /// Every address of `host:port`: an IP literal as is, a name from the cache, else looked
+    /// up (asynchronously, under the same single-flight and interval rules as [`Dns::resolve`]).
+    pub async fn resolve_all(&self, host: &str, port: u16) -> Result<Arc<[SocketAddr]>, Error> {
+        if let Some(addrs) = self.cached_all(host, port) {
+            return Ok(addrs);
+        }
+        self.lookup_shared(&(host.to_owned(), port), REQUERY_INTERVAL).await
+    }
+
+    /// Every address of `host:port` known now, without a lookup (`None`: not resolved yet).
+    pub fn cached_all(&self, host: &str, port: u16) -> Option<Arc<[SocketAddr]>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Some(vec![SocketAddr::new(ip, port)].into());
+        }
+        self.cached(&(host.to_owned(), port))
+    }
+
+    /// Advanced whenever a cached answer changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn cached(&self, key: &Key) -> Option<Arc<[SocketAddr]>> {
@@ -287,6 +312,7 @@ impl Dns {
                         m.insert(key.clone(), addrs.clone());
                         m
                     });
+                    self.generation.fetch_add(1, Ordering::AcqRel);
                 }
             }
             Err(e) => {

@@ -20,6 +20,7 @@ pub mod redirect;
 pub mod respond;
 mod server;
 pub mod state;
+pub mod upstream;
 
 pub use edge::Guarded;
 pub use error::Error;

@@ -17,8 +17,9 @@ use prometheus::{
 use std::sync::{Arc, OnceLock};
 
 /// Every `kind` of `gateway_upstream_errors_total` (proxy.rs sets them).
-pub const UPSTREAM_ERROR_KINDS: [&str; 7] = [
+pub const UPSTREAM_ERROR_KINDS: [&str; 8] = [
     "dns",
+    "unavailable",
     "connect_refused",
     "connect_timeout",
     "connect_error",
@@ -43,6 +44,11 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_retries: IntCounterVec,
+    /// 1 while a server of a group takes requests (active and passive health), by upstream
+    /// and server address.
+    pub upstream_server_up: IntGaugeVec,
+    /// Attempts sent to each server, by upstream and server address.
+    pub upstream_requests: IntCounterVec,
     pub open_connections: IntGauge,
     pub open_websockets: IntGauge,
     pub open_sse: IntGauge,
@@ -100,8 +106,20 @@ impl Metrics {
             .expect("register"),
             upstream_retries: register_int_counter_vec!(
                 "gateway_upstream_retries_total",
-                "Requests sent again on a new connection after a pooled one turned out closed, by upstream",
+                "Requests sent again after a failed attempt (a pooled connection the upstream had closed, or another server of the group), by upstream",
                 &["upstream"]
+            )
+            .expect("register"),
+            upstream_server_up: register_int_gauge_vec!(
+                "gateway_upstream_server_up",
+                "1 while the server takes requests (health checks pass and it is not out after max_fails failures), by upstream and server address",
+                &["upstream", "server"]
+            )
+            .expect("register"),
+            upstream_requests: register_int_counter_vec!(
+                "gateway_upstream_requests_total",
+                "Attempts sent to each server of a group (a request tried on two servers counts once on each), by upstream and server address",
+                &["upstream", "server"]
             )
             .expect("register"),
             open_connections: register_int_gauge!("gateway_open_connections", "Open client connections")

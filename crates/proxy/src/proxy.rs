@@ -7,6 +7,7 @@ use crate::headers;
 use crate::metrics::{method_label, status_class};
 use crate::respond;
 use crate::state::{CompiledRoute, Shared, Snapshot};
+use crate::upstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_routing::Decision;
@@ -50,6 +51,20 @@ pub struct Ctx {
     pub answered: bool,
     /// Set once the request was sent again after a stale pooled connection (at most once).
     pub retried: bool,
+    /// The next attempt goes to the same server on a new connection (that stale retry).
+    pub same_server_again: bool,
+    /// The server of the current attempt (counted in flight while held).
+    pub attempt: Option<crate::upstream::Attempt>,
+    /// Servers whose attempt failed (the next attempt goes elsewhere); attempts so far, and
+    /// when the first began (`next_upstream_tries`, `next_upstream_timeout`).
+    pub tried: Vec<SocketAddr>,
+    pub attempts: u32,
+    pub first_attempt: Option<Instant>,
+    /// The current attempt's upstream sent its final response head.
+    pub upstream_responded: bool,
+    /// The current attempt's response status is one `next_upstream` sends on (set with the
+    /// error `upstream_response_filter` returns; `error_while_proxy` retries it).
+    pub status_retry: bool,
     /// One span per request: error lines logged for it carry method, path and route.
     pub span: tracing::Span,
     /// The request id (`$request_id`, error pages): 128 random bits, formatted when used.
@@ -155,6 +170,47 @@ impl Gateway {
         respond::send(session, status, &[], None, &*ctx).await?;
         Ok(true)
     }
+
+    /// The current attempt failed with `failure`: counted against its server when
+    /// `next_upstream` names it; whether the request goes to another server (`resendable`:
+    /// nothing of it would be sent twice).
+    fn attempt_failed(&self, ctx: &mut Ctx, failure: upstream::attempts::Failure, resendable: bool) -> bool {
+        let Some(route) = ctx.route() else { return false };
+        let group = route.group.clone();
+        // A recreated container gets a new address: resolve the name again (at most once a
+        // second per name, however many requests fail meanwhile).
+        if let Some(a) = &ctx.attempt {
+            self.shared.dns.invalidate(&a.0.host, a.0.port);
+        }
+        if !upstream::attempts::counts(&group, failure) {
+            return false;
+        }
+        if let Some(a) = &ctx.attempt {
+            group.failed(&a.0);
+        }
+        resendable && self.next_server_allowed(ctx)
+    }
+
+    /// Whether the request may go on to another server; if so the current one is marked
+    /// tried and the retry counted.
+    fn next_server_allowed(&self, ctx: &mut Ctx) -> bool {
+        let Some(route) = ctx.route() else { return false };
+        let group = route.group.clone();
+        if let Some(a) = &ctx.attempt {
+            if !ctx.tried.contains(&a.0.addr) {
+                ctx.tried.push(a.0.addr);
+            }
+        }
+        let allowed = upstream::attempts::may_try_another(&group, ctx.attempts, ctx.first_attempt, &ctx.tried);
+        if allowed {
+            self.shared
+                .metrics
+                .upstream_retries
+                .with_label_values(&[group.name()])
+                .inc();
+        }
+        allowed
+    }
 }
 
 #[async_trait]
@@ -177,6 +233,13 @@ impl ProxyHttp for Gateway {
             peer: None,
             answered: false,
             retried: false,
+            same_server_again: false,
+            attempt: None,
+            tried: Vec::new(),
+            attempts: 0,
+            first_attempt: None,
+            upstream_responded: false,
+            status_retry: false,
             span: tracing::Span::none(),
             request_id: rand::random(),
             granted: crate::policy::Granted::default(),
@@ -323,27 +386,44 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let snap = ctx.snap.clone();
         let Some(compiled) = ctx.route.and_then(|i| snap.route(i)) else {
             return Err(http_error(404));
         };
-        let (up, route) = (&compiled.upstream, &compiled.config);
-        let addr = self
-            .shared
-            .dns
-            .resolve(&up.host, up.port)
-            .await
-            .map_err(|dns_error| {
-                self.shared
-                    .metrics
-                    .upstream_errors
-                    .with_label_values(&[&up.name, "dns"])
-                    .inc();
-                let mut e = Error::explain(ErrorType::ConnectNoRoute, gateway_tls::error_chain(&dns_error));
-                e.esource = ErrorSource::Upstream;
-                e
-            })?;
+        let (up, route, group) = (&compiled.upstream, &compiled.config, &compiled.group);
+        ctx.upstream_responded = false;
+        let again = std::mem::take(&mut ctx.same_server_again);
+        let attempt = match ctx.attempt.take() {
+            Some(a) if again => Some(a),
+            _ => {
+                if group.members().is_empty() {
+                    // Names not resolved yet (the first request after start or reload).
+                    group.refresh(&self.shared.dns, true).await;
+                }
+                let key = upstream::attempts::hash_key(&up.balance, session.req_header(), ctx.client);
+                group.select(&key, &ctx.tried)
+            }
+        };
+        let Some(attempt) = attempt else {
+            let (kind, why) = if group.members().is_empty() {
+                ("dns", format!("no address for upstream `{}`: its names do not resolve", up.name))
+            } else {
+                ("unavailable", format!("no server of upstream `{}` is available", up.name))
+            };
+            self.shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[&up.name, kind])
+                .inc();
+            let mut e = Error::explain(ErrorType::ConnectNoRoute, why);
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
+        };
+        let addr = attempt.0.addr;
+        ctx.attempt = Some(attempt);
+        ctx.attempts += 1;
+        ctx.first_attempt.get_or_insert_with(Instant::now);
         ctx.peer = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
@@ -361,7 +441,7 @@ impl ProxyHttp for Gateway {
         } else {
             up.timeouts.idle
         });
-        if ctx.retried {
+        if again {
             // The first attempt met a pooled connection the upstream had closed; the other
             // idle ones are likely closed too (upstreams close them at their own keepalive
             // timeout, all at once). Like nginx, which does not count a failed cached
@@ -396,9 +476,9 @@ impl ProxyHttp for Gateway {
         );
         if downstream_host.is_none() {
             // An HTTP/1.0 request may come without Host; HTTP/1.1 to the upstream may not
-            // (RFC 9112 §3.2). Like nginx's default `$proxy_host`: the upstream's own address.
-            let up = &compiled.upstream;
-            let _ = upstream.insert_header(header::HOST, format!("{}:{}", up.host, up.port));
+            // (RFC 9112 §3.2). Like nginx's default `$proxy_host`: the server's configured address.
+            let host = ctx.attempt.as_ref().map_or_else(|| compiled.upstream.authority(), |a| a.0.entry.clone());
+            let _ = upstream.insert_header(header::HOST, host);
         }
         if !compiled.policies.is_empty() {
             let host = downstream_host
@@ -407,6 +487,37 @@ impl ProxyHttp for Gateway {
                 .into_owned();
             let vars = self.vars(ctx, compiled, &host);
             crate::policy::apply_request(&compiled.policies, upstream, &mut ctx.granted, &vars);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if is_interim(resp) {
+            return Ok(());
+        }
+        ctx.upstream_responded = true;
+        let status = resp.status.as_u16();
+        let Some(route) = ctx.route() else { return Ok(()) };
+        if !route.upstream.next_upstream.statuses.contains(&status) {
+            return Ok(());
+        }
+        let group = route.group.clone();
+        if let Some(a) = &ctx.attempt {
+            group.failed(&a.0);
+        }
+        let resendable = session.req_header().method.is_idempotent() && ctx.request_body == 0;
+        if resendable && self.next_server_allowed(ctx) {
+            // Sent on instead of relayed; error_while_proxy marks it for a retry.
+            ctx.status_retry = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("status {status} from the upstream, sent to the next server (next_upstream)"),
+            ));
         }
         Ok(())
     }
@@ -536,11 +647,6 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // A recreated container gets a new address: resolve the name again (at most once a
-        // second per name, however many requests fail meanwhile).
-        if let Some(r) = ctx.route() {
-            self.shared.dns.invalidate(&r.upstream.host, r.upstream.port);
-        }
         let kind = match e.etype() {
             ErrorType::ConnectTimedout => "connect_timeout",
             ErrorType::ConnectRefused => "connect_refused",
@@ -551,7 +657,10 @@ impl ProxyHttp for Gateway {
             .upstream_errors
             .with_label_values(&[ctx.upstream_name(), kind])
             .inc();
-        e.set_retry(false);
+        // Nothing was sent: any request may go to another server (nginx `error`, `timeout`).
+        let failure = upstream::attempts::connect_failure(&e);
+        let retry = self.attempt_failed(ctx, failure, true);
+        e.set_retry(retry);
         e
     }
 
@@ -559,10 +668,13 @@ impl ProxyHttp for Gateway {
     /// (Node.js after 5 s) can close one just as it is taken from the pool: the request write
     /// fails, or the response read meets EOF or a reset before any byte of the response
     /// (`RetryType::ReusedOnly`, set by pingora-core only in that case). The request never
-    /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, PUT, DELETE)
-    /// is sent once more, on a new connection (`upstream_peer`), provided no request body byte has been read
-    /// from the client (none was sent upstream) and no response has been started. A POST is
-    /// never sent twice; every other error stays final.
+    /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, PUT, DELETE) is
+    /// sent once more to the same server, on a new connection (`upstream_peer`); that is not
+    /// the server's failure. Otherwise a failure `next_upstream` names (an error or timeout
+    /// before the response head, or a `http_502`-style status) counts against the server,
+    /// and an idempotent request without a body goes on to another one while
+    /// `next_upstream_tries`/`_timeout` allow. Nothing is sent twice once a response began,
+    /// and a request body is never sent twice.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -572,24 +684,35 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        let resendable = session.req_header().method.is_idempotent()
+            && ctx.request_body == 0
+            && session.response_written().is_none();
+        if std::mem::take(&mut ctx.status_retry) {
+            e.set_retry(true);
+            return e;
+        }
         let stale_read = matches!(e.retry, RetryType::ReusedOnly);
         let failed_write =
             *e.esource() == ErrorSource::Upstream && matches!(e.etype(), ErrorType::WriteError);
-        let retry = client_reused
-            && (stale_read || failed_write)
-            && !ctx.retried
-            && session.req_header().method.is_idempotent()
-            && ctx.request_body == 0
-            && session.response_written().is_none();
-        e.set_retry(retry);
-        if retry {
+        if client_reused && (stale_read || failed_write) && !ctx.retried && resendable {
             ctx.retried = true;
+            ctx.same_server_again = true;
+            e.set_retry(true);
             self.shared
                 .metrics
                 .upstream_retries
                 .with_label_values(&[ctx.upstream_name()])
                 .inc();
+            return e;
         }
+        let failure = (!ctx.upstream_responded)
+            .then(|| upstream::attempts::exchange_failure(&e))
+            .flatten();
+        let retry = match failure {
+            Some(f) => self.attempt_failed(ctx, f, resendable),
+            None => false,
+        };
+        e.set_retry(retry);
         e
     }
 

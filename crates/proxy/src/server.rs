@@ -41,7 +41,9 @@ pub fn server_conf(cfg: &Config, run_dir: &Path) -> ServerConf {
         // `fail_to_connect`); the second attempt is only for an idempotent request that met a
         // pooled connection the upstream had just closed, and goes to a new connection
         // (`error_while_proxy` and `upstream_peer` in proxy.rs).
-        max_retries: 2,
+        // Attempts per request: `next_upstream_tries` at most, plus the one retry after a
+        // stale pooled connection; the phases decide each retry (proxy.rs).
+        max_retries: gateway_config::MAX_TRIES as usize + 1,
         // Like nginx workers: each thread runs its own connections; measured faster than
         // work stealing on 2 cores (fewer cross-thread wake-ups).
         work_stealing: cfg.server.work_stealing,
@@ -159,6 +161,13 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
         server.add_service(http);
     }
     server.add_service(background_service("dns", DnsRefresher(shared.dns.clone())));
+    server.add_service(background_service(
+        "upstreams",
+        crate::upstream::UpstreamService {
+            upstreams: shared.upstreams.clone(),
+            dns: shared.dns.clone(),
+        },
+    ));
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::compress::CompressionPolicy;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyState, RoutePolicies};
+use crate::upstream::{Group, Upstreams};
 use arc_swap::ArcSwap;
 use gateway_config::{Config, HostMatch, PathMatch, Route, Upstream};
 use gateway_routing::{Routable, RouteTable};
@@ -20,6 +21,8 @@ pub struct CompiledRoute {
     /// The route as validated (name, limits, timeouts, websocket, compress...).
     pub config: Route,
     pub upstream: Upstream,
+    /// Its upstream's servers at run time (shared by every route of that upstream).
+    pub group: Arc<Group>,
     /// The route's `headers`, added to every response of the route.
     pub response_headers: Headers,
     /// Its `policies`, compiled (empty for most routes: nothing is done then).
@@ -56,6 +59,8 @@ pub struct Snapshot {
     pub metrics_access: Option<crate::policy::access::AccessList>,
     /// `[errors] pages`, read at each load (error_page.rs); empty: the built-in pages.
     pub error_pages: crate::error_page::ErrorPages,
+    /// One group per `[upstreams.NAME]`, in name order.
+    pub groups: Vec<Arc<Group>>,
 }
 
 fn to_headers(list: &[(String, String)]) -> Headers {
@@ -71,16 +76,19 @@ fn to_headers(list: &[(String, String)]) -> Headers {
 
 impl Snapshot {
     /// Compiles `config`; `state` keeps what outlives a reload (rate-limit buckets, the
-    /// credential cache, maintenance switches).
-    pub fn new(config: Config, state: &PolicyState) -> Self {
+    /// credential cache, maintenance switches), `upstreams` the groups (their health).
+    pub fn new(config: Config, state: &PolicyState, upstreams: &Upstreams, metrics: &Arc<Metrics>) -> Self {
+        let groups: Vec<Arc<Group>> = config.upstreams.iter().map(|u| upstreams.group(u, metrics)).collect();
         let routes = config
             .routes
             .iter()
             .filter_map(|r: &Route| {
                 // Validated: the upstream exists; a route without one is left out, never a panic.
                 let upstream = config.upstream(&r.upstream)?.clone();
+                let group = groups.iter().find(|g| g.name() == upstream.name)?.clone();
                 Some(CompiledRoute {
                     upstream,
+                    group,
                     response_headers: to_headers(&r.response_headers),
                     policies: RoutePolicies::compile(r, &config, state),
                     config: r.clone(),
@@ -99,6 +107,7 @@ impl Snapshot {
             compression: CompressionPolicy::new(&config.compression),
             metrics_access,
             error_pages: crate::error_page::ErrorPages::load(config.error_pages.as_deref()),
+            groups,
             config: Arc::new(config),
         }
     }
@@ -119,15 +128,19 @@ pub struct Shared {
     pub challenges: Arc<crate::challenge::Challenges>,
     /// Policy state that outlives reloads.
     pub policy: Arc<PolicyState>,
+    /// Upstream groups (health state outlives a reload that leaves the group unchanged).
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl Shared {
     pub fn new(config: Config, certs: Arc<CertStore>, metrics: Arc<Metrics>) -> Arc<Self> {
         let dns = Dns::new(config.server.dns_refresh, &config.server.resolver);
         let policy = Arc::new(PolicyState::default());
+        let upstreams = Arc::new(Upstreams::default());
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(config, &policy)),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config, &policy, &upstreams, &metrics)),
             policy,
+            upstreams,
             certs,
             dns,
             metrics,
@@ -146,18 +159,24 @@ impl Shared {
 
     /// Swaps in a new configuration; requests in flight keep the old one.
     pub fn apply(&self, config: Config) {
-        self.snapshot.store(Arc::new(Snapshot::new(config, &self.policy)));
+        self.snapshot.store(Arc::new(Snapshot::new(
+            config,
+            &self.policy,
+            &self.upstreams,
+            &self.metrics,
+        )));
         self.update_dns();
     }
 
     fn update_dns(&self) {
         let snap = self.snapshot.load();
+        self.upstreams.set_current(snap.groups.clone());
         // Upstreams and forward-auth services are resolved alike.
         let names = snap
             .config
             .upstreams
             .iter()
-            .map(|u| (u.host.clone(), u.port))
+            .flat_map(|u| u.servers.iter().map(|s| (s.host.clone(), s.port)))
             .chain(
                 snap.config
                     .policies
