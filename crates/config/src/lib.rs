@@ -38,13 +38,13 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
 /// paths (certificates, webroot) at its directory.
 pub fn parse(src: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let loc = Locator::new(path, src);
-    let (file, mut errors) = deserialize(src, &loc);
+    let (file, mut errors, blanked) = deserialize(src, &loc);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // The rest of the file (without what could not be read) is checked too.
     let Some(file) = file else {
         return Err(ConfigErrors(errors));
     };
-    match validate::convert(file, &loc, path, &base, env) {
+    match validate::convert(file, &loc, path, &base, env, &blanked) {
         Ok(cfg) if errors.is_empty() => Ok(cfg),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(more) => {
@@ -62,13 +62,14 @@ pub fn parse(src: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Re
 /// cause, blanked out with spaces (so every other offset stays valid): an unknown key or a
 /// value of the wrong type loses its `key = value` pair, a syntax error its line. A key
 /// blanked this way is then reported missing only by its own error.
-fn deserialize(src: &str, loc: &Locator<'_>) -> (Option<file::File>, Vec<ConfigError>) {
+/// Also returns the keys blanked, so that validation does not report them missing again.
+fn deserialize(src: &str, loc: &Locator<'_>) -> (Option<file::File>, Vec<ConfigError>, Vec<String>) {
     let mut text = src.to_owned();
     let mut errors = Vec::new();
     let mut blanked: Vec<String> = Vec::new();
     for _ in 0..64 {
         let e = match toml_edit::de::from_str::<file::File>(&text) {
-            Ok(file) => return (Some(file), errors),
+            Ok(file) => return (Some(file), errors, blanked),
             Err(e) => e,
         };
         let msg = e.message();
@@ -95,7 +96,7 @@ fn deserialize(src: &str, loc: &Locator<'_>) -> (Option<file::File>, Vec<ConfigE
             _ => break,
         }
     }
-    (None, errors)
+    (None, errors, blanked)
 }
 
 /// The field of serde's "missing field `name`".

@@ -23,6 +23,8 @@ struct Ctx<'a> {
     base: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
+    /// Keys whose value could not be read (already reported): not reported missing too.
+    blanked: &'a [String],
 }
 
 impl Ctx<'_> {
@@ -182,12 +184,14 @@ pub(crate) fn convert(
     source: &Path,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    blanked: &[String],
 ) -> Result<Config, ConfigErrors> {
     let mut cx = Ctx {
         loc,
         base,
         env,
         errors: Vec::new(),
+        blanked,
     };
 
     let mut listen = Listen {

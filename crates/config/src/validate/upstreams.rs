@@ -101,6 +101,7 @@ fn servers(cx: &mut Ctx<'_>, name: &str, at: usize, u: &file::Upstream) -> Optio
             list.span().start,
             format!("upstream `{name}` has both `address` and `servers`: keep one (`address` is one server)"),
         ),
+        (None, None) if cx.blanked.iter().any(|k| k == "servers" || k == "address") => None,
         (None, None) => cx.err(
             at,
             format!("upstream `{name}` has no server: give it `address = \"host:port\"` or `servers = [...]`"),
