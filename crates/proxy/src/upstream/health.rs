@@ -107,6 +107,14 @@ impl Check for Probe {
         result
     }
 
+    /// A server the probes bring back is back at once, even if failed requests had taken
+    /// it out for `fail_timeout` (the probes show it answers again).
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let (true, Some(s)) = (healthy, target.ext.get::<Arc<ServerState>>()) {
+            s.back_in();
+        }
+    }
+
     fn health_threshold(&self, success: bool) -> usize {
         if success {
             self.passes

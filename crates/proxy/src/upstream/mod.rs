@@ -133,6 +133,12 @@ impl ServerState {
         p.error = error;
     }
 
+    /// No longer out after failed attempts (its health check passes again).
+    fn back_in(&self) {
+        self.down_until.store(0, Ordering::Relaxed);
+        lock(&self.passive).fails = 0;
+    }
+
     /// One failed attempt (nginx: `max_fails` within `fail_timeout` take the server out for
     /// `fail_timeout`; `max_fails = 0`: never).
     fn failed(&self, max_fails: u32, fail_timeout: Duration) {
