@@ -249,7 +249,10 @@ pub struct Upstream {
 
 /// One entry of `servers`: `"host:port"` or `{ address = "host:port", weight = 2, backup = true }`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "a server as \"host:port\" or { address = \"host:port\", weight = N, backup = true } (weight and backup optional, no other keys)")]
+#[serde(
+    untagged,
+    expecting = "a server as \"host:port\" or { address = \"host:port\", weight = N, backup = true } (weight and backup optional, no other keys)"
+)]
 pub enum ServerEntry {
     Address(String),
     Table(ServerTable),

@@ -1,6 +1,6 @@
 //! `[upstreams.NAME]` groups: the syntax as written, and every refusal at its line.
 
-use gateway_config::{parse, Balance, ConfigErrors, Config, HashKey};
+use gateway_config::{parse, Balance, Config, ConfigErrors, HashKey};
 use std::path::Path;
 use std::time::Duration;
 
@@ -63,9 +63,15 @@ upstream = "api"
     assert_eq!((api.max_fails, api.fail_timeout), (1, Duration::from_secs(10)));
     let hc = api.health_check.as_ref().unwrap();
     assert_eq!(hc.path, "/health");
-    assert_eq!((hc.interval, hc.timeout), (Duration::from_secs(5), Duration::from_secs(2)));
+    assert_eq!(
+        (hc.interval, hc.timeout),
+        (Duration::from_secs(5), Duration::from_secs(2))
+    );
     assert_eq!((hc.fails, hc.passes), (2, 2));
-    assert!(hc.expects(200) && hc.expects(399) && !hc.expects(400), "default expect 200-399");
+    assert!(
+        hc.expects(200) && hc.expects(399) && !hc.expects(400),
+        "default expect 200-399"
+    );
     let webui = c.upstream("openwebui").unwrap();
     assert_eq!(webui.balance, Balance::Hash(HashKey::Cookie("token".into())));
     assert_eq!(webui.servers.len(), 1);
@@ -78,17 +84,27 @@ fn balancing_and_next_upstream_spellings() {
         ("\"random\"", Balance::Random),
         ("\"hash\"\nhash_key = \"client\"", Balance::Hash(HashKey::Client)),
         ("\"hash\"\nhash_key = \"uri\"", Balance::Hash(HashKey::Uri)),
-        ("\"hash\"\nhash_key = \"header:X-User\"", Balance::Hash(HashKey::Header("x-user".into()))),
+        (
+            "\"hash\"\nhash_key = \"header:X-User\"",
+            Balance::Hash(HashKey::Header("x-user".into())),
+        ),
     ] {
-        let c = ok(&format!("[upstreams.api]\nservers = [\"a:1\", \"b:1\"]\nbalance = {value}\n{ROUTE}"));
+        let c = ok(&format!(
+            "[upstreams.api]\nservers = [\"a:1\", \"b:1\"]\nbalance = {value}\n{ROUTE}"
+        ));
         assert_eq!(c.upstream("api").unwrap().balance, want);
     }
     let c = ok(&format!("[upstreams.api]\nservers = [\"a:1\", \"b:1\"]\nnext_upstream = [\"error\", \"http_502\", \"http_503\"]\nnext_upstream_tries = 2\nnext_upstream_timeout = \"3s\"\n{ROUTE}"));
     let u = c.upstream("api").unwrap();
     assert!(u.next_upstream.error && !u.next_upstream.timeout);
     assert_eq!(u.next_upstream.statuses, vec![502, 503]);
-    assert_eq!((u.next_upstream_tries, u.next_upstream_timeout), (Some(2), Duration::from_secs(3)));
-    let off = ok(&format!("[upstreams.api]\naddress = \"a:1\"\nnext_upstream = [\"off\"]\n{ROUTE}"));
+    assert_eq!(
+        (u.next_upstream_tries, u.next_upstream_timeout),
+        (Some(2), Duration::from_secs(3))
+    );
+    let off = ok(&format!(
+        "[upstreams.api]\naddress = \"a:1\"\nnext_upstream = [\"off\"]\n{ROUTE}"
+    ));
     let n = &off.upstream("api").unwrap().next_upstream;
     assert!(!n.error && !n.timeout && n.statuses.is_empty());
 }

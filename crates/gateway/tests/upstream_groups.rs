@@ -67,37 +67,41 @@ impl Named {
                             let path = req.uri().path().to_owned();
                             let _ = req.into_body().collect().await;
                             let mut status = 200;
-                            let body: http_body_util::combinators::BoxBody<bytes::Bytes, Infallible> = match path.as_str() {
-                                "/health" => {
-                                    status = health.load(Ordering::SeqCst);
-                                    http_body_util::Full::new(bytes::Bytes::from("health")).boxed()
-                                }
-                                "/stream" => {
-                                    served.fetch_add(1, Ordering::SeqCst);
-                                    let events = futures_util::stream::unfold(0, move |i| {
-                                        let name = name.clone();
-                                        async move {
-                                            if i == 10 {
-                                                return None;
+                            let body: http_body_util::combinators::BoxBody<bytes::Bytes, Infallible> =
+                                match path.as_str() {
+                                    "/health" => {
+                                        status = health.load(Ordering::SeqCst);
+                                        http_body_util::Full::new(bytes::Bytes::from("health")).boxed()
+                                    }
+                                    "/stream" => {
+                                        served.fetch_add(1, Ordering::SeqCst);
+                                        let events = futures_util::stream::unfold(0, move |i| {
+                                            let name = name.clone();
+                                            async move {
+                                                if i == 10 {
+                                                    return None;
+                                                }
+                                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                                let frame = hyper::body::Frame::data(bytes::Bytes::from(
+                                                    format!("data: {name}\n\n"),
+                                                ));
+                                                Some((Ok::<_, Infallible>(frame), i + 1))
                                             }
-                                            tokio::time::sleep(Duration::from_millis(50)).await;
-                                            let frame = hyper::body::Frame::data(bytes::Bytes::from(format!("data: {name}\n\n")));
-                                            Some((Ok::<_, Infallible>(frame), i + 1))
-                                        }
-                                    });
-                                    http_body_util::StreamBody::new(events).boxed()
-                                }
-                                p => {
-                                    served.fetch_add(1, Ordering::SeqCst);
-                                    let _ = p;
-                                    tokio::time::sleep(delay).await;
-                                    http_body_util::Full::new(bytes::Bytes::from(name.clone())).boxed()
-                                }
-                            };
+                                        });
+                                        http_body_util::StreamBody::new(events).boxed()
+                                    }
+                                    p => {
+                                        served.fetch_add(1, Ordering::SeqCst);
+                                        let _ = p;
+                                        tokio::time::sleep(delay).await;
+                                        http_body_util::Full::new(bytes::Bytes::from(name.clone())).boxed()
+                                    }
+                                };
                             let mut resp = hyper::Response::new(body);
                             *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             if path == "/stream" {
-                                resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+                                resp.headers_mut()
+                                    .insert("content-type", "text/event-stream".parse().unwrap());
                             }
                             Ok::<_, Infallible>(resp)
                         }
@@ -114,9 +118,11 @@ impl Named {
     async fn kill(&mut self) {
         self.task = None;
         let addr = self.addr;
-        poll_until(Duration::from_secs(5), "the killed server's port to refuse", || async move {
-            tokio::net::TcpStream::connect(addr).await.is_err().then_some(())
-        })
+        poll_until(
+            Duration::from_secs(5),
+            "the killed server's port to refuse",
+            || async move { tokio::net::TcpStream::connect(addr).await.is_err().then_some(()) },
+        )
         .await;
     }
 
@@ -136,7 +142,10 @@ fn config(upstream: &str) -> String {
 }
 
 fn servers(list: &[&Named]) -> String {
-    list.iter().map(|n| format!("\"{}\"", n.addr)).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(|n| format!("\"{}\"", n.addr))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `n` GETs of `path` (with `headers`): how many each server answered; any other status fails.
@@ -153,7 +162,11 @@ async fn spread(gw: &Gateway, path: &str, n: usize, headers: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn round_robin_follows_the_weights() {
-    let (a, b, c) = (Named::start("a").await, Named::start("b").await, Named::start("c").await);
+    let (a, b, c) = (
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("c").await,
+    );
     let up = format!(
         "[upstreams.api]\nservers = [\"{}\", \"{}\", {{ address = \"{}\", weight = 2 }}]\nbalance = \"round_robin\"\n",
         a.addr, b.addr, c.addr
@@ -162,12 +175,27 @@ async fn round_robin_follows_the_weights() {
     let counts = spread(&gw, "/", 600, &[]).await;
     for (name, want) in [("a", 150.0), ("b", 150.0), ("c", 300.0)] {
         let got = counts.get(name).copied().unwrap_or(0) as f64;
-        assert!((got - want).abs() <= want * 0.1, "{name}: {got} of 600, want {want}: {counts:?}");
+        assert!(
+            (got - want).abs() <= want * 0.1,
+            "{name}: {got} of 600, want {want}: {counts:?}"
+        );
     }
     let m = scrape(gw.metrics).await;
     let c_label = c.addr.to_string();
-    assert_eq!(m.value("gateway_upstream_requests_total", &[("upstream", "api"), ("server", &c_label)]), counts["c"] as f64);
-    assert_eq!(m.value("gateway_upstream_server_up", &[("upstream", "api"), ("server", &c_label)]), 1.0);
+    assert_eq!(
+        m.value(
+            "gateway_upstream_requests_total",
+            &[("upstream", "api"), ("server", &c_label)]
+        ),
+        counts["c"] as f64
+    );
+    assert_eq!(
+        m.value(
+            "gateway_upstream_server_up",
+            &[("upstream", "api"), ("server", &c_label)]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -204,9 +232,16 @@ async fn least_conn_sends_less_to_a_slow_server() {
 
 #[tokio::test]
 async fn hash_sticks_by_cookie_and_header_and_a_fourth_server_moves_about_its_share() {
-    let named = [Named::start("a").await, Named::start("b").await, Named::start("c").await, Named::start("d").await];
+    let named = [
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("c").await,
+        Named::start("d").await,
+    ];
     let three = servers(&[&named[0], &named[1], &named[2]]);
-    let up = |list: &str, key: &str| format!("[upstreams.api]\nservers = [{list}]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
+    let up = |list: &str, key: &str| {
+        format!("[upstreams.api]\nservers = [{list}]\nbalance = \"hash\"\nhash_key = \"{key}\"\n")
+    };
     let mut gw = Gateway::start(&config(&up(&three, "cookie:token"))).await;
     let c = client::http(false);
     let mut first = HashMap::new();
@@ -253,7 +288,11 @@ async fn hash_sticks_by_cookie_and_header_and_a_fourth_server_moves_about_its_sh
 
 #[tokio::test]
 async fn a_killed_server_costs_no_request_and_comes_back() {
-    let (a, mut b, c) = (Named::start("a").await, Named::start("b").await, Named::start("c").await);
+    let (a, mut b, c) = (
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("c").await,
+    );
     let up = format!(
         "[upstreams.api]\nservers = [{}]\nhealth_check = {{ path = \"/health\", interval = \"300ms\", timeout = \"200ms\", fails = 2, passes = 2 }}\n",
         servers(&[&a, &b, &c])
@@ -262,7 +301,10 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
     let http = client::http(false);
     let b_label = b.addr.to_string();
     let up_of_b = || async {
-        scrape(gw.metrics).await.value("gateway_upstream_server_up", &[("upstream", "api"), ("server", &b_label)])
+        scrape(gw.metrics).await.value(
+            "gateway_upstream_server_up",
+            &[("upstream", "api"), ("server", &b_label)],
+        )
     };
     let load = |n: usize| {
         let http = http.clone();
@@ -276,7 +318,12 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
                     http.post(gw.url("/form")).body("field=1").send().await
                 };
                 let r = r.expect("a response");
-                assert_eq!(r.status(), 200, "request {i} ({})", if i % 2 == 0 { "GET" } else { "POST" });
+                assert_eq!(
+                    r.status(),
+                    200,
+                    "request {i} ({})",
+                    if i % 2 == 0 { "GET" } else { "POST" }
+                );
                 *answered.entry(r.text().await.unwrap()).or_default() += 1;
             }
             answered
@@ -308,7 +355,11 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
         }
     })
     .await;
-    assert!(killed.elapsed() < Duration::from_secs(3), "{:?}: {text}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "{:?}: {text}",
+        killed.elapsed()
+    );
 
     // Back: up after `passes` good probes, and it gets requests again.
     b.restart().await;
@@ -323,7 +374,11 @@ async fn a_killed_server_costs_no_request_and_comes_back() {
 
 #[tokio::test]
 async fn backups_serve_only_when_every_primary_is_down_and_then_502_comes_at_once() {
-    let (mut a, mut b, mut spare) = (Named::start("a").await, Named::start("b").await, Named::start("spare").await);
+    let (mut a, mut b, mut spare) = (
+        Named::start("a").await,
+        Named::start("b").await,
+        Named::start("spare").await,
+    );
     let up = format!(
         "[upstreams.api]\nservers = [{}, {{ address = \"{}\", backup = true }}]\n",
         servers(&[&a, &b]),
@@ -353,7 +408,12 @@ async fn backups_serve_only_when_every_primary_is_down_and_then_502_comes_at_onc
     times.sort();
     assert!(times[2] < Duration::from_millis(100), "{times:?}");
     let m = scrape(gw.metrics).await;
-    assert!(m.value("gateway_upstream_errors_total", &[("upstream", "api"), ("kind", "unavailable")]) >= 5.0);
+    assert!(
+        m.value(
+            "gateway_upstream_errors_total",
+            &[("upstream", "api"), ("kind", "unavailable")]
+        ) >= 5.0
+    );
 }
 
 #[tokio::test]
@@ -367,7 +427,10 @@ async fn an_sse_stream_stays_on_its_server() {
         assert_eq!(status, 200);
         let names: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
         assert_eq!(names.len(), 10, "{body}");
-        assert!(names.iter().all(|n| *n == names[0]), "one server for the whole stream: {names:?}");
+        assert!(
+            names.iter().all(|n| *n == names[0]),
+            "one server for the whole stream: {names:?}"
+        );
     }
     assert_eq!(a.served.load(Ordering::SeqCst), 1);
     assert_eq!(b.served.load(Ordering::SeqCst), 1);

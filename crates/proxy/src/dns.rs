@@ -236,7 +236,8 @@ impl Dns {
         if let Some(addrs) = self.cached_all(host, port) {
             return Ok(addrs);
         }
-        self.lookup_shared(&(host.to_owned(), port), REQUERY_INTERVAL).await
+        self.lookup_shared(&(host.to_owned(), port), REQUERY_INTERVAL)
+            .await
     }
 
     /// Every address of `host:port` known now, without a lookup (`None`: not resolved yet).

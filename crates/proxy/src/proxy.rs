@@ -201,7 +201,8 @@ impl Gateway {
                 ctx.tried.push(a.0.addr);
             }
         }
-        let allowed = upstream::attempts::may_try_another(&group, ctx.attempts, ctx.first_attempt, &ctx.tried);
+        let allowed =
+            upstream::attempts::may_try_another(&group, ctx.attempts, ctx.first_attempt, &ctx.tried);
         if allowed {
             self.shared
                 .metrics
@@ -407,9 +408,15 @@ impl ProxyHttp for Gateway {
         };
         let Some(attempt) = attempt else {
             let (kind, why) = if group.members().is_empty() {
-                ("dns", format!("no address for upstream `{}`: its names do not resolve", up.name))
+                (
+                    "dns",
+                    format!("no address for upstream `{}`: its names do not resolve", up.name),
+                )
             } else {
-                ("unavailable", format!("no server of upstream `{}` is available", up.name))
+                (
+                    "unavailable",
+                    format!("no server of upstream `{}` is available", up.name),
+                )
             };
             self.shared
                 .metrics
@@ -477,7 +484,10 @@ impl ProxyHttp for Gateway {
         if downstream_host.is_none() {
             // An HTTP/1.0 request may come without Host; HTTP/1.1 to the upstream may not
             // (RFC 9112 §3.2). Like nginx's default `$proxy_host`: the server's configured address.
-            let host = ctx.attempt.as_ref().map_or_else(|| compiled.upstream.authority(), |a| a.0.entry.clone());
+            let host = ctx
+                .attempt
+                .as_ref()
+                .map_or_else(|| compiled.upstream.authority(), |a| a.0.entry.clone());
             let _ = upstream.insert_header(header::HOST, host);
         }
         if !compiled.policies.is_empty() {

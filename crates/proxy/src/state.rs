@@ -78,7 +78,11 @@ impl Snapshot {
     /// Compiles `config`; `state` keeps what outlives a reload (rate-limit buckets, the
     /// credential cache, maintenance switches), `upstreams` the groups (their health).
     pub fn new(config: Config, state: &PolicyState, upstreams: &Upstreams, metrics: &Arc<Metrics>) -> Self {
-        let groups: Vec<Arc<Group>> = config.upstreams.iter().map(|u| upstreams.group(u, metrics)).collect();
+        let groups: Vec<Arc<Group>> = config
+            .upstreams
+            .iter()
+            .map(|u| upstreams.group(u, metrics))
+            .collect();
         let routes = config
             .routes
             .iter()

@@ -37,7 +37,10 @@ pub struct Upstream {
 impl Upstream {
     /// `host:port` of the first server (what `Host` falls back to for a request without one).
     pub fn authority(&self) -> String {
-        self.servers.first().map(UpstreamServer::authority).unwrap_or_default()
+        self.servers
+            .first()
+            .map(UpstreamServer::authority)
+            .unwrap_or_default()
     }
 }
 

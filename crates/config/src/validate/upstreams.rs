@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-
 /// `host:port` (`[v6]:port`), no scheme. The host is lower-cased.
 pub(super) fn parse_authority(t: &str) -> Result<(String, u16), String> {
     if t.contains("://") {
@@ -48,7 +47,9 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, ups: &BTreeMap<String, Spanned<file::U
         if name.is_empty() {
             cx.err::<()>(at, "an upstream needs a name");
         }
-        let Some(servers) = servers(cx, name, at, u) else { continue };
+        let Some(servers) = servers(cx, name, at, u) else {
+            continue;
+        };
         let balance = balance(cx, u);
         if matches!(balance, Balance::Hash(_)) {
             if let Some(list) = &u.servers {
@@ -59,10 +60,15 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, ups: &BTreeMap<String, Spanned<file::U
                 }
             }
         }
-        let tries = u
-            .next_upstream_tries
-            .as_ref()
-            .map(|_| cx.int(&u.next_upstream_tries, 1, MAX_TRIES as i64, "next_upstream_tries", 1) as u32);
+        let tries = u.next_upstream_tries.as_ref().map(|_| {
+            cx.int(
+                &u.next_upstream_tries,
+                1,
+                MAX_TRIES as i64,
+                "next_upstream_tries",
+                1,
+            ) as u32
+        });
         out.push(Upstream {
             name: name.clone(),
             servers,
@@ -87,7 +93,8 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, ups: &BTreeMap<String, Spanned<file::U
 
 /// `address` or `servers` (one of the two), each entry checked; no duplicates.
 fn servers(cx: &mut Ctx<'_>, name: &str, at: usize, u: &file::Upstream) -> Option<Vec<UpstreamServer>> {
-    let one = |cx: &mut Ctx<'_>, text: &str, at: usize, weight: u32, backup: bool| match parse_authority(text) {
+    let one = |cx: &mut Ctx<'_>, text: &str, at: usize, weight: u32, backup: bool| match parse_authority(text)
+    {
         Ok((host, port)) => Some(UpstreamServer {
             host,
             port,
@@ -104,7 +111,9 @@ fn servers(cx: &mut Ctx<'_>, name: &str, at: usize, u: &file::Upstream) -> Optio
         (None, None) if cx.blanked.iter().any(|k| k == "servers" || k == "address") => None,
         (None, None) => cx.err(
             at,
-            format!("upstream `{name}` has no server: give it `address = \"host:port\"` or `servers = [...]`"),
+            format!(
+                "upstream `{name}` has no server: give it `address = \"host:port\"` or `servers = [...]`"
+            ),
         ),
         (Some(a), None) => {
             let t = cx.text(a)?;
@@ -112,7 +121,10 @@ fn servers(cx: &mut Ctx<'_>, name: &str, at: usize, u: &file::Upstream) -> Optio
         }
         (None, Some(list)) => {
             if list.get_ref().is_empty() {
-                return cx.err(list.span().start, format!("upstream `{name}`: `servers` is empty"));
+                return cx.err(
+                    list.span().start,
+                    format!("upstream `{name}`: `servers` is empty"),
+                );
             }
             let mut out = Vec::new();
             let mut seen = HashSet::new();
@@ -146,7 +158,10 @@ fn servers(cx: &mut Ctx<'_>, name: &str, at: usize, u: &file::Upstream) -> Optio
                 };
                 if !seen.insert((server.host.clone(), server.port)) {
                     ok = false;
-                    cx.err::<()>(at, format!("upstream `{name}` lists server `{}` twice", server.authority()));
+                    cx.err::<()>(
+                        at,
+                        format!("upstream `{name}` lists server `{}` twice", server.authority()),
+                    );
                     continue;
                 }
                 out.push(server);
@@ -167,7 +182,9 @@ fn balance(cx: &mut Ctx<'_>, u: &file::Upstream) -> Balance {
         }
         return Balance::RoundRobin;
     };
-    let Some(t) = cx.text(b) else { return Balance::RoundRobin };
+    let Some(t) = cx.text(b) else {
+        return Balance::RoundRobin;
+    };
     let balance = match t.as_str() {
         "round_robin" => Balance::RoundRobin,
         "least_conn" => Balance::LeastConn,
@@ -218,7 +235,9 @@ fn hash_key(cx: &mut Ctx<'_>, k: &S) -> Option<HashKey> {
 }
 
 fn next_upstream(cx: &mut Ctx<'_>, list: &Option<Spanned<Vec<S>>>) -> NextUpstream {
-    let Some(list) = list else { return NextUpstream::default() };
+    let Some(list) = list else {
+        return NextUpstream::default();
+    };
     let mut n = NextUpstream {
         error: false,
         timeout: false,
@@ -248,7 +267,12 @@ fn health_check(cx: &mut Ctx<'_>, h: &Spanned<file::HealthCheck>) -> Option<Heal
         Some(p) => {
             let t = cx.text(p)?;
             if !t.starts_with('/') || t.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return cx.err(p.span().start, format!("health_check path `{t}` must start with `/` and have no spaces or control bytes"));
+                return cx.err(
+                    p.span().start,
+                    format!(
+                        "health_check path `{t}` must start with `/` and have no spaces or control bytes"
+                    ),
+                );
             }
             t
         }
@@ -257,7 +281,10 @@ fn health_check(cx: &mut Ctx<'_>, h: &Spanned<file::HealthCheck>) -> Option<Heal
     let timeout = cx.positive_duration(&h.timeout, Duration::from_secs(2), "health_check timeout");
     if timeout > interval {
         if let Some(t) = &h.timeout {
-            cx.err::<()>(t.span().start, "health_check timeout must not be longer than its interval");
+            cx.err::<()>(
+                t.span().start,
+                "health_check timeout must not be longer than its interval",
+            );
         }
     }
     let expect = match &h.expect {
@@ -274,9 +301,16 @@ fn health_check(cx: &mut Ctx<'_>, h: &Spanned<file::HealthCheck>) -> Option<Heal
         None => None,
         Some(s) => {
             let t = cx.text(s)?;
-            let bare = t.rsplit_once(':').map_or(t.as_str(), |(h, p)| if p.parse::<u16>().is_ok() { h } else { t.as_str() });
+            let bare =
+                t.rsplit_once(':').map_or(
+                    t.as_str(),
+                    |(h, p)| if p.parse::<u16>().is_ok() { h } else { t.as_str() },
+                );
             if !valid_hostname(&bare.to_ascii_lowercase()) && bare.parse::<std::net::IpAddr>().is_err() {
-                return cx.err(s.span().start, format!("health_check host `{t}` is not a host name"));
+                return cx.err(
+                    s.span().start,
+                    format!("health_check host `{t}` is not a host name"),
+                );
             }
             Some(t)
         }

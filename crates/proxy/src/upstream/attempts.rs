@@ -14,7 +14,9 @@ use std::time::Instant;
 /// header or cookie the request lacks falls back to the client address, so requests
 /// without one still spread instead of all landing on one server.
 pub fn hash_key<'a>(balance: &Balance, req: &'a RequestHeader, client: Option<IpAddr>) -> Cow<'a, [u8]> {
-    let Balance::Hash(key) = balance else { return Cow::Borrowed(b"") };
+    let Balance::Hash(key) = balance else {
+        return Cow::Borrowed(b"");
+    };
     let by_client = || Cow::Owned(client.map(|ip| ip.to_string().into_bytes()).unwrap_or_default());
     match key {
         HashKey::Client => by_client(),
@@ -118,7 +120,11 @@ mod tests {
         let r = req(&[("cookie", "a=1; token=xyz"), ("cookie", "c=3"), ("x-user", "u7")]);
         assert_eq!(h(HashKey::Cookie("token".into()), &r), b"xyz");
         assert_eq!(h(HashKey::Cookie("c".into()), &r), b"3");
-        assert_eq!(h(HashKey::Cookie("tok".into()), &r), b"10.1.2.3", "absent: the client");
+        assert_eq!(
+            h(HashKey::Cookie("tok".into()), &r),
+            b"10.1.2.3",
+            "absent: the client"
+        );
         assert_eq!(h(HashKey::Header("x-user".into()), &r), b"u7");
         assert_eq!(h(HashKey::Header("x-none".into()), &r), b"10.1.2.3");
         assert_eq!(h(HashKey::Uri, &r), b"/a?b=1");

@@ -378,7 +378,12 @@ impl Group {
         self.report();
     }
 
-    fn new_state(&self, addr: SocketAddr, s: &gateway_config::UpstreamServer, from_dns: bool) -> Arc<ServerState> {
+    fn new_state(
+        &self,
+        addr: SocketAddr,
+        s: &gateway_config::UpstreamServer,
+        from_dns: bool,
+    ) -> Arc<ServerState> {
         let label = addr.to_string();
         let labels = [self.config.name.as_str(), label.as_str()];
         let state = ServerState {
@@ -439,7 +444,9 @@ impl Group {
     pub fn has_another(&self, tried: &[SocketAddr]) -> bool {
         let members = self.members.load();
         let lone = members.len() == 1;
-        members.iter().any(|m| !tried.contains(&m.addr) && self.available(m, lone))
+        members
+            .iter()
+            .any(|m| !tried.contains(&m.addr) && self.available(m, lone))
     }
 
     /// An attempt on `s` failed in a way `next_upstream` counts.
@@ -465,7 +472,9 @@ impl Group {
                 lock(&m.probe)
                     .error
                     .clone()
-                    .map_or("health check failed".to_owned(), |e| format!("health check failed: {e}"))
+                    .map_or("health check failed".to_owned(), |e| {
+                        format!("health check failed: {e}")
+                    })
             } else if m.passive_down(now_ms()) {
                 format!(
                     "{} failed attempt(s) within {:?} (max_fails)",

@@ -81,7 +81,11 @@ impl BackendSelection for LeastConn {
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> Self::Iter {
         let n = self.members.backends.len();
-        let start = if n == 0 { 0 } else { self.turn.fetch_add(1, Ordering::Relaxed) % n };
+        let start = if n == 0 {
+            0
+        } else {
+            self.turn.fetch_add(1, Ordering::Relaxed) % n
+        };
         // Rotated, then a stable sort by load: among equals the rotation decides.
         let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
         order.sort_by(|&a, &b| {
@@ -153,14 +157,22 @@ impl BackendSelection for TwoChoices {
             if n > 1 && b == a {
                 b = (a + 1 + (rand::random::<u64>() % (n as u64 - 1)) as usize) % n;
             }
-            let (first, second) = if self.members.lighter(b, a) { (b, a) } else { (a, b) };
+            let (first, second) = if self.members.lighter(b, a) {
+                (b, a)
+            } else {
+                (a, b)
+            };
             order.push(first);
             if second != first {
                 order.push(second);
             }
             // The rest, for when both are unavailable, from a random start.
             let start = (rand::random::<u64>() % n as u64) as usize;
-            order.extend((0..n).map(|i| (start + i) % n).filter(|i| *i != first && *i != second));
+            order.extend(
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .filter(|i| *i != first && *i != second),
+            );
         }
         Ordered {
             selection: self.clone(),

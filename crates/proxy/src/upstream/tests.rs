@@ -36,7 +36,10 @@ fn upstream(servers: &[(&str, u32, bool)], balance: Balance) -> Upstream {
 }
 
 fn group(u: Upstream) -> (Group, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let g = Group::new(u, Metrics::global());
     let dns = Dns::new(Duration::from_secs(30), &["127.0.0.1:9".parse().unwrap()]);
     rt.block_on(g.refresh(&dns, false));
@@ -50,7 +53,11 @@ fn pick(g: &Group, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
 #[test]
 fn weighted_round_robin_follows_the_weights() {
     let (g, _rt) = group(upstream(
-        &[("10.0.0.1:80", 1, false), ("10.0.0.2:80", 1, false), ("10.0.0.3:80", 2, false)],
+        &[
+            ("10.0.0.1:80", 1, false),
+            ("10.0.0.2:80", 1, false),
+            ("10.0.0.3:80", 2, false),
+        ],
         Balance::RoundRobin,
     ));
     let mut counts: HashMap<SocketAddr, u32> = HashMap::new();
@@ -64,7 +71,11 @@ fn weighted_round_robin_follows_the_weights() {
 #[test]
 fn max_fails_take_a_server_out_and_backups_wait_for_every_primary() {
     let (g, _rt) = group(upstream(
-        &[("10.0.0.1:80", 1, false), ("10.0.0.2:80", 1, false), ("10.0.0.9:80", 1, true)],
+        &[
+            ("10.0.0.1:80", 1, false),
+            ("10.0.0.2:80", 1, false),
+            ("10.0.0.9:80", 1, true),
+        ],
         Balance::RoundRobin,
     ));
     let members = g.members();
@@ -80,7 +91,11 @@ fn max_fails_take_a_server_out_and_backups_wait_for_every_primary() {
     }
     g.failed(b);
     g.failed(b);
-    assert_eq!(pick(&g, b"", &[]), Some("10.0.0.9:80".parse().unwrap()), "the backup, now");
+    assert_eq!(
+        pick(&g, b"", &[]),
+        Some("10.0.0.9:80".parse().unwrap()),
+        "the backup, now"
+    );
     assert_eq!(pick(&g, b"", &["10.0.0.9:80".parse().unwrap()]), None);
     assert!(!g.has_another(&["10.0.0.9:80".parse().unwrap()]));
 }
@@ -99,7 +114,11 @@ fn a_lone_server_is_never_taken_out_by_max_fails() {
 #[test]
 fn tried_servers_are_skipped() {
     let (g, _rt) = group(upstream(
-        &[("10.0.0.1:80", 1, false), ("10.0.0.2:80", 1, false), ("10.0.0.3:80", 1, false)],
+        &[
+            ("10.0.0.1:80", 1, false),
+            ("10.0.0.2:80", 1, false),
+            ("10.0.0.3:80", 1, false),
+        ],
         Balance::Hash(HashKey::Client),
     ));
     let first = pick(&g, b"client-1", &[]).unwrap();
@@ -113,7 +132,11 @@ fn tried_servers_are_skipped() {
 
 #[test]
 fn consistent_hashing_moves_about_a_quarter_of_the_keys_when_a_fourth_server_joins() {
-    let three = [("10.0.0.1:80", 1, false), ("10.0.0.2:80", 1, false), ("10.0.0.3:80", 1, false)];
+    let three = [
+        ("10.0.0.1:80", 1, false),
+        ("10.0.0.2:80", 1, false),
+        ("10.0.0.3:80", 1, false),
+    ];
     let (g3, _rt) = group(upstream(&three, Balance::Hash(HashKey::Client)));
     let mut four = three.to_vec();
     four.push(("10.0.0.4:80", 1, false));
@@ -146,7 +169,11 @@ fn least_conn_prefers_the_server_with_fewer_requests_in_flight() {
 #[test]
 fn two_choices_spread_requests() {
     let (g, _rt) = group(upstream(
-        &[("10.0.0.1:80", 1, false), ("10.0.0.2:80", 1, false), ("10.0.0.3:80", 1, false)],
+        &[
+            ("10.0.0.1:80", 1, false),
+            ("10.0.0.2:80", 1, false),
+            ("10.0.0.3:80", 1, false),
+        ],
         Balance::Random,
     ));
     let mut held = Vec::new();
