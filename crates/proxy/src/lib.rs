@@ -14,6 +14,7 @@ pub mod error_page;
 pub mod framing;
 pub mod headers;
 pub mod metrics;
+mod next_upstream;
 pub mod policy;
 mod proxy;
 pub mod redirect;

@@ -14,7 +14,7 @@ use gateway_routing::Decision;
 use http::header;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
-use pingora_core::{Error, ErrorSource, ErrorType, Result, RetryType};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::SocketAddr;
@@ -85,7 +85,7 @@ impl Ctx {
         self.route().map_or("none", |r| r.config.name.as_str())
     }
 
-    fn upstream_name(&self) -> &str {
+    pub(crate) fn upstream_name(&self) -> &str {
         self.route().map_or("-", |r| r.upstream.name.as_str())
     }
 
@@ -169,48 +169,6 @@ impl Gateway {
         session.set_keepalive(None);
         respond::send(session, status, &[], None, &*ctx).await?;
         Ok(true)
-    }
-
-    /// The current attempt failed with `failure`: counted against its server when
-    /// `next_upstream` names it; whether the request goes to another server (`resendable`:
-    /// nothing of it would be sent twice).
-    fn attempt_failed(&self, ctx: &mut Ctx, failure: upstream::attempts::Failure, resendable: bool) -> bool {
-        let Some(route) = ctx.route() else { return false };
-        let group = route.group.clone();
-        // A recreated container gets a new address: resolve the name again (at most once a
-        // second per name, however many requests fail meanwhile).
-        if let Some(a) = &ctx.attempt {
-            self.shared.dns.invalidate(&a.0.host, a.0.port);
-        }
-        if !upstream::attempts::counts(&group, failure) {
-            return false;
-        }
-        if let Some(a) = &ctx.attempt {
-            group.failed(&a.0);
-        }
-        resendable && self.next_server_allowed(ctx)
-    }
-
-    /// Whether the request may go on to another server; if so the current one is marked
-    /// tried and the retry counted.
-    fn next_server_allowed(&self, ctx: &mut Ctx) -> bool {
-        let Some(route) = ctx.route() else { return false };
-        let group = route.group.clone();
-        if let Some(a) = &ctx.attempt {
-            if !ctx.tried.contains(&a.0.addr) {
-                ctx.tried.push(a.0.addr);
-            }
-        }
-        let allowed =
-            upstream::attempts::may_try_another(&group, ctx.attempts, ctx.first_attempt, &ctx.tried);
-        if allowed {
-            self.shared
-                .metrics
-                .upstream_retries
-                .with_label_values(&[group.name()])
-                .inc();
-        }
-        allowed
     }
 }
 
@@ -511,25 +469,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         ctx.upstream_responded = true;
-        let status = resp.status.as_u16();
-        let Some(route) = ctx.route() else { return Ok(()) };
-        if !route.upstream.next_upstream.statuses.contains(&status) {
-            return Ok(());
-        }
-        let group = route.group.clone();
-        if let Some(a) = &ctx.attempt {
-            group.failed(&a.0);
-        }
-        let resendable = session.req_header().method.is_idempotent() && ctx.request_body == 0;
-        if resendable && self.next_server_allowed(ctx) {
-            // Sent on instead of relayed; error_while_proxy marks it for a retry.
-            ctx.status_retry = true;
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(status),
-                format!("status {status} from the upstream, sent to the next server (next_upstream)"),
-            ));
-        }
-        Ok(())
+        self.status_decision(session, resp.status.as_u16(), ctx)
     }
 
     async fn response_filter(
@@ -674,17 +614,7 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    /// Replaces Pingora's retry policy. An upstream that closes idle keep-alive connections
-    /// (Node.js after 5 s) can close one just as it is taken from the pool: the request write
-    /// fails, or the response read meets EOF or a reset before any byte of the response
-    /// (`RetryType::ReusedOnly`, set by pingora-core only in that case). The request never
-    /// reached the application, so an idempotent one (GET, HEAD, OPTIONS, PUT, DELETE) is
-    /// sent once more to the same server, on a new connection (`upstream_peer`); that is not
-    /// the server's failure. Otherwise a failure `next_upstream` names (an error or timeout
-    /// before the response head, or a `http_502`-style status) counts against the server,
-    /// and an idempotent request without a body goes on to another one while
-    /// `next_upstream_tries`/`_timeout` allow. Nothing is sent twice once a response began,
-    /// and a request body is never sent twice.
+    /// Replaces Pingora's retry policy: `Gateway::retry_decision` (next_upstream.rs).
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -693,37 +623,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let resendable = session.req_header().method.is_idempotent()
-            && ctx.request_body == 0
-            && session.response_written().is_none();
-        if std::mem::take(&mut ctx.status_retry) {
-            e.set_retry(true);
-            return e;
-        }
-        let stale_read = matches!(e.retry, RetryType::ReusedOnly);
-        let failed_write =
-            *e.esource() == ErrorSource::Upstream && matches!(e.etype(), ErrorType::WriteError);
-        if client_reused && (stale_read || failed_write) && !ctx.retried && resendable {
-            ctx.retried = true;
-            ctx.same_server_again = true;
-            e.set_retry(true);
-            self.shared
-                .metrics
-                .upstream_retries
-                .with_label_values(&[ctx.upstream_name()])
-                .inc();
-            return e;
-        }
-        let failure = (!ctx.upstream_responded)
-            .then(|| upstream::attempts::exchange_failure(&e))
-            .flatten();
-        let retry = match failure {
-            Some(f) => self.attempt_failed(ctx, f, resendable),
-            None => false,
-        };
-        e.set_retry(retry);
-        e
+        self.retry_decision(peer, session, e, ctx, client_reused)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
