@@ -53,16 +53,16 @@ fn parse_query(msg: &[u8]) -> Option<(String, u16, usize)> {
 
 /// The response to `query` (its question copied): `answer` as one A record with TTL 0, or
 /// no record; `rcode` 0 (NOERROR) or 3 (NXDOMAIN).
-fn response(query: &[u8], question_end: usize, answer: Option<Ipv4Addr>, rcode: u8) -> Vec<u8> {
+fn response(query: &[u8], question_end: usize, answer: &[Ipv4Addr], rcode: u8) -> Vec<u8> {
     let mut r = Vec::with_capacity(question_end + 16);
     r.extend_from_slice(&query[..2]); // ID
     r.push(0x80 | 0x04 | (query[2] & 0x01)); // QR, AA, RD as asked
     r.push(0x80 | rcode); // RA
     r.extend_from_slice(&1u16.to_be_bytes()); // QDCOUNT
-    r.extend_from_slice(&u16::from(answer.is_some()).to_be_bytes()); // ANCOUNT
+    r.extend_from_slice(&(answer.len() as u16).to_be_bytes()); // ANCOUNT
     r.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
     r.extend_from_slice(&query[12..question_end]);
-    if let Some(ip) = answer {
+    for ip in answer {
         r.extend_from_slice(&[0xC0, 0x0C]); // the question's name (offset 12)
         r.extend_from_slice(&1u16.to_be_bytes()); // TYPE A
         r.extend_from_slice(&1u16.to_be_bytes()); // CLASS IN
@@ -73,12 +73,13 @@ fn response(query: &[u8], question_end: usize, answer: Option<Ipv4Addr>, rcode: 
     r
 }
 
-/// A DNS server on 127.0.0.1 (UDP) that answers A queries for NAME with `answer`, AAAA
+/// A DNS server on 127.0.0.1 (UDP) that answers A queries for NAME with `answer` (one or
+/// more records), AAAA
 /// with no record, other names with NXDOMAIN; it counts the queries for NAME, and while
 /// `silent` it reads them and never answers.
 struct DnsServer {
     addr: SocketAddr,
-    answer: Arc<Mutex<Ipv4Addr>>,
+    answer: Arc<Mutex<Vec<Ipv4Addr>>>,
     silent: Arc<AtomicBool>,
     queries: Arc<AtomicUsize>,
     _task: harness::Task,
@@ -88,7 +89,7 @@ impl DnsServer {
     async fn start(answer: Ipv4Addr) -> DnsServer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
         let addr = socket.local_addr().unwrap();
-        let answer = Arc::new(Mutex::new(answer));
+        let answer = Arc::new(Mutex::new(vec![answer]));
         let silent = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicUsize::new(0));
         let (a, s, q) = (answer.clone(), silent.clone(), queries.clone());
@@ -109,11 +110,11 @@ impl DnsServer {
                 if s.load(Ordering::SeqCst) {
                     continue;
                 }
-                let ip = *a.lock().unwrap();
+                let ips = a.lock().unwrap().clone();
                 let reply = match (ours, qtype) {
-                    (true, 1) => response(msg, end, Some(ip), 0),
-                    (true, _) => response(msg, end, None, 0),
-                    (false, _) => response(msg, end, None, 3),
+                    (true, 1) => response(msg, end, &ips, 0),
+                    (true, _) => response(msg, end, &[], 0),
+                    (false, _) => response(msg, end, &[], 3),
                 };
                 let _ = socket.send_to(&reply, from).await;
             }
@@ -128,7 +129,11 @@ impl DnsServer {
     }
 
     fn set_answer(&self, ip: Ipv4Addr) {
-        *self.answer.lock().unwrap() = ip;
+        self.set_answers(&[ip]);
+    }
+
+    fn set_answers(&self, ips: &[Ipv4Addr]) {
+        *self.answer.lock().unwrap() = ips.to_vec();
     }
 
     fn set_silent(&self, silent: bool) {
@@ -171,6 +176,18 @@ async fn named(addr: SocketAddr, name: &'static str) -> Option<Named> {
         }
     });
     Some(Named { addr, _task: task })
+}
+
+/// "one", "two", "three" on 127.0.0.1-3:P, for a port P free on all three.
+async fn trio() -> (Named, Named, Named) {
+    for _ in 0..20 {
+        let (one, two) = pair().await;
+        let port = one.addr.port();
+        if let Some(three) = named(SocketAddr::from(([127, 0, 0, 3], port)), "three").await {
+            return (one, two, three);
+        }
+    }
+    panic!("no port free on 127.0.0.1, .2 and .3");
 }
 
 /// "one" on 127.0.0.1:P and "two" on 127.0.0.2:P, for a port P free on both.
@@ -287,4 +304,36 @@ async fn upstream_names_follow_dns_without_stampede_or_blocking() {
         allowed < 50,
         "the failures took {elapsed:?}: too slow to show the limit"
     );
+}
+
+/// A name is a group of every address it resolves to (issue: upstream groups): requests
+/// spread over the two addresses of the answer, and when the answer grows to three (a
+/// `docker compose up --scale` adding a replica) the third gets requests within
+/// `dns_refresh`, without a reload.
+#[tokio::test]
+async fn a_name_that_gains_an_address_gains_a_server() {
+    let dns = DnsServer::start(Ipv4Addr::new(127, 0, 0, 1)).await;
+    dns.set_answers(&[Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)]);
+    let (one, _two, _three) = trio().await;
+    let gw = Gateway::start(&config(dns.addr, one.addr.port())).await;
+    let http = client::http(false);
+    let url = gw.url("/");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (status, body) = fetch(&http, &url).await.expect("a response");
+        assert_eq!(status, 200);
+        seen.insert(body);
+    }
+    let two_names: std::collections::HashSet<String> = ["one", "two"].map(String::from).into();
+    assert_eq!(seen, two_names, "both addresses of the name serve");
+
+    dns.set_answers(&[
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+    ]);
+    wait_for(&http, &url, "three", Duration::from_secs(10)).await;
+    let out = harness::gateway::cli(&gw, &["upstreams", "--config", &gw.config.display().to_string()]).await;
+    let text = harness::gateway::text(&out);
+    assert_eq!(text.matches(&format!("dns {NAME}:")).count(), 3, "{text}");
 }
