@@ -435,3 +435,53 @@ async fn an_sse_stream_stays_on_its_server() {
     assert_eq!(a.served.load(Ordering::SeqCst), 1);
     assert_eq!(b.served.load(Ordering::SeqCst), 1);
 }
+
+/// WebSockets on a group: each socket is proxied to one server and stays there while the
+/// other server is killed (a long stream is never moved, nor cut by another's failure).
+#[tokio::test]
+async fn websockets_on_a_group_keep_their_server() {
+    use futures_util::{SinkExt, StreamExt};
+    let (one, two) = (
+        harness::upstream::ws_echo().await,
+        harness::upstream::ws_echo().await,
+    );
+    let up = format!(
+        "[upstreams.api]\nservers = [\"{}\", \"{}\"]\n[[routes]]\nprefix = \"/ws/\"\nupstream = \"api\"\nwebsocket = true\n",
+        one.addr, two.addr
+    );
+    let gw = Gateway::start(&format!("{}{up}", preamble("2s", ""))).await;
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        let (tls, _) = client::tls(gw.https, "localhost").await;
+        let url = format!("wss://localhost:{}/ws/echo", gw.https.port());
+        let (ws, resp) = harness::within(
+            Duration::from_secs(10),
+            "the handshake",
+            tokio_tungstenite::client_async(url, tls),
+        )
+        .await
+        .expect("a WebSocket");
+        assert_eq!(resp.status(), 101);
+        sockets.push(ws);
+    }
+    // Round robin put two sockets on each server; stop one server's listener: open sockets
+    // of the other keep working, message after message.
+    drop(two);
+    for round in 0..3 {
+        let mut alive = 0;
+        for ws in sockets.iter_mut() {
+            let msg = format!("round {round}");
+            if ws.send(msg.clone().into()).await.is_err() {
+                continue;
+            }
+            match harness::within(Duration::from_secs(10), "the echo", ws.next()).await {
+                Some(Ok(m)) if m.is_text() => {
+                    assert_eq!(m.into_text().unwrap().as_str(), msg);
+                    alive += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(alive >= 2, "round {round}: the sockets on the live server answer");
+    }
+}
