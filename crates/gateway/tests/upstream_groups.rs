@@ -485,3 +485,110 @@ async fn websockets_on_a_group_keep_their_server() {
         assert!(alive >= 2, "round {round}: the sockets on the live server answer");
     }
 }
+
+/// A server that reads each request head and closes the connection without a byte (a
+/// crashed worker), or answers every request with `status`.
+async fn misbehaving(status: Option<u16>) -> (SocketAddr, Task) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = Task::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if let Some(code) = status {
+                    let resp =
+                        format!("HTTP/1.1 {code} Bad\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbad");
+                    let _ = s.write_all(resp.as_bytes()).await;
+                }
+                // Dropped: closed (after the response, or with nothing sent).
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// `next_upstream`: a reset before any response byte sends a GET on to the next server but
+/// never a POST (its body might have been used); a listed `http_502` is sent on too, and
+/// `next_upstream_tries = 1` relays it as it is.
+#[tokio::test]
+async fn next_upstream_moves_idempotent_requests_only_and_stops_at_its_tries() {
+    let good = Named::start("good").await;
+    let (reset, _t1) = misbehaving(None).await;
+    let (bad_gateway, _t2) = misbehaving(Some(502)).await;
+    let up = |list: String, more: &str| {
+        format!("[upstreams.api]\nservers = [{list}]\nmax_fails = 0\nbalance = \"hash\"\nhash_key = \"header:X-Key\"\n{more}")
+    };
+    // Hash by a key the test picks, so the first attempt goes where the test wants.
+    let gw = Gateway::start(&config(&up(
+        format!("\"{}\", \"{}\"", reset, good.addr),
+        "next_upstream = [\"error\", \"timeout\", \"http_502\"]\n",
+    )))
+    .await;
+    let http = client::http(false);
+    let mut first_reset = None;
+    for i in 0..40 {
+        let key = format!("k{i}");
+        let (status, _, body) = client::get(&http, &gw, "/", None, &[("x-key", &key)]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "good"),
+            "a GET whose first server reset it moves on"
+        );
+        let post = http
+            .post(gw.url("/"))
+            .header("x-key", &key)
+            .body("x=1")
+            .send()
+            .await
+            .unwrap();
+        if post.status() == 502 {
+            first_reset = Some(key);
+        } else {
+            assert_eq!(post.status(), 200);
+        }
+    }
+    assert!(
+        first_reset.is_some(),
+        "some key's first server is the one that resets: its POST is not sent again"
+    );
+
+    gw.write_config(&config(&up(
+        format!("\"{}\", \"{}\"", bad_gateway, good.addr),
+        "next_upstream = [\"error\", \"http_502\"]\n",
+    )));
+    let out = harness::gateway::cli(&gw, &["reload"]).await;
+    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let (status, _, body) = client::get(&http, &gw, "/", None, &[("x-key", &key)]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "good"),
+            "a 502 is sent on to the next server"
+        );
+    }
+    gw.write_config(&config(&up(
+        format!("\"{}\", \"{}\"", bad_gateway, good.addr),
+        "next_upstream = [\"error\", \"http_502\"]\nnext_upstream_tries = 1\n",
+    )));
+    let out = harness::gateway::cli(&gw, &["reload"]).await;
+    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+    let mut relayed = 0;
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let (status, _, body) = client::get(&http, &gw, "/", None, &[("x-key", &key)]).await;
+        if status == 502 {
+            assert_eq!(body, "bad", "the upstream's own 502, relayed");
+            relayed += 1;
+        }
+    }
+    assert!(relayed > 0, "with one try the first server's 502 is the answer");
+}
