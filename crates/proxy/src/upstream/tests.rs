@@ -185,3 +185,35 @@ fn two_choices_spread_requests() {
     let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
     assert!(max - min <= 4, "{loads:?}");
 }
+
+#[test]
+fn next_upstream_tries_and_timeout_bound_the_attempts() {
+    use super::attempts::may_try_another;
+    let three = [
+        ("10.0.0.1:80", 1, false),
+        ("10.0.0.2:80", 1, false),
+        ("10.0.0.3:80", 1, false),
+    ];
+    let (g, _rt) = group(upstream(&three, Balance::RoundRobin));
+    let tried: Vec<SocketAddr> = vec!["10.0.0.1:80".parse().unwrap()];
+    let now = Some(Instant::now());
+    // Default: as many attempts as servers.
+    assert!(may_try_another(&g, 1, now, &tried));
+    assert!(may_try_another(&g, 2, now, &tried));
+    assert!(!may_try_another(&g, 3, now, &tried));
+    // Every server tried: none left.
+    let all: Vec<SocketAddr> = g.members().iter().map(|m| m.addr).collect();
+    assert!(!may_try_another(&g, 1, now, &all));
+
+    let mut u = upstream(&three, Balance::RoundRobin);
+    u.next_upstream_tries = Some(2);
+    u.next_upstream_timeout = Duration::from_millis(50);
+    let (g, _rt) = group(u);
+    assert!(may_try_another(&g, 1, now, &tried));
+    assert!(!may_try_another(&g, 2, now, &tried), "next_upstream_tries = 2");
+    let long_ago = Instant::now().checked_sub(Duration::from_millis(100));
+    assert!(
+        !may_try_another(&g, 1, long_ago, &tried),
+        "next_upstream_timeout passed"
+    );
+}
