@@ -5,7 +5,8 @@ use gateway_routing::{Decision, Routable, RouteTable};
 use std::path::Path;
 use std::process::ExitCode;
 
-fn load(path: &Path) -> Option<Config> {
+/// The validated file, or `None` after printing its errors (and their count) on stderr.
+pub(crate) fn load(path: &Path) -> Option<Config> {
     match gateway_config::load(path) {
         Ok(c) => Some(c),
         Err(errors) => {

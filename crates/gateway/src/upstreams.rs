@@ -112,12 +112,8 @@ pub fn render(groups: &[Arc<Group>]) -> (String, bool) {
 
 /// `gateway upstreams --file` (or no gateway running): the configured servers.
 pub fn from_file(config: &Path) -> ExitCode {
-    let cfg = match gateway_config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(cfg) = crate::inspect::load(config) else {
+        return ExitCode::FAILURE;
     };
     let mut out = String::new();
     for u in &cfg.upstreams {

@@ -141,6 +141,13 @@ fn config(upstream: &str) -> String {
     )
 }
 
+/// Writes `toml` and reloads it with `gateway reload`, which must succeed.
+async fn reload_to(gw: &Gateway, toml: &str) {
+    gw.write_config(toml);
+    let out = harness::gateway::cli(gw, &["reload"]).await;
+    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+}
+
 fn servers(list: &[&Named]) -> String {
     list.iter()
         .map(|n| format!("\"{}\"", n.addr))
@@ -259,9 +266,7 @@ async fn hash_sticks_by_cookie_and_header_and_a_fourth_server_moves_about_its_sh
 
     // A fourth server: only its share of the keys moves (a modulo hash would move 3/4).
     let four = servers(&[&named[0], &named[1], &named[2], &named[3]]);
-    gw.write_config(&config(&up(&four, "cookie:token")));
-    let out = harness::gateway::cli(&gw, &["reload"]).await;
-    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+    reload_to(&gw, &config(&up(&four, "cookie:token"))).await;
     let mut moved = 0;
     for i in 0..150 {
         let cookie = format!("token=user-{i}");
@@ -274,9 +279,7 @@ async fn hash_sticks_by_cookie_and_header_and_a_fourth_server_moves_about_its_sh
     assert!((15..=65).contains(&moved), "{moved} of 150 keys moved");
 
     // By header.
-    gw.write_config(&config(&up(&three, "header:X-User")));
-    let out = harness::gateway::cli(&gw, &["reload"]).await;
-    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+    reload_to(&gw, &config(&up(&three, "header:X-User"))).await;
     for i in 0..20 {
         let user = format!("u{i}");
         let (_, _, body) = client::get(&c, &gw, "/", None, &[("x-user", &user)]).await;
@@ -440,7 +443,7 @@ async fn an_sse_stream_stays_on_its_server() {
 /// other server is killed (a long stream is never moved, nor cut by another's failure).
 #[tokio::test]
 async fn websockets_on_a_group_keep_their_server() {
-    use futures_util::{SinkExt, StreamExt};
+    use harness::promises::{round_trip, wss};
     let (one, two) = (
         harness::upstream::ws_echo().await,
         harness::upstream::ws_echo().await,
@@ -452,17 +455,7 @@ async fn websockets_on_a_group_keep_their_server() {
     let gw = Gateway::start(&format!("{}{up}", preamble("2s", ""))).await;
     let mut sockets = Vec::new();
     for _ in 0..4 {
-        let (tls, _) = client::tls(gw.https, "localhost").await;
-        let url = format!("wss://localhost:{}/ws/echo", gw.https.port());
-        let (ws, resp) = harness::within(
-            Duration::from_secs(10),
-            "the handshake",
-            tokio_tungstenite::client_async(url, tls),
-        )
-        .await
-        .expect("a WebSocket");
-        assert_eq!(resp.status(), 101);
-        sockets.push(ws);
+        sockets.push(wss(gw.https, "/ws/echo").await);
     }
     // Round robin put two sockets on each server; stop one server's listener: open sockets
     // of the other keep working, message after message.
@@ -470,16 +463,10 @@ async fn websockets_on_a_group_keep_their_server() {
     for round in 0..3 {
         let mut alive = 0;
         for ws in sockets.iter_mut() {
-            let msg = format!("round {round}");
-            if ws.send(msg.clone().into()).await.is_err() {
-                continue;
-            }
-            match harness::within(Duration::from_secs(10), "the echo", ws.next()).await {
-                Some(Ok(m)) if m.is_text() => {
-                    assert_eq!(m.into_text().unwrap().as_str(), msg);
-                    alive += 1;
-                }
-                _ => {}
+            match round_trip(ws, &format!("round {round}")).await {
+                Ok(()) => alive += 1,
+                Err(e) if e.starts_with("got ") => panic!("round {round}: a wrong echo: {e}"),
+                Err(_) => {} // a socket of the stopped server
             }
         }
         assert!(alive >= 2, "round {round}: the sockets on the live server answer");
@@ -560,12 +547,14 @@ async fn next_upstream_moves_idempotent_requests_only_and_stops_at_its_tries() {
         "some key's first server is the one that resets: its POST is not sent again"
     );
 
-    gw.write_config(&config(&up(
-        format!("\"{}\", \"{}\"", bad_gateway, good.addr),
-        "next_upstream = [\"error\", \"http_502\"]\n",
-    )));
-    let out = harness::gateway::cli(&gw, &["reload"]).await;
-    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+    reload_to(
+        &gw,
+        &config(&up(
+            format!("\"{}\", \"{}\"", bad_gateway, good.addr),
+            "next_upstream = [\"error\", \"http_502\"]\n",
+        )),
+    )
+    .await;
     for i in 0..20 {
         let key = format!("k{i}");
         let (status, _, body) = client::get(&http, &gw, "/", None, &[("x-key", &key)]).await;
@@ -575,12 +564,14 @@ async fn next_upstream_moves_idempotent_requests_only_and_stops_at_its_tries() {
             "a 502 is sent on to the next server"
         );
     }
-    gw.write_config(&config(&up(
-        format!("\"{}\", \"{}\"", bad_gateway, good.addr),
-        "next_upstream = [\"error\", \"http_502\"]\nnext_upstream_tries = 1\n",
-    )));
-    let out = harness::gateway::cli(&gw, &["reload"]).await;
-    assert!(out.status.success(), "{}", harness::gateway::text(&out));
+    reload_to(
+        &gw,
+        &config(&up(
+            format!("\"{}\", \"{}\"", bad_gateway, good.addr),
+            "next_upstream = [\"error\", \"http_502\"]\nnext_upstream_tries = 1\n",
+        )),
+    )
+    .await;
     let mut relayed = 0;
     for i in 0..20 {
         let key = format!("k{i}");

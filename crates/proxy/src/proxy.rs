@@ -46,7 +46,6 @@ pub struct Ctx {
     pub upgrade_forwarded: bool,
     pub sse: bool,
     pub status: u16,
-    pub peer: Option<SocketAddr>,
     /// Set when the request was refused before routing (status already sent).
     pub answered: bool,
     /// Set once the request was sent again after a stale pooled connection (at most once).
@@ -83,6 +82,11 @@ impl Ctx {
 
     fn route_name(&self) -> &str {
         self.route().map_or("none", |r| r.config.name.as_str())
+    }
+
+    /// The address of the current (last) attempt's server.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.attempt.as_ref().map(|a| a.0.addr)
     }
 
     pub(crate) fn upstream_name(&self) -> &str {
@@ -189,7 +193,6 @@ impl ProxyHttp for Gateway {
             upgrade_forwarded: false,
             sse: false,
             status: 0,
-            peer: None,
             answered: false,
             retried: false,
             same_server_again: false,
@@ -356,7 +359,7 @@ impl ProxyHttp for Gateway {
         let attempt = match ctx.attempt.take() {
             Some(a) if again => Some(a),
             _ => {
-                if group.members().is_empty() {
+                if !group.has_members() {
                     // Names not resolved yet (the first request after start or reload).
                     group.refresh(&self.shared.dns, true).await;
                 }
@@ -365,7 +368,7 @@ impl ProxyHttp for Gateway {
             }
         };
         let Some(attempt) = attempt else {
-            let (kind, why) = if group.members().is_empty() {
+            let (kind, why) = if !group.has_members() {
                 (
                     "dns",
                     format!("no address for upstream `{}`: its names do not resolve", up.name),
@@ -389,7 +392,6 @@ impl ProxyHttp for Gateway {
         ctx.attempt = Some(attempt);
         ctx.attempts += 1;
         ctx.first_attempt.get_or_insert_with(Instant::now);
-        ctx.peer = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
         // `headers::to_upstream` removes hop-by-hop fields and those named in `Connection`,
@@ -708,7 +710,7 @@ impl ProxyHttp for Gateway {
             if status >= 500 {
                 // One line per failure: Pingora's own "Fail to proxy" line is suppressed
                 // for these (`suppress_error_log`). Fields in Display form (journald, docker).
-                let peer = ctx.peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
+                let peer = ctx.peer().map_or_else(|| "-".to_owned(), |p| p.to_string());
                 ctx.span.in_scope(|| {
                     tracing::warn!(upstream = ctx.upstream_name(), peer = %peer, status, kind = e.etype().as_str(), error = %e, "request failed")
                 });
@@ -725,7 +727,7 @@ impl ProxyHttp for Gateway {
                 duration: elapsed,
                 route,
                 upstream: ctx.upstream_name(),
-                upstream_addr: ctx.peer,
+                upstream_addr: ctx.peer(),
                 // The user a basic_auth policy verified; otherwise the access log reads the
                 // `Authorization: Basic` user name as nginx does.
                 remote_user: ctx.granted.user.as_deref(),

@@ -150,7 +150,7 @@ impl Shared {
             metrics,
             challenges: Arc::default(),
         });
-        shared.update_dns();
+        shared.follow_snapshot();
         shared
     }
 
@@ -169,10 +169,12 @@ impl Shared {
             &self.upstreams,
             &self.metrics,
         )));
-        self.update_dns();
+        self.follow_snapshot();
     }
 
-    fn update_dns(&self) {
+    /// What follows each new snapshot: its upstream groups for the background service, and
+    /// the names to keep resolved.
+    fn follow_snapshot(&self) {
         let snap = self.snapshot.load();
         self.upstreams.set_current(snap.groups.clone());
         // Upstreams and forward-auth services are resolved alike.

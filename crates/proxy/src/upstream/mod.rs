@@ -253,7 +253,8 @@ fn backend(s: &ServerState) -> Backend {
 pub struct Group {
     pub config: Upstream,
     primary: Pool,
-    backup: Pool,
+    /// Only when some server is `backup = true`.
+    backup: Option<Pool>,
     /// Every server known so far, by address and role (kept while a member).
     states: Mutex<HashMap<(SocketAddr, bool), Arc<ServerState>>>,
     /// The current members, primaries first.
@@ -271,7 +272,11 @@ impl Group {
     fn new(config: Upstream, metrics: Arc<Metrics>) -> Self {
         Group {
             primary: Pool::new(&config),
-            backup: Pool::new(&config),
+            backup: config
+                .servers
+                .iter()
+                .any(|s| s.backup)
+                .then(|| Pool::new(&config)),
             config,
             states: Mutex::default(),
             members: ArcSwap::from_pointee(Vec::new()),
@@ -292,13 +297,28 @@ impl Group {
         self.members.load_full()
     }
 
+    /// The primary pool, or the backup pool (if the group has backups).
+    fn pool(&self, backup: bool) -> Option<&Pool> {
+        if backup {
+            self.backup.as_ref()
+        } else {
+            Some(&self.primary)
+        }
+    }
+
+    /// The pools with their role: primaries first.
+    fn pools(&self) -> impl Iterator<Item = (&Pool, bool)> {
+        std::iter::once((&self.primary, false)).chain(self.backup.as_ref().map(|b| (b, true)))
+    }
+
+    /// Whether the group has a member now (its names resolved).
+    pub fn has_members(&self) -> bool {
+        !self.members.load().is_empty()
+    }
+
     /// Whether `s` passes its active health checks (always, without `health_check`).
     pub fn probed_healthy(&self, s: &ServerState) -> bool {
-        if s.backup {
-            self.backup.ready(s)
-        } else {
-            self.primary.ready(s)
-        }
+        self.pool(s.backup).is_some_and(|p| p.ready(s))
     }
 
     /// Whether `s` takes requests now: healthy, and not out after `max_fails` (a group of one
@@ -361,7 +381,7 @@ impl Group {
         if same {
             return;
         }
-        for (pool, backup) in [(&self.primary, false), (&self.backup, true)] {
+        for (pool, backup) in self.pools() {
             let set: BTreeSet<Backend> = members
                 .iter()
                 .filter(|m| m.backup == backup)
@@ -424,7 +444,7 @@ impl Group {
                     .get::<Arc<ServerState>>()
                     .is_some_and(|s| !tried.contains(&s.addr) && !s.passive_down(now))
         };
-        for (pool, backup) in [(&self.primary, false), (&self.backup, true)] {
+        for (pool, backup) in self.pools() {
             if let Some(s) = pool.lb.pick(key, &accept).as_ref().and_then(state) {
                 return Some(Attempt::new(s));
             }
@@ -514,8 +534,9 @@ impl Group {
                 tokio::spawn(async move {
                     if let Some(g) = group.upgrade() {
                         // Every server in parallel: one slow server delays no other's probe.
-                        g.primary.lb.view().run_health_check(true).await;
-                        g.backup.lb.view().run_health_check(true).await;
+                        for (pool, _) in g.pools() {
+                            pool.lb.view().run_health_check(true).await;
+                        }
                         g.probing.store(false, Ordering::Release);
                         g.report();
                     }
