@@ -8,7 +8,7 @@ mod error;
 pub mod file;
 pub mod model;
 mod validate;
-pub mod values;
+pub(crate) mod values;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;

@@ -5,7 +5,7 @@ use std::time::Duration;
 /// Expands `${NAME}` and `${NAME:-default}`; `$$` is a literal `$`.
 ///
 /// Returns the name of the first variable that is unset and has no default.
-pub fn expand_env(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand_env(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if !input.contains('$') {
         return Ok(input.to_owned());
     }
@@ -49,7 +49,7 @@ pub fn expand_env(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
 }
 
 /// Parses `30s`, `500ms`, `5m`, `1h`, `1d` or combinations such as `1h 30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("empty duration".into());
@@ -66,7 +66,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses sizes the way nginx does (`client_max_body_size`): `500M` or `500MiB` is 500 MiB
 /// (524,288,000 bytes); `k`/`K`, `m`/`M`, `g`/`G`, optionally followed by `iB`; a bare number
 /// (or with `B`) is bytes. `KB`/`MB`/`GB` are refused: they read as decimal units to many.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);

@@ -14,10 +14,20 @@ fn errors(src: &str) -> ConfigErrors {
     parse(src, Path::new("/etc/gateway/proxy.toml"), &env).expect_err("the file should be refused")
 }
 
+/// The configuration of a valid `src`.
+fn valid(src: &str) -> gateway_config::Config {
+    parse(src, Path::new("p.toml"), &env).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn one_error(src: &str) -> (usize, usize, String) {
     let e = errors(src);
     assert_eq!(e.0.len(), 1, "expected one error, got: {e}");
     (e.0[0].line, e.0[0].column, e.0[0].message.clone())
+}
+
+/// The line of each error, in order.
+fn lines_of(e: &ConfigErrors) -> Vec<usize> {
+    e.0.iter().map(|e| e.line).collect()
 }
 
 const UP: &str = "[upstreams.api]\naddress = \"api:3001\"\n";
@@ -102,8 +112,7 @@ fn bad_addresses_and_durations() {
         "[listen]\nhttps = \"0.0.0.0:99999\"\n{UP}read_timeout = \"60\"\nconnect_timeout = \"soon\"\n"
     );
     let e = errors(&src);
-    let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
-    assert_eq!(lines, vec![2, 5, 6], "{e}");
+    assert_eq!(lines_of(&e), vec![2, 5, 6], "{e}");
     assert!(e.0[0].message.contains("not a listen address"));
     assert!(e.0[1].message.contains("no unit"));
     let (_, _, msg) = one_error("[upstreams.x]\naddress = \"http://api:3001\"\n");
@@ -136,7 +145,7 @@ fn syntax_errors_have_a_line() {
 #[test]
 fn host_and_path_matches() {
     let src = format!("{UP}[[routes]]\nhost = \"*.Example.com\"\nexact = \"/health\"\nupstream = \"api\"\nrewrite = \"/api/health\"\n");
-    let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
+    let cfg = valid(&src);
     assert_eq!(cfg.routes[0].host, Some(HostMatch::Suffix(".example.com".into())));
     assert_eq!(cfg.routes[0].path, PathMatch::Exact("/health".into()));
     let (_, _, msg) = one_error(&format!(
@@ -152,7 +161,7 @@ fn acme_timeouts_and_per_certificate_directory() {
     let src = format!(
         "{UP}[acme]\nrequest_timeout = \"2s\"\n[[acme.certificates]]\nname = \"a\"\nnames = [\"a.example.com\"]\ndirectory = \"https://ca.example.net/dir\"\n[[acme.certificates]]\nname = \"b\"\nnames = [\"b.example.com\"]\n"
     );
-    let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
+    let cfg = valid(&src);
     let acme = cfg.acme.unwrap();
     assert_eq!(acme.request_timeout, std::time::Duration::from_secs(2));
     assert_eq!(acme.connect_timeout, std::time::Duration::from_secs(10));
@@ -174,13 +183,13 @@ fn acme_timeouts_and_per_certificate_directory() {
 #[test]
 fn resolver_takes_ips_with_optional_ports() {
     let src = format!("[server]\nresolver = [\"127.0.0.11\", \"10.0.0.2:5353\", \"[fd00::1]:53\"]\n{UP}");
-    let cfg = parse(&src, Path::new("p.toml"), &env).unwrap();
+    let cfg = valid(&src);
     let want: Vec<std::net::SocketAddr> = ["127.0.0.11:53", "10.0.0.2:5353", "[fd00::1]:53"]
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
     assert_eq!(cfg.server.resolver, want);
-    let cfg = parse(UP, Path::new("p.toml"), &env).unwrap();
+    let cfg = valid(UP);
     assert!(cfg.server.resolver.is_empty(), "the system's resolver by default");
     let (line, _, msg) = one_error(&format!("[server]\nresolver = [\"dns.local\"]\n{UP}"));
     assert_eq!(line, 2);
@@ -190,17 +199,14 @@ fn resolver_takes_ips_with_optional_ports() {
 #[test]
 fn every_problem_of_a_file_is_reported_in_one_pass() {
     // A type error, an unknown key, another type error and a semantic error: all four.
-    let src = format!(
+    let e = errors(&format!(
         "[server]\nthreads = \"four\"\n[limits]\nmax_bdy = \"1M\"\n[listen]\nhttps = \"nowhere\"\n{UP}keepalive = \"many\"\n"
-    );
-    let e = errors(&src);
-    let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
-    assert_eq!(lines, vec![2, 4, 6, 9], "{e}");
+    ));
+    assert_eq!(lines_of(&e), vec![2, 4, 6, 9], "{e}");
     assert!(e.0[1].message.contains("did you mean `max_body`"), "{e}");
     // A syntax error does not hide a later unknown key.
     let e = errors("[listen]\nhttps = \n[server]\nthreds = 2\n");
-    let lines: Vec<usize> = e.0.iter().map(|e| e.line).collect();
-    assert_eq!(lines, vec![2, 4], "{e}");
+    assert_eq!(lines_of(&e), vec![2, 4], "{e}");
 }
 
 #[test]
@@ -208,41 +214,21 @@ fn sizes_in_decimal_units_are_refused_and_zero_body_is_unlimited() {
     let (line, _, msg) = one_error("[limits]\nmax_body = \"500MB\"\n");
     assert_eq!(line, 2);
     assert!(msg.contains("ambiguous") && msg.contains("`500M`"), "{msg}");
-    let cfg = parse(
-        &format!("[limits]\nmax_body = \"0\"\n{UP}"),
-        Path::new("p.toml"),
-        &env,
-    )
-    .unwrap();
+    let cfg = valid(&format!("[limits]\nmax_body = \"0\"\n{UP}"));
     assert_eq!(
         cfg.limits.max_body,
         u64::MAX,
         "0 means no limit, as nginx's client_max_body_size 0"
     );
-    let cfg = parse(
-        &format!("[limits]\nmax_body = 0\n{UP}"),
-        Path::new("p.toml"),
-        &env,
-    )
-    .unwrap();
+    let cfg = valid(&format!("[limits]\nmax_body = 0\n{UP}"));
     assert_eq!(cfg.limits.max_body, u64::MAX);
 }
 
 #[test]
 fn public_https_port_defaults_to_the_https_listener() {
-    let cfg = parse(
-        "[listen]\nhttps = \"127.0.0.1:8443\"\n",
-        Path::new("p.toml"),
-        &env,
-    )
-    .unwrap();
+    let cfg = valid("[listen]\nhttps = \"127.0.0.1:8443\"\n");
     assert_eq!(cfg.listen.public_https_port, 8443);
-    let cfg = parse(
-        "[listen]\nhttps = \"127.0.0.1:8443\"\npublic_https_port = 443\n",
-        Path::new("p.toml"),
-        &env,
-    )
-    .unwrap();
+    let cfg = valid("[listen]\nhttps = \"127.0.0.1:8443\"\npublic_https_port = 443\n");
     assert_eq!(cfg.listen.public_https_port, 443);
 }
 
@@ -255,12 +241,7 @@ fn header_values_with_control_bytes_are_refused() {
         assert!(msg.contains("control character"), "{bad}: {msg}");
     }
     // A tab and obs-text are allowed (RFC 9110 §5.5).
-    parse(
-        "[security.headers]\n\"X-Test\" = \"a\\tb é\"\n",
-        Path::new("p.toml"),
-        &env,
-    )
-    .unwrap();
+    valid("[security.headers]\n\"X-Test\" = \"a\\tb é\"\n");
 }
 
 /// Every key the parser accepts, in every section, is documented in docs/configuration.md.

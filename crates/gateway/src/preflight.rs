@@ -240,6 +240,11 @@ pub fn prepare_run_dir(dir: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// The permission bits of `p`.
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().mode() & 0o777
+    }
+
     #[test]
     fn a_port_in_use_names_the_address_and_the_holder() {
         let held = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -261,8 +266,8 @@ mod tests {
     fn storage_is_created_and_probed_without_leaving_a_file() {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("state/certs");
-        try_write(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        try_write(&dir).expect("a storage this user can write");
+        assert_eq!(mode(&dir), 0o700);
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             0,
@@ -310,10 +315,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("run");
         prepare_run_dir(&d).unwrap();
-        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(mode(&d), 0o700);
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         prepare_run_dir(&d).unwrap();
-        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(mode(&d), 0o700);
         let file = t.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(prepare_run_dir(&file).is_err());

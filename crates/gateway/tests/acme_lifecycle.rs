@@ -3,29 +3,23 @@
 
 mod harness;
 
-use harness::acme::{
-    config, first_cert, lines_with, pair_matches, store_near_expiry, verified, wait_issued, wait_issued_for,
-    NAMES,
-};
-use harness::pebble::Pebble;
-use harness::{client, free_port, poll_until, upstream, Gateway};
+use harness::acme::{first_cert, lines_with, pair_matches, store_near_expiry, verified};
+use harness::acme::{wait_issued, wait_issued_for, Setup, NAMES};
+use harness::{client, secs, until, Gateway};
 use std::os::unix::process::ExitStatusExt;
-use std::time::Duration;
 
 #[tokio::test]
 async fn pebble_reload_starts_restarts_and_stops_certificate_loops() {
-    let storage = tempfile::tempdir().unwrap();
-    let pebble = Pebble::start(free_port(), &[]).await;
-    let up = upstream::echo().await;
-    let base = config(&pebble, storage.path(), up.addr);
+    let acme = Setup::start(&[]).await;
+    let base = acme.config();
     let with_extra =
         |names: &str| format!("{base}\n[[acme.certificates]]\nname = \"extra\"\nnames = [{names}]\n");
     let gw = Gateway::start(&base).await;
-    let root = wait_issued(&gw, &pebble).await;
+    let root = wait_issued(&gw, &acme.pebble).await;
 
     // Added: its loop starts and the certificate is issued, no restart.
     gw.write_config(&with_extra("\"c.gateway.test\""));
-    wait_issued_for(gw.https, &pebble, &["c.gateway.test"]).await;
+    wait_issued_for(gw.https, &acme.pebble, &["c.gateway.test"]).await;
     assert!(!lines_with(
         &gw.stderr(),
         &["certificate added to [acme]", "certificate=extra"]
@@ -34,27 +28,22 @@ async fn pebble_reload_starts_restarts_and_stops_certificate_loops() {
 
     // Names changed: ordered anew, with the new name.
     gw.write_config(&with_extra("\"c.gateway.test\", \"d.gateway.test\""));
-    wait_issued_for(gw.https, &pebble, &["c.gateway.test", "d.gateway.test"]).await;
+    wait_issued_for(gw.https, &acme.pebble, &["c.gateway.test", "d.gateway.test"]).await;
     let stopped = |log: &str| lines_with(log, &["renewal loop stopped", "certificate=extra"]).len();
     assert_eq!(stopped(&gw.stderr()), 1, "the loop with the old names stopped");
 
     // Removed: its loop stops; its files stay.
     gw.write_config(&base);
-    poll_until(
-        Duration::from_secs(20),
-        "the removed certificate's loop to stop",
-        || {
-            let log = gw.stderr();
-            async move { (stopped(&log) == 2).then_some(()) }
-        },
-    )
+    gw.wait_log(secs(20), "the removed certificate's loop to stop", |log| {
+        stopped(log) == 2
+    })
     .await;
     assert!(!lines_with(
         &gw.stderr(),
         &["certificate removed from [acme]", "certificate=extra"]
     )
     .is_empty());
-    assert!(pair_matches(&storage.path().join("extra")), "the files stay");
+    assert!(pair_matches(&acme.path("extra")), "the files stay");
 
     // `main` went on undisturbed through all three reloads: one order, still served.
     let log = gw.stderr();
@@ -75,9 +64,8 @@ async fn pebble_reload_starts_restarts_and_stops_certificate_loops() {
 /// Waits for the gateway process to end on its own; returns how it ended.
 async fn exited(gw: &mut Gateway) -> std::process::ExitStatus {
     let child = gw.child.as_mut().expect("started");
-    let status = poll_until(Duration::from_secs(60), "the gateway to abort", || {
-        let status = child.try_wait().ok().flatten();
-        async move { status }
+    let status = until(secs(60), "the gateway to abort", || {
+        child.try_wait().ok().flatten()
     })
     .await;
     gw.child = None;
@@ -87,20 +75,16 @@ async fn exited(gw: &mut Gateway) -> std::process::ExitStatus {
 #[tokio::test]
 async fn pebble_a_crash_while_storing_never_tears_the_pair() {
     const CRASH: &str = "GATEWAY_TEST_CRASH_AFTER";
-    let storage = tempfile::tempdir().unwrap();
-    store_near_expiry(storage.path());
-    let dir = storage.path().join("main");
+    let mut acme = Setup::down().await;
+    store_near_expiry(acme.storage.path());
+    let dir = acme.path("main");
     let old = (
         std::fs::read(dir.join("fullchain.pem")).unwrap(),
         std::fs::read(dir.join("privkey.pem")).unwrap(),
     );
-    let up = upstream::echo().await;
-    let mut pebble = Pebble::start(free_port(), &[]).await;
-    pebble.stop();
-    let cfg = config(&pebble, storage.path(), up.addr);
     // Started while the CA is down, so it is listening before the order that crashes it.
-    let mut gw = Gateway::start_with_env(&cfg, &[(CRASH, "privkey")]).await;
-    pebble.launch().await;
+    let mut gw = Gateway::start_with_env(&acme.config(), &[(CRASH, "privkey")]).await;
+    acme.pebble.launch().await;
 
     // 1. Killed after the new key is written, before its chain.
     let status = exited(&mut gw).await;
@@ -129,7 +113,7 @@ async fn pebble_a_crash_while_storing_never_tears_the_pair() {
     let before = gw.stderr().len();
     gw.spawn(false, &[]);
     gw.wait_ready().await;
-    let root = pebble.issuing_root().await;
+    let root = acme.pebble.issuing_root().await;
     if let Err(e) = verified(gw.https, NAMES[0], &root).await {
         panic!("no verified TLS connection for {}: {e}", NAMES[0]);
     }
@@ -150,21 +134,19 @@ async fn pebble_a_crash_while_storing_never_tears_the_pair() {
 
 #[tokio::test]
 async fn pebble_two_gateways_on_one_storage_order_once_and_serve_matching_pairs() {
-    let storage = tempfile::tempdir().unwrap();
+    let acme = Setup::start(&[]).await;
     // Both start with a certificate due for renewal: both want to order at once.
-    store_near_expiry(storage.path());
-    let pebble = Pebble::start(free_port(), &[]).await;
-    let up = upstream::echo().await;
+    store_near_expiry(acme.storage.path());
     // `a` answers Pebble's HTTP-01 requests; `b` listens elsewhere, so an order of its own
     // would fail validation: only `a` can complete one.
-    let cfg_a = config(&pebble, storage.path(), up.addr);
+    let cfg_a = acme.config();
     let cfg_b = cfg_a.replace(
-        &format!("http = \"127.0.0.1:{}\"", pebble.http_port),
+        &format!("http = \"127.0.0.1:{}\"", acme.pebble.http_port),
         "http = \"{HTTP}\"",
     );
     let (a, b) = tokio::join!(Gateway::start(&cfg_a), Gateway::start(&cfg_b));
-    let root = wait_issued(&a, &pebble).await;
-    wait_issued(&b, &pebble).await;
+    let root = wait_issued(&a, &acme.pebble).await;
+    wait_issued(&b, &acme.pebble).await;
     // One issuance, shared through the storage: the same certificate on both.
     let (_, served_a) = client::tls(a.https, NAMES[0]).await;
     let (_, served_b) = client::tls(b.https, NAMES[0]).await;
@@ -181,7 +163,7 @@ async fn pebble_two_gateways_on_one_storage_order_once_and_serve_matching_pairs(
         "{logs:#?}"
     );
     // The files on disk are one matching pair, the one served.
-    let dir = storage.path().join("main");
+    let dir = acme.path("main");
     assert!(pair_matches(&dir));
     assert_eq!(first_cert(&dir), served_a.to_vec());
     if let Err(e) = verified(b.https, NAMES[1], &root).await {

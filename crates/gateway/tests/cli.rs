@@ -1,18 +1,23 @@
-//! `gateway check` and `gateway route` as a person runs them.
+//! The CLI as a person runs it: `gateway check` on the shipped files and on each kind of
+//! broken one (exit 1 and `file:line:col`), `gateway route` on the issue's examples, `route`
+//! and `certs` giving the running gateway's view, and the CLI conventions
+//! (`GATEWAY_CONFIG`, `--version`, completions, man page).
 
 mod harness;
 
-use harness::gateway::text;
+use harness::gateway::{binary, text, with_env};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+const CMD: Duration = Duration::from_secs(60);
+
 fn gateway(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    let mut cmd = Command::new(binary());
     cmd.args(args)
         .env("DOMAIN", "example.com")
         .env_remove("UNSET_FOR_TEST");
-    harness::run_cmd(&mut cmd, Duration::from_secs(60))
+    harness::run_cmd(&mut cmd, CMD)
 }
 
 fn shipped() -> String {
@@ -87,4 +92,118 @@ fn route_answers_the_issue_examples() {
     assert!(text(&o).contains("400: rejected"), "{}", text(&o));
     let o = gateway(&["route", "--config", &cfg, "https://x/n8n"]);
     assert!(text(&o).contains("301 redirect to /n8n/"), "{}", text(&o));
+}
+
+#[test]
+fn check_refuses_shared_listeners_control_bytes_in_hsts_and_zero_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[listen]\nhttps = \"127.0.0.1:28443\"\nhttp = \"127.0.0.1:28443\"\n",
+            "must not share an address with the HTTPS listener",
+        ),
+        (
+            "[security]\nhsts = \"max-age=1\\r\\nSet-Cookie: x=1\"\n",
+            "hsts must not contain control characters",
+        ),
+        (
+            "[limits]\nheader_read_timeout = \"0s\"\n",
+            "header_read_timeout must be above zero",
+        ),
+    ];
+    for (section, want) in cases {
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            format!("{section}[upstreams.u]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"u\"\n"),
+        )
+        .unwrap();
+        let out = harness::gateway::check(&file);
+        let text_out = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{section}: {text_out}");
+        assert!(text_out.contains(want), "{section}: {text_out}");
+    }
+}
+
+#[tokio::test]
+async fn route_and_certs_give_the_running_view() {
+    let (up, gw) = with_env(None).await;
+    let addr = up.addr.to_string();
+    // Without UP_ADDR the file alone cannot be read; the running gateway answers.
+    let config = gw.config.display().to_string();
+    let mut cmd = Command::new(binary());
+    cmd.env_remove("UP_ADDR")
+        .args(["route", "--config", &config, "--run-dir"])
+        .arg(gw.run_dir())
+        .arg("https://localhost/n8n/x");
+    let out = harness::run_cmd_async(cmd, CMD).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("upstream: echo ({addr})")),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("running gateway's view"), "{}", text(&out));
+    // `--file` reads the file, in the caller's environment: refused.
+    let mut cmd = Command::new(binary());
+    cmd.env_remove("UP_ADDR")
+        .args(["route", "--file", "--config", &config, "--run-dir"])
+        .arg(gw.run_dir())
+        .arg("https://localhost/n8n/x");
+    let out = harness::run_cmd_async(cmd, CMD).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("UP_ADDR"), "{}", text(&out));
+
+    let mut cmd = Command::new(binary());
+    cmd.env_remove("UP_ADDR")
+        .args(["certs", "--config", &config, "--run-dir"])
+        .arg(gw.run_dir());
+    let out = harness::run_cmd_async(cmd, CMD).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("running gateway's view"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn cli_conventions_env_defaults_version_completions_man() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(
+        &file,
+        "[upstreams.api]\naddress = \"127.0.0.1:9\"\n[[routes]]\nprefix = \"/\"\nupstream = \"api\"\n",
+    )
+    .unwrap();
+    let run = |cmd: &mut Command| harness::process::run_cmd(cmd, CMD);
+
+    let out = run(Command::new(binary()).env("GATEWAY_CONFIG", &file).arg("check"));
+    assert!(
+        out.status.success(),
+        "GATEWAY_CONFIG replaces --config: {}",
+        text(&out)
+    );
+    let out = run(Command::new(binary())
+        .env("GATEWAY_CONFIG", dir.path().join("none.toml"))
+        .arg("check"));
+    assert!(
+        !out.status.success() && text(&out).contains("none.toml"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(Command::new(binary()).arg("--version"));
+    let version = text(&out);
+    assert!(
+        out.status.success() && version.contains(" (commit ") && version.contains(", built 20"),
+        "{version}"
+    );
+
+    let out = run(Command::new(binary()).args(["completions", "bash"]));
+    let script = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && script.contains("_gateway") && script.contains("reload"),
+        "{script}"
+    );
+    let out = run(Command::new(binary()).args(["man"]));
+    let man = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && man.contains(".TH gateway"), "{man}");
+    assert!(man.contains("healthcheck") && man.contains("reload"), "{man}");
 }

@@ -10,6 +10,10 @@
 //!   and `systemd-analyze security` under a threshold; the sysusers.d file creates its user.
 //! - sd_notify: READY=1 only once the HTTPS port accepts connections, RELOADING=1 and READY=1
 //!   around a reload, STOPPING=1 on SIGTERM.
+//! - A first run that explains itself: listen addresses that cannot be bound (in use, or
+//!   privileged for a normal user) stop the start with one line that says how to fix it (no
+//!   panic, no hang).
+//! - deploy/ describes the stack with the gateway in nginx's place, consistently with the code.
 
 mod harness;
 
@@ -19,11 +23,11 @@ use harness::{free_addr, free_port, poll_until, require_tool, run_cmd, ProcessGu
 use layout::{
     chmod, chown, is_root, parse_compose, parse_image, repo, repo_path, run_as, shipped_proxy_toml, Layout,
 };
-use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The compose layout reproduced under a temporary root (parsers of the deploy files).
 #[path = "deploy/layout.rs"]
@@ -517,3 +521,165 @@ async fn readiness_is_sent_once_https_accepts_and_stopping_on_sigterm() {
     drop(rx);
     listener.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// The first run
+
+/// Waits for the process to exit within `limit` (killed and failing the test if not); its
+/// exit code and stderr.
+fn finish(mut guard: ProcessGuard, limit: Duration) -> (Option<i32>, String) {
+    let status = guard
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("the gateway did not exit within {limit:?}"));
+    let mut err = String::new();
+    if let Some(mut e) = guard.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), err)
+}
+
+/// A config directory readable by every user (for the unprivileged run).
+fn config_dir(https: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let metrics = free_addr();
+    let toml = format!(
+        "[listen]\nhttps = \"{https}\"\nmetrics = \"{metrics}\"\n[upstreams.u]\naddress = \"127.0.0.1:9\"\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"u\"\n"
+    );
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, toml).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir
+}
+
+fn run(dir: &std::path::Path, as_nobody: bool) -> ProcessGuard {
+    let bin = harness::gateway::binary();
+    let mut cmd = if as_nobody {
+        let mut c = Command::new(require_tool("setpriv", "util-linux"));
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    cmd.arg("run")
+        .arg("--config")
+        .arg(dir.join("proxy.toml"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    ProcessGuard::spawn(&mut cmd, "the gateway")
+}
+
+/// Starts the gateway with `https` as its HTTPS listener (as `nobody` with `as_nobody`),
+/// which must refuse to start, with exit code 1 and no panic: the line naming
+/// `listen.https`, and the whole stderr.
+fn refused_start(https: &str, as_nobody: bool) -> (String, String) {
+    let dir = config_dir(https);
+    let (code, err) = finish(run(dir.path(), as_nobody), Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("listen.https"))
+        .unwrap_or_else(|| panic!("no line names listen.https:\n{err}"))
+        .to_owned();
+    (line, err)
+}
+
+#[test]
+fn a_port_in_use_is_named_with_its_holder_and_the_start_stops() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let (line, err) = refused_start(&addr.to_string(), false);
+    let holder = format!("held by process {}", std::process::id());
+    let cannot = format!("listen.https = {addr}: cannot listen");
+    for want in [cannot, holder, "GATEWAY_HTTPS_ADDR=".to_owned()] {
+        assert!(line.contains(&want), "{line}");
+    }
+    assert!(
+        !err.contains(&format!("127.0.0.1:0{}", addr.port())),
+        "no internal listener key: {err}"
+    );
+}
+
+#[test]
+fn a_privileged_port_as_a_normal_user_says_how_to_fix_it() {
+    // Runs the binary as `nobody`; as a non-root test user it runs as that user.
+    let root = nix::unistd::getuid().is_root();
+    if root {
+        // Needed to run as another user.
+        require_tool("setpriv", "util-linux");
+    }
+    // A privileged port nothing listens on.
+    let port = (600..1000)
+        .find(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        .expect("a free port below 1024");
+    let started = Instant::now();
+    let (line, _) = refused_start(&format!("127.0.0.1:{port}"), root);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exits at once, no hang"
+    );
+    for want in [
+        "ermission denied",
+        "setcap cap_net_bind_service=+ep",
+        "GATEWAY_HTTPS_ADDR=",
+    ] {
+        assert!(line.contains(want), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The deploy files and the code
+
+/// deploy/ describes the stack with the gateway in nginx's place, consistently with the code.
+#[test]
+fn deploy_files_agree_with_the_gateway() {
+    let compose = repo("deploy/docker-compose.prod.yml");
+    assert!(!compose.contains("image: nginx"), "nginx is replaced");
+    for needle in [
+        "gateway:",
+        "\"80:80\"",
+        "\"443:443\"",
+        "stop_grace_period: 10s",
+        "gateway\", \"healthcheck\"",
+    ] {
+        assert!(compose.contains(needle), "compose lacks {needle}");
+    }
+    assert!(!compose.contains("9100:9100"), "metrics are never published");
+    // The grace period must end before docker's SIGKILL.
+    let shipped = repo("proxy.toml");
+    assert!(shipped.contains("grace_period = \"8s\""));
+
+    let unit = repo("deploy/gateway.service");
+    assert!(unit.contains("ExecReload=/usr/local/bin/gateway reload"));
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    let docker = repo("deploy/Dockerfile");
+    // The compose layout itself (volumes, owners, the image's user): the tests above.
+    assert!(docker.contains("USER 10001:10001") && docker.contains("cap_net_bind_service"));
+
+    // Every series the dashboard queries is in a live scrape: monitoring.rs.
+
+    // The migration guide covers every directive of the reference nginx.conf's proxying.
+    let guide = repo("docs/migrating-from-nginx.md");
+    for d in [
+        "client_max_body_size",
+        "gzip_types",
+        "proxy_read_timeout",
+        "proxy_buffering",
+        "ssl_ciphers",
+        "keepalive 32",
+        "acme-challenge",
+        "X-Forwarded-For",
+    ] {
+        assert!(guide.contains(d), "the guide does not mention {d}");
+    }
+}
+
+// Every key the parser accepts is documented: crates/config/tests/files.rs asks the parser.

@@ -4,20 +4,21 @@
 //! `$request_id`; never the upstream's name or address. The edge's own refusals of HTTP/1.1
 //! heads (431, 414), the HTTP/2 refusals Pingora answers itself (`:authority`/`Host`
 //! mismatch, CONNECT: a vendored patch), the `:80` listener's 404, and the custom pages of
-//! `[errors] pages`, read again on `gateway reload`, with a size limit.
+//! `[errors] pages`, read again on `gateway reload`, with a size limit. And the security
+//! headers, the configured HSTS included, on every response: 413, 431, 502 and the plain-HTTP
+//! redirect.
 
 mod harness;
 
-use bytes::Bytes;
+use harness::client::{fields, header};
 use harness::config::preamble;
-use harness::gateway::{cli, text};
-use harness::wire::{find, h2_connect, h2_request, header_values, within};
-use harness::{client, poll_until, upstream, Gateway};
+use harness::gateway::with_echo;
+use harness::promises as p;
+use harness::wire::{find, h2_connect, h2_request, header_values, within, write};
+use harness::{client, secs, until, upstream, Gateway};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// Listeners, a log format showing the request id, an echo route (`/app/`), a refused
 /// upstream (`/dead/`, upstream `internalsvc`), a hanging one (`/hung/`, 1 s read timeout),
@@ -154,13 +155,12 @@ async fn get(h2: bool, url: &str, accept: Option<&str>) -> Answer {
     if let Some(a) = accept {
         req = req.header("accept", a);
     }
-    let r = within("a request", req.send()).await.expect("response");
-    let status = r.status().as_u16();
-    let fields = r
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
+    answer(within("a request", req.send()).await.expect("response")).await
+}
+
+/// The status, fields and body of `r`.
+async fn answer(r: reqwest::Response) -> Answer {
+    let (status, fields) = (r.status().as_u16(), fields(r.headers()));
     let body = within("the body", r.text()).await.expect("body");
     Answer { status, fields, body }
 }
@@ -168,9 +168,7 @@ async fn get(h2: bool, url: &str, accept: Option<&str>) -> Answer {
 /// Sends `request` on a new TLS connection (HTTP/1.1) and reads until the gateway closes it.
 async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Answer {
     let (mut s, _) = client::tls(addr, "localhost").await;
-    within("sending the request", s.write_all(request))
-        .await
-        .expect("write");
+    write(&mut s, request).await;
     let mut buf = Vec::new();
     let _ = within("the response and the close", s.read_to_end(&mut buf)).await;
     let end = find(&buf, b"\r\n\r\n").unwrap_or_else(|| panic!("no head: {}", String::from_utf8_lossy(&buf)));
@@ -193,47 +191,16 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Answer {
 
 /// One HTTP/2 request on `h2`; the response with its body.
 async fn h2_exchange(h2: &harness::wire::H2, req: http::Request<()>) -> Answer {
-    let mut ready = within("the h2 connection to be ready", h2.send.clone().ready())
-        .await
-        .expect("h2 ready");
-    let (response, _) = ready.send_request(req, true).expect("send");
-    let response = within("the h2 response", response).await.expect("h2 response");
-    let status = response.status().as_u16();
-    let fields = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let mut body = response.into_body();
-    let mut out = Vec::new();
-    while let Some(data) = within("the h2 response body", body.data()).await {
-        let data: Bytes = data.expect("body data");
-        let _ = body.flow_control().release_capacity(data.len());
-        out.extend_from_slice(&data);
-    }
-    Answer {
-        status,
-        fields,
-        body: String::from_utf8_lossy(&out).into_owned(),
-    }
+    let r = h2.request(req, &[]).await.expect("the h2 exchange");
+    let (status, fields, body) = (r.status, fields(&r.headers), r.text());
+    Answer { status, fields, body }
 }
 
 /// Waits for the access line of a request with this id, status and target.
 async fn logged(gw: &Gateway, id: &str, status: u16, uri: &str) {
     let line = format!("id={id} status={status} uri={uri}\n");
-    poll_until(
-        Duration::from_secs(10),
-        &format!("the access line `{}`", line.trim()),
-        || {
-            let found = gw.stdout().contains(&line);
-            async move { found.then_some(()) }
-        },
-    )
-    .await;
-}
-
-async fn reload(gw: &Gateway) -> Output {
-    cli(gw, &["reload"]).await
+    let what = format!("the access line `{}`", line.trim());
+    until(secs(10), &what, || gw.stdout().contains(&line).then_some(())).await;
 }
 
 /// 404 (no route), 502 (refused upstream) and 504 (hanging upstream), over HTTP/1.1 and h2:
@@ -247,9 +214,7 @@ async fn reload(gw: &Gateway) -> Output {
 /// not the access log's).
 #[tokio::test]
 async fn pages_by_accept_with_the_request_id_of_the_access_log() {
-    let up = upstream::echo().await;
-    let hung = upstream::hang().await;
-    let dead = upstream::closed();
+    let (up, hung, dead) = (upstream::echo().await, upstream::hang().await, upstream::closed());
     let gw = Gateway::start(&config(up.addr, dead, hung.addr, "")).await;
     let accepts = [
         (
@@ -293,24 +258,9 @@ async fn pages_by_accept_with_the_request_id_of_the_access_log() {
     }
 
     // The `:80` listener: an unknown ACME token.
-    let r = within(
-        "a plain-HTTP request",
-        client::plain()
-            .get(format!("http://{}/.well-known/acme-challenge/nope", gw.http))
-            .header("accept", "application/json")
-            .send(),
-    )
-    .await
-    .expect("response");
-    let a = Answer {
-        status: r.status().as_u16(),
-        fields: r
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect(),
-        body: within("the body", r.text()).await.expect("body"),
-    };
+    let unknown = client::plain().get(format!("http://{}/.well-known/acme-challenge/nope", gw.http));
+    let request = unknown.header("accept", "application/json").send();
+    let a = answer(within("a plain-HTTP request", request).await.expect("response")).await;
     let id = a.assert_page(":80 404", 404, "Not Found", "json");
     logged(&gw, &id, 404, "/.well-known/acme-challenge/nope").await;
 }
@@ -390,7 +340,7 @@ async fn h2_refusals_by_pingora_get_the_page_and_the_security_headers() {
     assert_eq!(up.seen().len(), 0, "refused requests never reach the upstream");
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
+fn write_page(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 
@@ -407,17 +357,17 @@ async fn custom_pages_follow_reloads_and_oversized_ones_fall_back() {
     let hung = upstream::hang().await;
     let dead = upstream::closed();
     let pages = tempfile::tempdir().expect("tempdir");
-    write(
+    write_page(
         pages.path(),
         "502.html",
         "<p>v1 {{status}} {{reason}} {{request_id}}</p>",
     );
-    write(
+    write_page(
         pages.path(),
         "502.json",
         r#"{"code":{{status}},"id":"{{request_id}}"}"#,
     );
-    write(
+    write_page(
         pages.path(),
         "maintenance.html",
         "<p>back soon {{request_id}}</p>",
@@ -452,43 +402,31 @@ async fn custom_pages_follow_reloads_and_oversized_ones_fall_back() {
     );
 
     // Changed on disk: served after the reload, not before.
-    write(pages.path(), "502.html", "<p>v2 {{request_id}}</p>");
+    write_page(pages.path(), "502.html", "<p>v2 {{request_id}}</p>");
     let a = get(false, &gw.url("/dead/b"), html).await;
     assert!(
         a.body.starts_with("<p>v1 "),
         "read when the configuration is loaded: {}",
         a.body
     );
-    let out = reload(&gw).await;
-    assert!(out.status.success(), "{}", text(&out));
+    gw.reload().await;
     let a = get(false, &gw.url("/dead/c"), html).await;
     assert_eq!(a.body, format!("<p>v2 {}</p>", a.request_id()));
 
     // Over the limit: refused with a warning, the built-in page instead.
-    write(pages.path(), "502.html", &"x".repeat(64 * 1024 + 1));
-    let out = reload(&gw).await;
-    assert!(out.status.success(), "{}", text(&out));
+    write_page(pages.path(), "502.html", &"x".repeat(64 * 1024 + 1));
+    gw.reload().await;
     let a = get(false, &gw.url("/dead/d"), html).await;
     a.assert_page("oversized 502.html", 502, "Bad Gateway", "html");
-    poll_until(
-        Duration::from_secs(10),
-        "the warning about the oversized page",
-        || {
-            let log = gw.stderr();
-            async move {
-                (log.contains("error page refused")
-                    && log.contains("502.html")
-                    && log.contains("over the limit"))
-                .then_some(())
-            }
-        },
-    )
+    gw.wait_log(secs(10), "the warning about the oversized page", |log| {
+        log.contains("error page refused") && log.contains("502.html") && log.contains("over the limit")
+    })
     .await;
 
     // A directory relative to proxy.toml.
     let local = gw.dir.path().join("errors");
     std::fs::create_dir_all(&local).unwrap();
-    write(&local, "404.html", "<p>local 404 {{request_id}}</p>");
+    write_page(&local, "404.html", "<p>local 404 {{request_id}}</p>");
     let file = std::fs::read_to_string(&gw.config).unwrap();
     let at = file.find("[errors]").expect("[errors]");
     std::fs::write(
@@ -496,9 +434,91 @@ async fn custom_pages_follow_reloads_and_oversized_ones_fall_back() {
         format!("{}[errors]\npages = \"errors/\"\n", &file[..at]),
     )
     .unwrap();
-    let out = reload(&gw).await;
-    assert!(out.status.success(), "{}", text(&out));
+    gw.reload().await;
     let a = get(true, &gw.url("/nowhere"), html).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.body, format!("<p>local 404 {}</p>", a.request_id()));
+}
+
+/// The security headers of this configuration: the defaults and the configured HSTS.
+const SECURITY_HSTS: [(&str, &str); 4] = [
+    ("x-frame-options", "SAMEORIGIN"),
+    ("x-content-type-options", "nosniff"),
+    ("x-xss-protection", "1; mode=block"),
+    ("strict-transport-security", "max-age=31536000"),
+];
+
+fn assert_security(what: &str, fields: &[(String, String)]) {
+    for (name, want) in SECURITY_HSTS {
+        let got = fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(got, Some(want), "{what}: {name} in {fields:?}");
+    }
+}
+
+/// Every response carries the security headers, the configured HSTS included: 413 (declared
+/// length; a chunked body past the limit), 431 (an HTTP/1.1 head too large; too many fields
+/// over h2), the 502 of a refused upstream (HTTP/1.1 and h2), and the plain-HTTP 301.
+///
+/// To see it fail: skip the `security_headers` loop in `respond::header` (413, 502, the h2
+/// 431), in `reject` (crates/proxy/src/edge.rs: the HTTP/1.1 431) or in `Redirect::response`
+/// (redirect.rs: the 301); or add only the built-in defaults (HSTS goes missing).
+#[tokio::test]
+async fn security_headers_on_413_431_502_and_the_redirect() {
+    let routes = format!(
+        "[security]\nhsts = \"max-age=31536000\"\n\
+         [limits]\nmax_header_bytes = \"8K\"\nmax_header_count = 50\n\
+         [upstreams.dead]\naddress = \"{}\"\n\
+         [[routes]]\nprefix = \"/dead/\"\nupstream = \"dead\"\n\
+         [[routes]]\nprefix = \"/small/\"\nupstream = \"echo\"\nmax_body = \"1K\"\n",
+        upstream::closed()
+    );
+    let (up, gw) = with_echo(&routes).await;
+    let raw = |request: String| {
+        let https = gw.https;
+        async move { harness::within(secs(40), "a raw exchange", client::raw(https, request.as_bytes())).await }
+    };
+
+    let declared = "POST /small/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4096\r\n\r\n";
+    let declared = raw(declared.into()).await;
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    assert_security("413, declared length", &p::head_fields(&declared));
+    let chunked = format!(
+        "POST /small/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+         800\r\n{}\r\n0\r\n\r\n",
+        "x".repeat(2048)
+    );
+    let chunked = raw(chunked).await;
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert_security("413, chunked", &p::head_fields(&chunked));
+
+    let big = raw(format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    ))
+    .await;
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+    assert_security("431, HTTP/1.1", &p::head_fields(&big));
+    let mut many = client::http(true).get(gw.url("/many"));
+    for i in 0..80 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let r = many.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_security("431, h2", &fields(r.headers()));
+
+    for h2 in [false, true] {
+        let r = client::http(h2).get(gw.url("/dead/x")).send().await.unwrap();
+        assert_eq!(r.status(), 502, "h2: {h2}");
+        assert_security(&format!("502 (h2: {h2})"), &fields(r.headers()));
+    }
+
+    let r = client::send(client::http(false).get(format!("http://{}/a/b?c=d", gw.http))).await;
+    assert_eq!(r.status(), 301);
+    assert!(header(&r, "location").is_some_and(|l| l.starts_with("https://")));
+    assert_security("301 of the plain-HTTP listener", &fields(r.headers()));
+    assert!(
+        up.seen().iter().all(|s| !s.uri.starts_with("/many")),
+        "the 431 reached the upstream"
+    );
 }

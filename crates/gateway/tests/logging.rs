@@ -1,33 +1,29 @@
 //! Logs that log tools read (issue 18, items 7, 12, 14-17): access lines for HTTP/1.1 and
 //! HTTP/2 in combined, JSON and custom nginx formats (origin-form request line, `$remote_user`
-//! from Basic credentials, `$time_local` after `TZ`), fail2ban's own filters on them, the
-//! file target reopened on SIGUSR1, the `:80` listener logged and counted, the final status of
-//! a refused `Expect: 100-continue` upload, `check` refusing unknown variables and levels, and
-//! stderr for journald and docker (no Pingora start/stop chatter at info, one line per
-//! upstream failure, `<N>` priorities under `JOURNAL_STREAM`).
+//! from Basic credentials, `$time_local` after `TZ`), the status the client got (a body cut
+//! short, a client gone: 499), `access_log = "off"` writing nothing, fail2ban's own filters
+//! on them, the file target reopened on SIGUSR1, the `:80` listener logged and counted, the
+//! final status of a refused `Expect: 100-continue` upload, `check` refusing unknown
+//! variables and levels, a stdout nobody reads never stalling requests, and stderr for
+//! journald, docker and log files (no colour codes off a terminal, JSON on request, no
+//! Pingora start/stop chatter at info, one line per upstream failure, `<N>` priorities under
+//! `JOURNAL_STREAM`).
 
 mod harness;
 
-use harness::gateway::{binary, simple_config};
+use harness::client::{fetch, send, version, wait_version};
+use harness::config::{preamble, route, upstream_at};
+use harness::gateway::{binary, simple_config, with_echo};
 use harness::wire::{find, read_head, within};
-use harness::{client, scrape, upstream, Gateway};
+use harness::{client, line_with, scrape, secs, upstream, Gateway, ProcessGuard};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STEP: Duration = Duration::from_secs(10);
-
-/// The first line of `text` (stdout or a file) that contains `needle`, polled for.
-async fn line_with(read: impl Fn() -> String, needle: &str) -> String {
-    harness::poll_until(STEP, &format!("an access line with {needle}"), || {
-        let text = read();
-        let needle = needle.to_owned();
-        async move { text.lines().find(|l| l.contains(&needle)).map(str::to_owned) }
-    })
-    .await
-}
 
 fn read_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -40,24 +36,16 @@ fn config_with_logging(up: std::net::SocketAddr, logging: &str) -> String {
 
 #[tokio::test]
 async fn access_lines_of_h1_and_h2_in_combined_and_json_carry_the_origin_form() {
-    let up = upstream::echo().await;
-    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let (up, gw) = with_echo("").await;
     for h2 in [false, true] {
         let path = if h2 { "/two/x?q=2" } else { "/one/x?q=1" };
         let r = client::http(h2).get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        assert_eq!(
-            r.version(),
-            if h2 {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            }
-        );
+        assert_eq!(r.version(), version(h2));
     }
-    line_with(|| gw.stdout(), "\"GET /one/x?q=1 HTTP/1.1\" 200 ").await;
+    gw.access_line("\"GET /one/x?q=1 HTTP/1.1\" 200 ").await;
     // nginx's $request for HTTP/2: origin form, not `GET https://localhost:port/... HTTP/2.0`.
-    let h2 = line_with(|| gw.stdout(), "/two/x").await;
+    let h2 = gw.access_line("/two/x").await;
     assert!(h2.contains("\"GET /two/x?q=2 HTTP/2.0\" 200 "), "{h2}");
 
     gw.write_config(
@@ -81,23 +69,14 @@ async fn access_lines_of_h1_and_h2_in_combined_and_json_carry_the_origin_form() 
 
 #[tokio::test]
 async fn remote_user_is_the_basic_credentials_user() {
-    let up = upstream::echo().await;
-    let gw = Gateway::start(&simple_config(up.addr, "")).await;
-    let r = client::http(false)
-        .get(gw.url("/private"))
-        .basic_auth("alice", Some("secret"))
-        .send()
-        .await
-        .unwrap();
+    let (_up, gw) = with_echo("").await;
+    let alice = client::http(false).get(gw.url("/private"));
+    let r = send(alice.basic_auth("alice", Some("secret"))).await;
     assert_eq!(r.status(), 200);
-    let line = line_with(|| gw.stdout(), "/private").await;
+    let line = gw.access_line("/private").await;
     assert!(line.starts_with("127.0.0.1 - alice ["), "{line}");
-    let _ = client::http(false)
-        .get(gw.url("/anonymous"))
-        .send()
-        .await
-        .unwrap();
-    let line = line_with(|| gw.stdout(), "/anonymous").await;
+    send(client::http(false).get(gw.url("/anonymous"))).await;
+    let line = gw.access_line("/anonymous").await;
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 }
 
@@ -113,7 +92,7 @@ async fn time_local_follows_tz() {
     for (tz, offset, hours) in [("Asia/Shanghai", "+0800", 8), ("UTC", "+0000", 0)] {
         let gw = Gateway::start_with_env(&simple_config(up.addr, ""), &[("TZ", tz)]).await;
         let _ = client::http(false).get(gw.url("/clock")).send().await.unwrap();
-        let line = line_with(|| gw.stdout(), "/clock").await;
+        let line = gw.access_line("/clock").await;
         // [07/Dec/2026:14:09:18 +0800]
         let stamp = line.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap();
         assert!(stamp.ends_with(&format!(" {offset}")), "TZ={tz}: {line}");
@@ -140,36 +119,23 @@ access_log = "main"
 main = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for"'
 "#;
     let gw = Gateway::start(&config_with_logging(up.addr, logging)).await;
-    let r = client::http(false)
-        .get(gw.url("/custom?a=b"))
-        .header("X-Forwarded-For", "203.0.113.9")
-        .header("User-Agent", "agent/1.0")
-        .send()
-        .await
-        .unwrap();
+    let headers = [("X-Forwarded-For", "203.0.113.9"), ("User-Agent", "agent/1.0")];
+    let r = fetch(&client::http(false), &gw, "/custom?a=b", &headers).await;
     assert_eq!(r.status(), 200);
-    let line = line_with(|| gw.stdout(), "/custom").await;
+    let line = gw.access_line("/custom").await;
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
     assert!(line.contains("] \"GET /custom?a=b HTTP/1.1\" 200 "), "{line}");
     assert!(line.ends_with(" \"-\" \"agent/1.0\" \"203.0.113.9\""), "{line}");
     assert!(!line.contains("route="), "the custom format only: {line}");
 }
 
-/// `gateway check` on `text`: (exit code, stdout and stderr).
+/// `gateway check` on `text`: (exit code, stdout and stderr, the file's path).
 fn check(text: &str) -> (Option<i32>, String, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, text).unwrap();
-    let out = harness::run_cmd(
-        Command::new(binary()).arg("check").arg("--config").arg(&path),
-        Duration::from_secs(30),
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text, path)
+    let out = harness::gateway::check(&path);
+    (out.status.code(), harness::gateway::text(&out), path)
 }
 
 #[test]
@@ -210,10 +176,7 @@ async fn the_access_log_file_is_reopened_on_sigusr1_after_a_rename() {
     assert_eq!(c.get(gw.url("/between")).send().await.unwrap().status(), 200);
     line_with(|| read_file(&rotated), "/between").await;
     gw.signal(nix::sys::signal::Signal::SIGUSR1);
-    harness::poll_until(STEP, "the new access.log", || async {
-        log.exists().then_some(())
-    })
-    .await;
+    harness::until(STEP, "the new access.log", || log.exists().then_some(())).await;
     assert_eq!(c.get(gw.url("/after")).send().await.unwrap().status(), 200);
     line_with(|| read_file(&log), "/after").await;
     assert!(!read_file(&rotated).contains("/after"));
@@ -225,32 +188,21 @@ async fn the_access_log_file_is_reopened_on_sigusr1_after_a_rename() {
 
 #[tokio::test]
 async fn plain_http_requests_are_logged_and_counted() {
-    let up = upstream::echo().await;
-    let gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let (_up, gw) = with_echo("").await;
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(STEP)
         .build()
         .unwrap();
-    let r = c
-        .get(format!("http://{}/old/page?x=1", gw.http))
-        .send()
-        .await
-        .unwrap();
+    let plain = format!("http://{}", gw.http);
+    let r = send(c.get(format!("{plain}/old/page?x=1"))).await;
     assert_eq!(r.status(), 301);
-    let r = c
-        .get(format!(
-            "http://{}/.well-known/acme-challenge/unknown-token",
-            gw.http
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = send(c.get(format!("{plain}/.well-known/acme-challenge/unknown-token"))).await;
     assert_eq!(r.status(), 404);
-    let line = line_with(|| gw.stdout(), "/old/page").await;
+    let line = gw.access_line("/old/page").await;
     assert!(line.contains("\"GET /old/page?x=1 HTTP/1.1\" 301 "), "{line}");
     assert!(line.contains("route=redirect upstream=-"), "{line}");
-    let line = line_with(|| gw.stdout(), "/.well-known/acme-challenge/").await;
+    let line = gw.access_line("/.well-known/acme-challenge/").await;
     assert!(
         line.contains(" 404 ") && line.contains("route=acme-challenge"),
         "{line}"
@@ -279,9 +231,8 @@ async fn plain_http_requests_are_logged_and_counted() {
 
 /// An upstream that answers `100 Continue` as soon as it has read a request head, then
 /// reads whatever comes and never answers.
-async fn continuing_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn continuing_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let (listener, addr) = upstream::listen().await;
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((mut s, _)) = listener.accept().await {
@@ -339,8 +290,8 @@ async fn a_continue_upload_refused_for_size_is_logged_and_counted_as_413() {
         got.contains("HTTP/1.1 413 "),
         "the final status after the 100: {got}"
     );
-    line_with(|| gw.stdout(), "\"POST /declared HTTP/1.1\" 413 ").await;
-    line_with(|| gw.stdout(), "\"POST /chunked HTTP/1.1\" 413 ").await;
+    gw.access_line("\"POST /declared HTTP/1.1\" 413 ").await;
+    gw.access_line("\"POST /chunked HTTP/1.1\" 413 ").await;
     let s = scrape::scrape(gw.metrics).await;
     let name = "gateway_requests_total";
     assert_eq!(
@@ -362,7 +313,7 @@ fn pingora_info_lines(stderr: &str) -> Vec<&str> {
 async fn pingora_start_and_stop_chatter_is_not_shown_at_info() {
     let up = upstream::echo().await;
     let mut gw = Gateway::start_with_env(&simple_config(up.addr, ""), &[("RUST_LOG", "info")]).await;
-    let _ = client::http(false).get(gw.url("/x")).send().await.unwrap();
+    send(client::http(false).get(gw.url("/x"))).await;
     assert!(gw.stop(Duration::from_secs(15)), "the gateway stopped");
     let err = gw.stderr();
     assert!(
@@ -383,15 +334,7 @@ async fn an_upstream_failure_is_one_line() {
     let gw = Gateway::start_with_env(&simple_config(closed, ""), &[("RUST_LOG", "info")]).await;
     let r = client::http(false).get(gw.url("/refused")).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    let line = harness::poll_until(STEP, "the gateway's failure line", || {
-        let err = gw.stderr();
-        async move {
-            err.lines()
-                .find(|l| l.contains("request failed"))
-                .map(str::to_owned)
-        }
-    })
-    .await;
+    let line = gw.log_line(STEP, "request failed").await;
     assert!(line.contains("ConnectRefused"), "the kind of failure: {line}");
     assert!(
         line.contains(&format!("peer={closed}")),
@@ -414,8 +357,7 @@ async fn an_upstream_failure_is_one_line() {
 
 #[tokio::test]
 async fn lines_carry_syslog_priorities_when_stderr_is_the_journal() {
-    let up = upstream::echo().await;
-    let mut gw = Gateway::start(&simple_config(up.addr, "")).await;
+    let (_up, mut gw) = with_echo("").await;
     let plain = gw.stderr();
     assert!(
         !plain.lines().any(|l| l.starts_with('<')),
@@ -458,23 +400,17 @@ async fn fail2ban_nginx_filters_match_h1_and_h2_lines() {
     let cfg = simple_config(up.addr, "").replace("prefix = \"/\"", "prefix = \"/app/\"");
     let gw = Gateway::start(&cfg).await;
     for h2 in [false, true] {
-        let r = client::http(h2)
-            .get(gw.url("/wp-login.php"))
-            .send()
-            .await
-            .unwrap();
+        let r = send(client::http(h2).get(gw.url("/wp-login.php"))).await;
         assert_eq!(r.status(), 404);
     }
-    let lines = harness::poll_until(STEP, "both probe lines", || {
+    let lines = harness::until(STEP, "both probe lines", || {
         let out = gw.stdout();
-        async move {
-            let lines: Vec<String> = out
-                .lines()
-                .filter(|l| l.contains("wp-login.php"))
-                .map(str::to_owned)
-                .collect();
-            (lines.len() == 2).then_some(lines)
-        }
+        let lines: Vec<String> = out
+            .lines()
+            .filter(|l| l.contains("wp-login.php"))
+            .map(str::to_owned)
+            .collect();
+        (lines.len() == 2).then_some(lines)
     })
     .await;
     assert!(lines.iter().any(|l| l.contains("HTTP/2.0\" 404 ")), "{lines:?}");
@@ -495,4 +431,215 @@ async fn fail2ban_nginx_filters_match_h1_and_h2_lines() {
         "fail2ban-regex must match both lines:\n{}\n{text}",
         lines.join("\n")
     );
+}
+
+/// The access log shows what the client got, as nginx logs it: the status already sent when
+/// the upstream cuts its body short (200, not 502), and 499 for a client that left before
+/// any response.
+#[tokio::test]
+async fn access_log_status_is_what_the_client_got() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (listener, addr) = upstream::listen().await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = counted.clone();
+            conns.spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let short = buf[..n].starts_with(b"GET /short ");
+                seen.fetch_add(1, Ordering::SeqCst);
+                if short {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+                        .await;
+                } else {
+                    // Never answers; waits for the gateway to close.
+                    let _ = s.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&simple_config(addr, "")).await;
+    let r = send(client::http(false).get(gw.url("/short"))).await;
+    assert_eq!(r.status(), 200);
+    if let Ok(body) = r.bytes().await {
+        panic!("the body is cut short, yet {} bytes arrived whole", body.len());
+    }
+    let (mut tls, _) = client::tls(gw.https, "localhost").await;
+    tls.write_all(b"GET /left HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    harness::until(STEP, "the request at the upstream", || {
+        (seen.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    drop(tls);
+    harness::until(STEP, "both access log lines", || {
+        let log = gw.stdout();
+        (log.contains("\"GET /short HTTP/1.1\" 200 ") && log.contains("\"GET /left HTTP/1.1\" 499 "))
+            .then_some(())
+    })
+    .await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn access_log_in_json() {
+    let up = upstream::echo().await;
+    let cfg = simple_config(up.addr, "").replace("access_log = \"combined\"", "access_log = \"json\"");
+    let gw = Gateway::start(&cfg).await;
+    let agent = [("User-Agent", "test-agent")];
+    let r = fetch(&client::http(false), &gw, "/logged?q=1", &agent).await;
+    assert_eq!(r.status(), 200);
+    let line = gw.access_line("/logged").await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "all");
+    assert_eq!(v["upstream"], "echo");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["user_agent"], "test-agent");
+    assert!(v["bytes"].as_u64().unwrap() > 0 && v["duration_ms"].as_f64().is_some());
+}
+
+fn access_config(format: &str, version: u32, up: SocketAddr) -> String {
+    format!(
+        "{}[logging]\naccess_log = \"{format}\"\n{}{}",
+        preamble("2s", ""),
+        upstream_at("echo", up),
+        route(
+            "all",
+            "/",
+            "echo",
+            &format!("headers = {{ \"X-Config\" = \"{version}\" }}\n")
+        ),
+    )
+}
+
+/// `access_log = "off"` writes no access line whatever the traffic (HTTP/1.1 and h2, GET and
+/// POST); `combined` writes one per request. The gateway starts with `off`, serves, then a
+/// reload switches it to `combined`: the lines go through one writer in order, so once the
+/// first `combined` line is out, a line of the earlier traffic would be out too.
+///
+/// To see it fail: make `access::log` (crates/proxy/src/access.rs) format `Off` like
+/// `Combined`; or take the format from the configuration at start instead of the request's
+/// snapshot (no line after the reload).
+#[tokio::test]
+async fn access_log_off_writes_nothing_and_combined_writes_lines() {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&access_config("off", 1, up.addr)).await;
+    for h2 in [false, true] {
+        let c = client::http(h2);
+        for i in 0..3 {
+            let r = c.get(gw.url(&format!("/off-{i}?h2={h2}"))).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let r = send(c.post(gw.url("/off-post")).body(vec![b'x'; 1000])).await;
+        assert_eq!(r.status(), 200);
+    }
+    gw.write_config(&access_config("combined", 2, up.addr));
+    let c = client::http(false);
+    // The reload to `combined`.
+    wait_version(&c, &gw, "2", secs(10)).await;
+    let agent = [("User-Agent", "promise-agent")];
+    let r = fetch(&c, &gw, "/combined-marker", &agent).await;
+    assert_eq!(r.status(), 200);
+    let out = harness::until(secs(10), "the combined access line", || {
+        let out = gw.stdout();
+        out.contains("\"GET /combined-marker HTTP/1.1\" 200")
+            .then_some(out)
+    })
+    .await;
+    assert!(
+        !out.contains("/off-"),
+        "access lines written with access_log = \"off\":\n{out}"
+    );
+    let line = out.lines().find(|l| l.contains("/combined-marker")).unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.contains("\"promise-agent\"") && line.contains("route=all upstream=echo"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn logs_have_no_colour_codes_off_a_terminal_and_can_be_json() {
+    let up = upstream::echo().await;
+    let text = Gateway::start(&simple_config(up.addr, "")).await;
+    let json = Gateway::start(
+        &simple_config(up.addr, "[logging]\nformat = \"json\"\n")
+            .replace("[logging]\naccess_log = \"combined\"\n", ""),
+    )
+    .await;
+    for gw in [&text, &json] {
+        // Traffic, and a broken reload, so there are warnings and errors to log.
+        let _ = client::http(false).get(gw.url("/x")).send().await;
+        std::fs::write(&gw.config, "[listen\n").unwrap();
+        gw.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+    for gw in [&text, &json] {
+        gw.log_line(secs(10), "configuration refused").await;
+    }
+    for gw in [&text, &json] {
+        assert!(
+            !gw.stderr().contains('\x1b'),
+            "escape codes in a log file:\n{}",
+            gw.stderr()
+        );
+    }
+    let lines: Vec<String> = json.stderr().lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
+    }
+}
+
+/// Access lines go through a bounded queue to a writer thread: a stdout pipe nobody reads
+/// (a stuck `docker logs` consumer) fills up, and requests keep being answered.
+#[tokio::test]
+async fn a_stdout_nobody_reads_never_stalls_requests() {
+    let up = upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (https, http, metrics) = (harness::free_addr(), harness::free_addr(), harness::free_addr());
+    let toml = simple_config(up.addr, "")
+        .replace("{HTTPS}", &https.to_string())
+        .replace("{HTTP}", &http.to_string())
+        .replace("{METRICS}", &metrics.to_string());
+    std::fs::write(dir.path().join("proxy.toml"), toml).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(dir.path().join("proxy.toml"))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .stdin(Stdio::null())
+        // A pipe that is never read: it holds 64 KiB, about 400 access lines.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let _gateway = ProcessGuard::spawn(&mut cmd, "the gateway");
+    let addrs = [https, http, metrics];
+    harness::poll_until(secs(30), "the gateway to listen", || harness::all_accept(&addrs)).await;
+    let c = client::http(false);
+    let url = format!(
+        "https://localhost:{}/a-long-path-to-fill-the-log-{}",
+        https.port(),
+        "x".repeat(200)
+    );
+    let work = async {
+        for i in 0..3000 {
+            let r = c
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(r.status(), 200, "request {i}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), work)
+        .await
+        .expect("3000 requests answered while stdout is full");
 }

@@ -1,16 +1,22 @@
 //! What monitoring sees: the shipped alert rules pass `promtool` (syntax and unit tests that
-//! make each alert fire), the dashboard shows the honest certificate series, and the gateway
-//! exports them honestly: a placeholder is a placeholder (no expiry), a refused file is
-//! counted.
+//! make each alert fire), every series the alert rules and the Grafana dashboard query is in
+//! a live scrape, the dashboard shows the honest certificate series, and the gateway exports
+//! them honestly: a placeholder is a placeholder (no expiry), a refused file is counted. A
+//! real Prometheus scrapes the request counter by route, unmatched requests under
+//! `route="none"`.
 
 mod harness;
 
-use harness::gateway::simple_config;
-use harness::metrics::{sample, samples, scrape};
-use harness::{poll_until, upstream, Gateway};
+use harness::config::{preamble, upstream_at};
+use harness::gateway::{simple_config, with_echo};
+use harness::metrics::{labelled_extra, sample, samples, scrape};
+use harness::scrape::Scrape;
+use harness::{client, poll_until, secs, upstream, Gateway};
 use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn repo(path: &str) -> PathBuf {
@@ -105,7 +111,6 @@ async fn every_series_the_alert_rules_use_is_in_a_live_scrape() {
     let rules_text = std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap();
     let names = gateway_names(&rules_text);
     assert!(names.len() >= 7, "{names:?}");
-    let up = upstream::echo().await;
     let roots = tempfile::tempdir().unwrap();
     let (chain, key, _) = certificate();
     std::fs::write(roots.path().join("root.pem"), &chain).unwrap();
@@ -118,7 +123,7 @@ async fn every_series_the_alert_rules_use_is_in_a_live_scrape() {
         dir = roots.path().display(),
         port = harness::free_port(),
     );
-    let gw = Gateway::start(&simple_config(up.addr, &extra)).await;
+    let (_up, gw) = with_echo(&extra).await;
     let text = scrape_until(&gw, "every series of the alert rules", |t| {
         names.iter().all(|n| !samples(t, n).is_empty())
     })
@@ -276,4 +281,219 @@ if_missing = "self-signed"
         "the previous certificate is still exported"
     );
     assert_eq!(sample(&text, "gateway_config_reloads_total"), Some(2.0), "{text}");
+}
+
+/// The names of every `gateway_*` series in the dashboard's expressions.
+fn dashboard_names() -> BTreeSet<String> {
+    let path = repo("deploy/grafana/gateway-dashboard.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&json, &mut exprs);
+    assert!(!exprs.is_empty(), "no `expr` in {}", path.display());
+    let mut names = BTreeSet::new();
+    for e in exprs {
+        let mut rest = e;
+        while let Some(at) = rest.find("gateway_") {
+            let tail = &rest[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..len].to_owned());
+            rest = &tail[len..];
+        }
+    }
+    names
+}
+
+fn collect_exprs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v.as_str() {
+                    Some(s) if k == "expr" => out.push(s),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                collect_exprs(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every series the Grafana dashboard (deploy/grafana/gateway-dashboard.json) queries is in
+/// a live scrape once traffic created the labelled ones (requests, a refused upstream, a
+/// failed handshake, a file certificate then a corrupt one at a reload, a failing ACME
+/// certificate and its placeholder): the names come from the dashboard's expressions, the
+/// check from what the running gateway serves.
+///
+/// To see it fail: rename a metric in crates/proxy/src/metrics.rs (or in the dashboard), or
+/// stop registering one.
+#[tokio::test]
+async fn every_series_of_the_grafana_dashboard_is_in_a_live_scrape() {
+    let names = dashboard_names();
+    assert!(names.len() >= 12, "the dashboard's series: {names:?}");
+    let certs = tempfile::tempdir().unwrap();
+    let (extra, cert) = labelled_extra(certs.path());
+    let (_up, gw) = with_echo(&extra).await;
+    let c = client::http(false);
+    assert_eq!(c.get(gw.url("/x")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/dead/x")).send().await.unwrap().status(), 502);
+    client::not_tls(gw.https).await;
+    // A certificate file refused at a reload (the previous certificate stays served).
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    let missing = |s: &Scrape| -> Vec<String> {
+        let have = s.names();
+        names
+            .iter()
+            .filter(|n| !have.contains(n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let what = "every series of the dashboard";
+    let s = harness::scrape::scrape_until(gw.metrics, secs(20), what, |s| missing(s).is_empty()).await;
+    assert!(missing(&s).is_empty());
+    // The labelled ones carry the configured names.
+    assert!(s
+        .get(
+            "gateway_certificate_expiry_timestamp_seconds",
+            &[("certificate", "site")]
+        )
+        .is_some());
+    assert!(
+        s.value(
+            "gateway_acme_orders_total",
+            &[("certificate", "managed"), ("result", "failure")]
+        ) >= 1.0
+    );
+    let dead: f64 = s
+        .series("gateway_upstream_errors_total", &[("upstream", "dead")])
+        .iter()
+        .map(|x| x.value)
+        .sum();
+    assert!(dead >= 1.0, "{}", s.text);
+}
+
+/// Two named routes and no catch-all: a request for an unknown host and path matches
+/// nothing, so it is counted under `route="none"` and cannot borrow a configured label.
+fn scrape_config(up: SocketAddr) -> String {
+    format!(
+        r#"
+{head}[logging]
+access_log = "off"
+{echo}[[routes]]
+name = "scraped"
+prefix = "/scraped"
+upstream = "echo"
+[[routes]]
+name = "api"
+host = "api.test"
+prefix = "/"
+upstream = "echo"
+"#,
+        head = preamble("3s", ""),
+        echo = upstream_at("echo", up),
+    )
+}
+
+/// The result vector of an instant query to Prometheus' HTTP API.
+async fn prom_query(api: &reqwest::Client, web: SocketAddr, query: &str) -> Option<Vec<serde_json::Value>> {
+    let r = api
+        .get(format!("http://{web}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.ok()?).ok()?;
+    v["data"]["result"].as_array().cloned()
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_request_counter_by_route() {
+    let prometheus = harness::require_tool("prometheus", "prometheus");
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&scrape_config(up.addr)).await;
+    let c = client::http(false);
+    for _ in 0..5 {
+        assert_eq!(c.get(gw.url("/scraped")).send().await.unwrap().status(), 200);
+    }
+    // Unknown host, unknown path: no route, 404; it must not create series of its own.
+    let r = client::fetch(&c, &gw, "/no-such-route/zzz", &[("Host", "evil.example")]).await;
+    assert_eq!(r.status(), 404, "no route for an unknown host and path");
+    let exposed = client::scrape(gw.metrics).await;
+    for needle in ["evil.example", "no-such-route"] {
+        assert!(!exposed.contains(needle), "{needle} became a label:\n{exposed}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let web = harness::free_addr();
+    let cfg = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gateway\n    static_configs:\n      - targets: ['{}']\n",
+        gw.metrics
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), cfg).unwrap();
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.path().join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.path().join("data").display()
+    ))
+    .arg(format!("--web.listen-address={web}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap());
+    let _prometheus = harness::ProcessGuard::spawn(&mut cmd, "prometheus");
+    let api = client::plain();
+    let results = poll_until(
+        Duration::from_secs(60),
+        "prometheus to scrape both series",
+        || {
+            let api = api.clone();
+            async move {
+                let results = prom_query(&api, web, "gateway_requests_total").await?;
+                let has = |route: &str| results.iter().any(|r| r["metric"]["route"] == route);
+                let both = has("scraped") && has("none");
+                both.then_some(results)
+            }
+        },
+    )
+    .await;
+    let value = |route: &str, status: &str| -> f64 {
+        results
+            .iter()
+            .find(|r| {
+                let m = &r["metric"];
+                m["route"] == route && m["status"] == status && m["method"] == "GET"
+            })
+            .and_then(|r| r["value"][1].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no series for route={route}, GET, {status}: {results:#?}"))
+    };
+    assert_eq!(value("scraped", "2xx"), 5.0, "{results:#?}");
+    assert_eq!(
+        value("none", "4xx"),
+        1.0,
+        "the unknown host and path: {results:#?}"
+    );
+    for r in &results {
+        let route = r["metric"]["route"].as_str().unwrap_or_default();
+        assert!(
+            ["scraped", "api", "none"].contains(&route),
+            "unexpected route label {route}: {results:#?}"
+        );
+    }
+    let build = prom_query(&api, web, "gateway_build_info")
+        .await
+        .expect("the build_info query");
+    assert!(
+        build.iter().any(|r| r["metric"]["version"].is_string()),
+        "{build:#?}"
+    );
 }

@@ -242,11 +242,7 @@ async fn the_metrics_listener_obeys_metrics_policy() {
         );
     }
     // /healthz says `ok` to everyone (`gateway healthcheck` probes it from loopback).
-    let r = c
-        .get(format!("http://{}/healthz", gw.metrics))
-        .send()
-        .await
-        .unwrap();
+    let r = client::send(c.get(format!("http://{}/healthz", gw.metrics))).await;
     assert_eq!(r.status(), 200);
     let out = cli(&gw, &["healthcheck"]).await;
     assert!(out.status.success(), "healthcheck: {}", text(&out));

@@ -14,12 +14,11 @@ mod harness;
 
 use futures_util::{SinkExt, StreamExt};
 use harness::auth_server::{garbage_server, AuthServer, LOGIN, LOGIN_BODY};
-use harness::gateway::{binary, Gateway};
+use harness::gateway::Gateway;
 use harness::scrape::scrape;
 use harness::upstream::{self, Seen};
 use harness::{client, poll_until, within};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,18 +108,6 @@ fn values<'a>(s: &'a Seen, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-async fn reload(gw: &Gateway) {
-    let mut cmd = Command::new(binary());
-    cmd.arg("reload").arg("--run-dir").arg(gw.run_dir());
-    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
-    assert!(
-        out.status.success(),
-        "gateway reload: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Replaces `gw.dir/htpasswd` in one rename (as editors and `htpasswd` do).
 fn write_htpasswd(gw: &Gateway, text: &str) {
     let tmp = gw.dir.path().join("htpasswd.tmp");
@@ -128,50 +115,28 @@ fn write_htpasswd(gw: &Gateway, text: &str) {
     std::fs::rename(tmp, gw.dir.path().join("htpasswd")).unwrap();
 }
 
-async fn line_with(gw: &Gateway, needle: &str) -> String {
-    poll_until(STEP, &format!("an access line with {needle}"), || {
-        let text = gw.stdout();
-        let needle = needle.to_owned();
-        async move { text.lines().find(|l| l.contains(&needle)).map(str::to_owned) }
-    })
-    .await
-}
-
-const BASIC_ROUTES: &str = r#"
+/// Basic auth on `/admin/`, `/n8n/` (with an open `/n8n/webhook/`) and the WebSocket route
+/// `/ws/` (users alice, `{ALICE}`, and bob, `{BOB}`), passed on upstream on `/backend/`
+/// (alice only), and a catch-all.
+fn basic_routes() -> String {
+    let policies = r#"
 [policies.admin]
 basic_auth = { realm = "admin", users = ["alice:{ALICE}", "bob:{BOB}"] }
 [policies.passthrough]
 basic_auth = { realm = "backend", users = ["alice:{ALICE}"], forward_authorization = true }
-[[routes]]
-name = "admin"
-prefix = "/admin/"
-upstream = "echo"
-policies = ["admin"]
-[[routes]]
-name = "backend"
-prefix = "/backend/"
-upstream = "echo"
-policies = ["passthrough"]
-[[routes]]
-name = "n8n"
-prefix = "/n8n/"
-upstream = "echo"
-policies = ["admin"]
-[[routes]]
-name = "n8n-webhook"
-prefix = "/n8n/webhook/"
-upstream = "echo"
-[[routes]]
-name = "ws"
-prefix = "/ws/"
-upstream = "ws"
-websocket = true
-policies = ["admin"]
-[[routes]]
-name = "all"
-prefix = "/"
-upstream = "echo"
 "#;
+    [
+        policies.to_owned(),
+        route("admin", "/admin/", "admin"),
+        route("backend", "/backend/", "passthrough"),
+        route("n8n", "/n8n/", "admin"),
+        "[[routes]]\nname = \"n8n-webhook\"\nprefix = \"/n8n/webhook/\"\nupstream = \"echo\"\n".to_owned(),
+        "[[routes]]\nname = \"ws\"\nprefix = \"/ws/\"\nupstream = \"ws\"\nwebsocket = true\npolicies = [\"admin\"]\n"
+            .to_owned(),
+        OPEN.to_owned(),
+    ]
+    .concat()
+}
 
 #[tokio::test]
 async fn basic_auth_with_bcrypt_and_argon2id_on_h1_and_h2() {
@@ -179,7 +144,7 @@ async fn basic_auth_with_bcrypt_and_argon2id_on_h1_and_h2() {
     let up = upstream::echo().await;
     let ws = upstream::ws_echo().await;
     let (alice, bob) = (bcrypt_y("alice-pw", 4), argon2id("bob-pw"));
-    let rest = BASIC_ROUTES.replace("{ALICE}", &alice).replace("{BOB}", &bob);
+    let rest = basic_routes().replace("{ALICE}", &alice).replace("{BOB}", &bob);
     let gw = Gateway::start(&config(&rest, up.addr, Some(ws.addr), false)).await;
     for h2 in [false, true] {
         let v = if h2 { "h2" } else { "h1" };
@@ -277,7 +242,7 @@ async fn basic_auth_with_bcrypt_and_argon2id_on_h1_and_h2() {
         // The verified user is the access log's $remote_user.
         let path = format!("/admin/logged-{v}");
         assert_eq!(status(&c, &gw, &path, Some(("alice", "alice-pw"))).await, 200);
-        let line = line_with(&gw, &path).await;
+        let line = gw.access_line(&path).await;
         assert!(line.starts_with("127.0.0.1 - alice ["), "{v}: {line}");
     }
     // The upstream never saw a refused request.
@@ -351,16 +316,22 @@ policies = ["admin"]
     )
 }
 
+/// An echo upstream and a gateway whose `/admin/` takes its users from the htpasswd file
+/// `users` (next to proxy.toml, a relative `htpasswd_file`: written once the harness has
+/// made that directory, the policy added after it).
+async fn with_htpasswd(watch: bool, users: &str) -> (upstream::Upstream, Gateway) {
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&file_config(up.addr, false, watch)).await;
+    write_htpasswd(&gw, users);
+    gw.write_config(&file_config(up.addr, true, watch));
+    (up, gw)
+}
+
 #[tokio::test]
 async fn an_htpasswd_file_changed_and_reloaded_takes_the_new_password_only() {
     let _shared = SERIAL.read().await;
-    let up = upstream::echo().await;
-    // The file lives next to proxy.toml (a relative htpasswd_file), so it is written once
-    // the harness has made that directory.
-    let gw = Gateway::start(&file_config(up.addr, false, false)).await;
-    write_htpasswd(&gw, &format!("# users\nalice:{}\n", bcrypt_y("old-pw", 4)));
-    gw.write_config(&file_config(up.addr, true, false));
-    reload(&gw).await;
+    let (_up, gw) = with_htpasswd(false, &format!("# users\nalice:{}\n", bcrypt_y("old-pw", 4))).await;
+    gw.reload().await;
     for h2 in [false, true] {
         let c = client::http(h2);
         assert_eq!(status(&c, &gw, "/admin/x", None).await, 401);
@@ -372,7 +343,7 @@ async fn an_htpasswd_file_changed_and_reloaded_takes_the_new_password_only() {
         &gw,
         &format!("alice:{}\ncarol:{}\n", bcrypt_y("new-pw", 4), argon2id("c-pw")),
     );
-    reload(&gw).await;
+    gw.reload().await;
     for h2 in [false, true] {
         let c = client::http(h2);
         assert_eq!(
@@ -385,7 +356,7 @@ async fn an_htpasswd_file_changed_and_reloaded_takes_the_new_password_only() {
     }
     // A removed user is refused at once, cached or not.
     write_htpasswd(&gw, &format!("carol:{}\n", argon2id("c-pw")));
-    reload(&gw).await;
+    gw.reload().await;
     let c = client::http(false);
     assert_eq!(status(&c, &gw, "/admin/x", Some(("alice", "new-pw"))).await, 401);
     assert_eq!(status(&c, &gw, "/admin/x", Some(("carol", "c-pw"))).await, 200);
@@ -395,10 +366,7 @@ async fn an_htpasswd_file_changed_and_reloaded_takes_the_new_password_only() {
 #[tokio::test]
 async fn an_htpasswd_file_change_alone_is_picked_up_by_the_watcher() {
     let _shared = SERIAL.read().await;
-    let up = upstream::echo().await;
-    let gw = Gateway::start(&file_config(up.addr, false, true)).await;
-    write_htpasswd(&gw, &format!("alice:{}\n", bcrypt_y("old-pw", 4)));
-    gw.write_config(&file_config(up.addr, true, true));
+    let (_up, gw) = with_htpasswd(true, &format!("alice:{}\n", bcrypt_y("old-pw", 4))).await;
     let c = client::http(false);
     poll_until(STEP, "the policy from the changed proxy.toml", || {
         let (c, gw) = (&c, &gw);
@@ -763,13 +731,8 @@ async fn forward_auth_down_stopped_hung_or_garbled_is_503() {
         && s.header("x-mark") != Some("after-stop")));
     // Each failure is logged with the policy's url.
     let url = format!("http://{closed}/api/verify");
-    poll_until(STEP, "the warning naming the auth url", || {
-        let (log, url) = (gw.stderr(), url.clone());
-        async move {
-            log.lines()
-                .any(|l| l.contains(&url) && l.contains("WARN"))
-                .then_some(())
-        }
+    gw.wait_log(STEP, "the warning naming the auth url", |log| {
+        log.lines().any(|l| l.contains(&url) && l.contains("WARN"))
     })
     .await;
 }

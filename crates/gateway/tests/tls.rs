@@ -1,14 +1,20 @@
-//! TLS: certificates by SNI, the default certificate, the self-signed first start, and
-//! certificate files replaced while serving (certbot renewals).
+//! TLS: certificates by SNI, the default certificate, the self-signed first start,
+//! certificate files replaced while serving (certbot renewals), HTTPS never lost to a reload
+//! whatever the shape of `[tls]` / `[acme]`, the versions and cipher suites accepted and
+//! refused, session resumption as configured, and client quirks kept out of the log.
 
 mod harness;
 
-use harness::gateway::simple_config;
+use harness::config::{preamble, route, upstream_at};
+use harness::gateway::{simple_config, with_echo};
 use harness::{client, poll_until, upstream, within, Gateway};
+use rustls::pki_types::ServerName;
+use rustls::HandshakeKind;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The deadline of one step (a connection, a handshake, a response).
 const STEP: Duration = Duration::from_secs(10);
@@ -68,7 +74,6 @@ async fn sni_picks_the_certificate_and_files_are_reloaded_when_they_change() {
             .then_some(())
     })
     .await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let request = open.write_all(b"GET /still HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
     within(STEP, "sending on the open connection", request)
         .await
@@ -121,9 +126,9 @@ async fn first_start_without_certificates_serves_a_self_signed_one() {
     .await;
 }
 
-/// `openssl s_client` against `addr` with SNI `sni` and `args` (split on whitespace):
-/// whether the handshake completed, and everything the client printed.
-async fn s_client(openssl: &Path, addr: SocketAddr, sni: &str, args: &str) -> (bool, String) {
+/// `openssl s_client` against `addr` with SNI `sni` and `args` (split on whitespace), with a
+/// deadline of 30 s.
+async fn s_client_output(openssl: &Path, addr: SocketAddr, sni: &str, args: &str) -> Output {
     let mut cmd = Command::new(openssl);
     cmd.arg("s_client")
         .arg("-connect")
@@ -131,13 +136,13 @@ async fn s_client(openssl: &Path, addr: SocketAddr, sni: &str, args: &str) -> (b
         .arg("-servername")
         .arg(sni)
         .args(args.split_whitespace());
-    let out = harness::run_cmd_async(cmd, Duration::from_secs(30)).await;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    harness::run_cmd_async(cmd, Duration::from_secs(30)).await
+}
+
+/// [`s_client_output`]: whether the handshake completed, and everything the client printed.
+async fn s_client(openssl: &Path, addr: SocketAddr, sni: &str, args: &str) -> (bool, String) {
+    let out = s_client_output(openssl, addr, sni, args).await;
+    (out.status.success(), harness::gateway::text(&out))
 }
 
 /// What `openssl s_client` prints when its own settings, not the server, stop a handshake.
@@ -183,19 +188,13 @@ async fn tls_versions_and_cipher_suites_accepted_and_refused() {
     let gw = Gateway::start(&simple_config(up.addr, &tls)).await;
 
     // rustls as the client: both versions, both key types.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     for (version, sni) in [
         (&rustls::version::TLS12, "ec.test"),
         (&rustls::version::TLS13, "ec.test"),
         (&rustls::version::TLS12, "rsa.test"),
         (&rustls::version::TLS13, "rsa.test"),
     ] {
-        let capture = std::sync::Arc::new(client::Capture::default());
-        let cfg = rustls::ClientConfig::builder_with_protocol_versions(&[version])
-            .dangerous()
-            .with_custom_certificate_verifier(capture)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let connector = client::connector(&[version], false);
         let tcp = within(STEP, "connecting", tokio::net::TcpStream::connect(gw.https))
             .await
             .unwrap();
@@ -291,72 +290,220 @@ async fn tls_versions_and_cipher_suites_accepted_and_refused() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
-/// Every reconnection resumes, whichever thread's socket (`reuseport`, 2 threads) accepts it:
-/// the threads share one session cache.
-#[tokio::test]
-async fn tls_sessions_are_resumed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = upstream::echo().await;
-    let gw = Gateway::start(&simple_config(up.addr, "")).await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut cfg = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(client::Capture::default()))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+/// Eight connections of one client, each with one request: how each handshake went.
+async fn kinds(gw: &Gateway, version: &'static rustls::SupportedProtocolVersion) -> Vec<HandshakeKind> {
+    let connector = client::connector(&[version], true);
     let mut kinds = Vec::new();
     for _ in 0..8 {
-        let tcp = within(STEP, "connecting", tokio::net::TcpStream::connect(gw.https))
-            .await
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut s = within(STEP, "the handshake", connector.connect(name, tcp))
-            .await
-            .unwrap();
-        kinds.push(s.get_ref().1.handshake_kind());
-        // Reading the answer also reads the session tickets sent after the handshake.
-        let request = s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        within(STEP, "sending the request", request).await.unwrap();
-        let mut buf = Vec::new();
-        let _ = within(STEP, "the answer", s.read_to_end(&mut buf)).await;
-        assert!(buf.starts_with(b"HTTP/1.1 200"));
+        let work = async {
+            let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut s = connector.connect(name, tcp).await.unwrap();
+            let kind = s.get_ref().1.handshake_kind().expect("handshake done");
+            // Reading the answer also reads the tickets sent after a TLS 1.3 handshake.
+            s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            assert!(buf.starts_with(b"HTTP/1.1 200"));
+            kind
+        };
+        kinds.push(within(STEP, "a connection", work).await);
     }
-    assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
-    for (i, kind) in kinds.iter().enumerate().skip(1) {
-        assert_eq!(
-            *kind,
-            Some(rustls::HandshakeKind::Resumed),
-            "connection {i} resumes: {kinds:?}"
-        );
+    kinds
+}
+
+/// TLS session resumption as configured: `[tls] session_cache` (sessions by ID, shared by
+/// every thread) and `session_tickets` (stateless tickets, keys shared by every thread), and
+/// the defaults, for TLS 1.2 and 1.3: every reconnection of one client resumes, whichever
+/// thread's socket (`reuseport`, 2 threads) accepts it, unless both are off.
+#[tokio::test]
+async fn resumption_follows_session_cache_and_tickets() {
+    let up = upstream::echo().await;
+    for (settings, resumes) in [
+        (None, true),
+        (Some((20000, true)), true),
+        (Some((0, true)), true),
+        (Some((20000, false)), true),
+        (Some((0, false)), false),
+    ] {
+        let extra = settings.map_or_else(String::new, |(cache, tickets)| {
+            format!("[tls]\nsession_cache = {cache}\nsession_tickets = {tickets}\n")
+        });
+        let gw = Gateway::start(&simple_config(up.addr, &extra)).await;
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let k = kinds(&gw, version).await;
+            assert_eq!(k[0], HandshakeKind::Full);
+            let want = if resumes {
+                HandshakeKind::Resumed
+            } else {
+                HandshakeKind::Full
+            };
+            assert!(
+                k[1..].iter().all(|x| *x == want),
+                "[tls] (session_cache, session_tickets) {settings:?}, {version:?}: {k:?}"
+            );
+        }
+    }
+}
+
+/// One configuration shape; `version` is echoed in a response header so the test knows
+/// when the reload has been applied.
+fn config(up: SocketAddr, version: usize, tls: &str) -> String {
+    format!(
+        r#"
+{head}{tls}
+{echo}{all}"#,
+        head = preamble("2s", ""),
+        echo = upstream_at("echo", up),
+        all = route(
+            "all",
+            "/",
+            "echo",
+            &format!("headers = {{ X-Config-Version = \"{version}\" }}\n")
+        ),
+    )
+}
+
+/// A new TLS connection (`sni` None: no SNI extension at all, as with an IP address) and
+/// one request; returns the status line and the config version header.
+async fn get(addr: SocketAddr, sni: Option<&str>) -> Result<(String, String), String> {
+    let connector = client::connector(rustls::DEFAULT_VERSIONS, true);
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut s = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.lines().next().unwrap_or_default().to_owned();
+        let version = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("x-config-version: ")
+                    .or_else(|| l.strip_prefix("X-Config-Version: "))
+            })
+            .unwrap_or_default()
+            .to_owned();
+        Ok((status, version))
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+#[tokio::test]
+async fn every_reload_keeps_https_for_every_config_shape() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path().display().to_string();
+    write_cert(certs.path(), "a", &["a.test"]);
+    write_cert(certs.path(), "b", &["b.test"]);
+    let file = |name: &str| {
+        format!("[[tls.certificates]]\nname = \"{name}\"\ncert = \"{d}/{name}/fullchain.pem\"\nkey = \"{d}/{name}/privkey.pem\"\n")
+    };
+    // A CA nobody answers for: the ACME certificate stays a placeholder.
+    let acme = |names: &str| {
+        format!(
+            "[acme]\ndirectory = \"https://127.0.0.1:9/directory\"\nstorage = \"{{DIR}}/acme\"\nretry_min = \"1h\"\n\
+             [[acme.certificates]]\nname = \"m\"\nnames = [{names}]\n"
+        )
+    };
+    let shapes: Vec<(&str, String)> = vec![
+        ("none", String::new()),
+        ("none again", String::new()),
+        (
+            "files only",
+            format!("[tls]\ndefault_certificate = \"b\"\n{}{}", file("a"), file("b")),
+        ),
+        ("a certificate removed", format!("[tls]\n{}", file("a"))),
+        (
+            "default changed",
+            format!("[tls]\ndefault_certificate = \"a\"\n{}{}", file("a"), file("b")),
+        ),
+        ("a broken file", format!("[tls]\n{}", file("broken"))),
+        ("ACME only", acme("\"m.example.com\"")),
+        (
+            "mixed",
+            format!("[tls]\n{}\n{}", file("a"), acme("\"m.example.com\"")),
+        ),
+        ("ACME names changed", acme("\"n.example.com\"")),
+        ("none at the end", String::new()),
+    ];
+    std::fs::create_dir_all(certs.path().join("broken")).unwrap();
+    std::fs::write(certs.path().join("broken/fullchain.pem"), "not a certificate").unwrap();
+    std::fs::write(certs.path().join("broken/privkey.pem"), "not a key").unwrap();
+
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&config(up.addr, 0, &shapes[0].1)).await;
+    for (version, (shape, tls)) in shapes.iter().enumerate() {
+        if version > 0 {
+            gw.write_config(&config(up.addr, version, tls));
+            // Alternate the two triggers: the file watch, and SIGHUP on top.
+            if version % 2 == 0 {
+                gw.signal(nix::sys::signal::Signal::SIGHUP);
+            }
+        }
+        let want = version.to_string();
+        poll_until(
+            Duration::from_secs(15),
+            &format!("config {version} ({shape}) applied"),
+            || {
+                let want = want.clone();
+                async move {
+                    match get(gw.https, Some("localhost")).await {
+                        Ok((_, v)) if v == want => Some(()),
+                        _ => None,
+                    }
+                }
+            },
+        )
+        .await;
+        for sni in [Some("a.test"), Some("unknown.test"), None] {
+            for attempt in 0..3 {
+                let r = get(gw.https, sni).await;
+                match r {
+                    Ok((status, v)) => {
+                        assert!(
+                            status.contains(" 200 "),
+                            "{shape}, SNI {sni:?}, try {attempt}: {status}"
+                        );
+                        assert_eq!(v, want, "{shape}: served by the new config");
+                    }
+                    Err(e) => panic!("{shape}: a new TLS connection with SNI {sni:?} failed: {e}"),
+                }
+            }
+        }
     }
 }
 
 #[tokio::test]
-async fn failed_handshakes_are_counted() {
-    use tokio::io::AsyncWriteExt;
-    let up = upstream::echo().await;
-    let gw = Gateway::start(&simple_config(up.addr, "")).await;
-    // Not TLS at all: the handshake fails on the gateway's side.
-    let mut s = within(STEP, "connecting", tokio::net::TcpStream::connect(gw.https))
-        .await
-        .unwrap();
-    within(STEP, "sending", s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-        .await
-        .unwrap();
-    drop(s);
-    let metrics = format!("http://{}/metrics", gw.metrics);
-    let api = client::plain();
-    poll_until(Duration::from_secs(10), "the failure counter", || {
-        let metrics = metrics.clone();
-        let api = api.clone();
-        async move {
-            let text = api.get(&metrics).send().await.ok()?.text().await.ok()?;
-            text.lines()
-                .find(|l| l.starts_with("gateway_tls_handshake_failures_total "))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .filter(|n| *n >= 1.0)
-        }
-    })
-    .await;
+async fn an_ip_address_as_sni_is_not_logged_per_connection() {
+    let (_up, gw) = with_echo("").await;
+    // Needed to send an IP address as SNI.
+    let openssl = harness::require_tool("openssl", "openssl");
+    for _ in 0..5 {
+        let out = s_client_output(&openssl, gw.https, "127.0.0.1", "").await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("BEGIN CERTIFICATE") || text.contains("Server certificate"),
+            "handshake: {text}"
+        );
+    }
+    assert!(
+        !gw.stderr().contains("Illegal SNI"),
+        "client quirks stay at debug:\n{}",
+        gw.stderr()
+    );
 }

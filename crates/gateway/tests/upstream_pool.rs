@@ -1,11 +1,16 @@
 //! The upstream keepalive pool (vendor/pingora-core/PATCHED.md, "Idle upstream connections
 //! without a watcher task each"): the warmest idle connection is reused first, as nginx's
 //! keepalive cache does, and an idle connection the upstream closes is closed on the
-//! gateway's side too (no socket left in CLOSE_WAIT), then replaced by a new one.
+//! gateway's side too (no socket left in CLOSE_WAIT), then replaced by a new one. A request
+//! that meets a pooled connection the upstream just closed is retried once on a new one if
+//! it is idempotent, never if it is a POST.
 
 mod harness;
 
 use harness::gateway::simple_config;
+use harness::recorder::{script, Answer, Scripted, OK};
+use harness::scrape::scrape;
+use harness::wire::{exchange, h1_connect, path_of, requests_of, text};
 use harness::{client, Gateway};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -228,4 +233,49 @@ async fn a_retry_after_a_dead_pooled_connection_goes_to_a_new_one() {
             .contains("gateway_upstream_retries_total{upstream=\"echo\"} 1"),
         "one retry counted"
     );
+}
+
+/// A pooled connection the upstream just closed (Node.js: after 5 s idle): the first
+/// connection answers its first request, then drops the next one unanswered, as a server
+/// closing an idle keep-alive connection just as the request arrives; any POST is dropped the
+/// same way. The GET is retried once, on a new connection; the POST is never sent twice.
+#[tokio::test]
+async fn f_a_stale_pooled_connection_is_retried_once_for_get_never_for_post() {
+    let rec = Scripted::start(script(|conn, n, req: &[u8]| {
+        if req.starts_with(b"POST ") || (conn == 0 && n == 1) {
+            Answer::Hangup
+        } else {
+            Answer::Send(OK)
+        }
+    }))
+    .await;
+    // One thread: one upstream pool, so the second request takes the pooled connection.
+    let gw = Gateway::start(&one_thread(rec.addr)).await;
+    let (retries, echo) = ("gateway_upstream_retries_total", [("upstream", "echo")]);
+
+    let mut c = h1_connect(gw.https).await;
+    let r = exchange(&mut c, b"GET /warm HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", text(&r.raw));
+    let r = exchange(&mut c, b"GET /again HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(r.status, 200, "retried on a new connection: {}", text(&r.raw));
+    assert_eq!(text(&r.body), "ok");
+    let conns = rec.conns();
+    assert_eq!(conns.len(), 2, "one retry, on a new connection");
+    let (first, _) = requests_of(&conns[0].bytes);
+    let paths = |reqs: &[Vec<u8>]| reqs.iter().map(|r| path_of(r)).collect::<Vec<_>>();
+    assert_eq!(paths(&first[..]), ["/warm", "/again"]);
+    let (second, _) = requests_of(&conns[1].bytes);
+    assert_eq!(paths(&second[..]), ["/again"]);
+    assert_eq!(scrape(gw.metrics).await.value(retries, &echo), 1.0);
+
+    // A POST on the (now pooled) second connection meets the same close: never sent twice.
+    let r = exchange(
+        &mut c,
+        b"POST /form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", text(&r.raw));
+    assert_eq!(rec.count("POST /form "), 1, "the POST reached the upstream once");
+    let after = scrape(gw.metrics).await.value(retries, &echo);
+    assert_eq!(after, 1.0, "no retry for a POST");
 }

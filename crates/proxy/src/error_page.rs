@@ -435,29 +435,25 @@ mod tests {
     fn accept_picks_the_preferred_of_html_and_json() {
         let n = |v: &str| Format::negotiate([v]);
         let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-        assert_eq!(n(browser), Format::Html);
-        assert_eq!(n("application/json"), Format::Json);
-        assert_eq!(n("application/json, text/plain, */*"), Format::Json);
-        assert_eq!(n("text/html;q=0.5, application/json;q=0.9"), Format::Json);
-        assert_eq!(n("application/json;q=0.5, text/html"), Format::Html);
-        assert_eq!(
-            n("application/json, text/html"),
-            Format::Json,
-            "a tie: the first listed"
-        );
-        assert_eq!(n("text/html, application/json"), Format::Html);
-        assert_eq!(n("*/*"), Format::Plain);
-        assert_eq!(n("text/*"), Format::Plain);
-        assert_eq!(n(""), Format::Plain);
-        assert_eq!(n("text/html;q=0"), Format::Plain);
-        assert_eq!(n("text/html;q=0, application/json;q=0.1"), Format::Json);
-        assert_eq!(n("TEXT/HTML ; Q=0.3"), Format::Html);
-        assert_eq!(
-            n("text/html;q=2"),
-            Format::Plain,
-            "a malformed q-value is ignored"
-        );
-        assert_eq!(n("text/html;q=0.1234"), Format::Plain);
+        for (accept, want, why) in [
+            (browser, Format::Html, ""),
+            ("application/json", Format::Json, ""),
+            ("application/json, text/plain, */*", Format::Json, ""),
+            ("text/html;q=0.5, application/json;q=0.9", Format::Json, ""),
+            ("application/json;q=0.5, text/html", Format::Html, ""),
+            ("application/json, text/html", Format::Json, "a tie: the first listed"),
+            ("text/html, application/json", Format::Html, ""),
+            ("*/*", Format::Plain, ""),
+            ("text/*", Format::Plain, ""),
+            ("", Format::Plain, ""),
+            ("text/html;q=0", Format::Plain, ""),
+            ("text/html;q=0, application/json;q=0.1", Format::Json, ""),
+            ("TEXT/HTML ; Q=0.3", Format::Html, ""),
+            ("text/html;q=2", Format::Plain, "a malformed q-value is ignored"),
+            ("text/html;q=0.1234", Format::Plain, ""),
+        ] {
+            assert_eq!(n(accept), want, "{accept:?} {why}");
+        }
         assert_eq!(
             Format::negotiate(["text/plain", "application/json"]),
             Format::Json

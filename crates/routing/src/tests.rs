@@ -9,6 +9,16 @@ fn p(s: &str) -> PathMatch {
     PathMatch::Prefix(s.into())
 }
 
+/// A route for `host`: that host exactly, or with a leading dot its subdomains.
+fn on_host(name: &str, host: &str, path: PathMatch, upstream: &str) -> gateway_config::Route {
+    let host = if host.starts_with('.') {
+        HostMatch::Suffix(host.into())
+    } else {
+        HostMatch::Exact(host.into())
+    };
+    route(name, Some(host), path, upstream, None)
+}
+
 /// The routes of the reference nginx.conf.
 fn reference() -> RouteTable {
     RouteTable::new(&[
@@ -119,27 +129,9 @@ fn host_specific_routes_beat_host_less_ones() {
     let t = RouteTable::new(&[
         route("any", None, p("/"), "api", None),
         route("any-x", None, p("/x/"), "api", None),
-        route(
-            "n8n",
-            Some(HostMatch::Exact("n8n.example.com".into())),
-            p("/"),
-            "n8n",
-            None,
-        ),
-        route(
-            "wild",
-            Some(HostMatch::Suffix(".example.com".into())),
-            p("/"),
-            "w",
-            None,
-        ),
-        route(
-            "deep",
-            Some(HostMatch::Suffix(".eu.example.com".into())),
-            p("/"),
-            "d",
-            None,
-        ),
+        on_host("n8n", "n8n.example.com", p("/"), "n8n"),
+        on_host("wild", ".example.com", p("/"), "w"),
+        on_host("deep", ".eu.example.com", p("/"), "d"),
     ]);
     assert_eq!(fwd(&t, Some("N8N.example.com:8443"), "/x/1").0, "n8n");
     assert_eq!(fwd(&t, Some("n8n.example.com."), "/").0, "n8n");
@@ -155,13 +147,7 @@ fn host_specific_routes_beat_host_less_ones() {
 fn host_group_without_a_matching_path_falls_back() {
     let t = RouteTable::new(&[
         route("any", None, p("/"), "api", None),
-        route(
-            "h",
-            Some(HostMatch::Exact("h.com".into())),
-            p("/only/"),
-            "n8n",
-            None,
-        ),
+        on_host("h", "h.com", p("/only/"), "n8n"),
     ]);
     assert_eq!(fwd(&t, Some("h.com"), "/only/x").0, "h");
     assert_eq!(fwd(&t, Some("h.com"), "/else").0, "any");

@@ -119,7 +119,7 @@ pub const VARIABLES: &[&str] = &[
 
 impl LogVar {
     /// The variable called `name` (without `$`), or why there is none.
-    pub fn from_name(name: &str) -> Result<LogVar, String> {
+    pub(crate) fn from_name(name: &str) -> Result<LogVar, String> {
         use LogVar::*;
         Ok(match name {
             "remote_addr" => RemoteAddr,

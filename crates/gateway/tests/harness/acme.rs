@@ -48,6 +48,40 @@ upstream = "echo"
     )
 }
 
+/// What an ACME test starts with: a storage directory, Pebble and an echo upstream.
+pub struct Setup {
+    pub storage: tempfile::TempDir,
+    pub pebble: Pebble,
+    pub up: super::upstream::Upstream,
+}
+
+impl Setup {
+    /// Pebble started with `env` (see [`Pebble::start`]).
+    pub async fn start(env: &[(&str, &str)]) -> Setup {
+        let storage = tempfile::tempdir().unwrap();
+        let pebble = Pebble::start(super::free_port(), env).await;
+        let up = super::upstream::echo().await;
+        Setup { storage, pebble, up }
+    }
+
+    /// [`Setup::start`], then Pebble stopped: the CA is down until `pebble.launch()`.
+    pub async fn down() -> Setup {
+        let mut s = Self::start(&[]).await;
+        s.pebble.stop();
+        s
+    }
+
+    /// [`config`] for this storage, Pebble and upstream.
+    pub fn config(&self) -> String {
+        config(&self.pebble, self.storage.path(), self.up.addr)
+    }
+
+    /// `rel` under the storage directory (`main/fullchain.pem`).
+    pub fn path(&self, rel: impl AsRef<Path>) -> std::path::PathBuf {
+        self.storage.path().join(rel)
+    }
+}
+
 /// A TLS connection that only succeeds when the gateway presents a certificate for `sni`
 /// chaining to `root_pem` (Pebble's issuing root), signed with the matching key.
 pub async fn verified(
@@ -98,6 +132,28 @@ pub async fn wait_issued_for(https: std::net::SocketAddr, pebble: &Pebble, names
 /// [`wait_issued_for`] with [`NAMES`].
 pub async fn wait_issued(gw: &Gateway, pebble: &Pebble) -> String {
     wait_issued_for(gw.https, pebble, &NAMES).await
+}
+
+/// The first line of `gw`'s log (colours removed) that contains every one of `needles`,
+/// polled for up to `limit`.
+pub async fn log_line_with(gw: &Gateway, limit: Duration, needles: &[&str]) -> String {
+    let what = format!("a log line with {needles:?}");
+    super::until(limit, &what, || {
+        lines_with(&gw.stderr(), needles).into_iter().next()
+    })
+    .await
+}
+
+/// `<storage>/<certificate>/status.json` (what `gateway certs --file` reads) once it contains
+/// `needle`, polled for up to `limit`.
+pub async fn wait_status(storage: &Path, certificate: &str, needle: &str, limit: Duration) -> String {
+    let path = storage.join(certificate).join("status.json");
+    let what = format!("{needle:?} in {}", path.display());
+    super::until(limit, &what, || {
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        status.contains(needle).then_some(status)
+    })
+    .await
 }
 
 /// A stored certificate for [`NAMES`] that is near its end (plain files, as an older

@@ -53,6 +53,11 @@ impl ServerCertVerifier for Capture {
         *self.0.lock().unwrap() = Some(end_entity.clone().into_owned());
         Ok(ServerCertVerified::assertion())
     }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
     fn verify_tls12_signature(
         &self,
         _: &[u8],
@@ -64,16 +69,28 @@ impl ServerCertVerifier for Capture {
     fn verify_tls13_signature(
         &self,
         message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.verify_tls12_signature(message, cert, dss)
     }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+}
+
+/// A TLS client that accepts any certificate, offering `versions` (`rustls::DEFAULT_VERSIONS`:
+/// the defaults), and ALPN http/1.1 with `alpn`.
+pub fn connector(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: bool,
+) -> tokio_rustls::TlsConnector {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cfg = rustls::ClientConfig::builder_with_protocol_versions(versions)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Capture::default()))
+        .with_no_client_auth();
+    if alpn {
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
 /// Opens a TLS connection with `sni` (HTTP/1.1 ALPN) and returns it with the server's certificate.
@@ -167,6 +184,50 @@ pub async fn scrape(addr: SocketAddr) -> String {
     r.text().await.expect("the /metrics body")
 }
 
+/// Sends `req` (30 s at most): the response, or a panic with the error.
+pub async fn send(req: reqwest::RequestBuilder) -> reqwest::Response {
+    match super::within(Duration::from_secs(30), "a request", req.send()).await {
+        Ok(r) => r,
+        Err(e) => panic!("the request failed: {e}"),
+    }
+}
+
+/// GET `path` on `gw` from `c`, with `headers`: [`send`].
+pub async fn fetch(
+    c: &reqwest::Client,
+    gw: &super::gateway::Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = c.get(gw.url(path));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    send(req).await
+}
+
+/// The value of header `name` of a response, when it is text.
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The header fields as (lowercase name, value).
+pub fn fields(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// The HTTP version a client of [`http`] gets: HTTP/2 with `h2`, else HTTP/1.1.
+pub fn version(h2: bool) -> reqwest::Version {
+    if h2 {
+        reqwest::Version::HTTP_2
+    } else {
+        reqwest::Version::HTTP_11
+    }
+}
+
 /// GET `path` on `gw` with optional Basic credentials and extra headers, each step bounded
 /// by 10 s: the status, the response headers and the body.
 pub async fn get(
@@ -193,4 +254,30 @@ pub async fn get(
         .await
         .unwrap_or_default();
     (status, h, body)
+}
+
+/// The `X-Config` header of the answer to a new request for `/probe`: which configuration
+/// serves it.
+pub async fn config_version(c: &reqwest::Client, gw: &super::gateway::Gateway) -> Option<String> {
+    let r = c.get(gw.url("/probe")).send().await.ok()?;
+    Some(r.headers().get("x-config")?.to_str().ok()?.to_owned())
+}
+
+/// Polls for up to `limit` until `/probe` is answered by configuration `want`
+/// ([`config_version`]), on new requests from `c`.
+pub async fn wait_version(c: &reqwest::Client, gw: &super::gateway::Gateway, want: &str, limit: Duration) {
+    let what = format!("configuration {want} to serve");
+    super::poll_until(limit, &what, || {
+        let c = c.clone();
+        async move { (config_version(&c, gw).await? == want).then_some(()) }
+    })
+    .await;
+}
+
+/// Plain HTTP to the HTTPS listener `https`: a failed TLS handshake on the gateway's side.
+pub async fn not_tls(https: SocketAddr) {
+    let connect = TcpStream::connect(https);
+    let mut s = super::within(STEP, "connecting", connect).await.unwrap();
+    let request = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    super::within(STEP, "writing", request).await.unwrap();
 }

@@ -29,6 +29,13 @@ pub async fn cli(gw: &Gateway, args: &[&str]) -> Output {
     super::run_cmd_async(cmd, Duration::from_secs(60)).await
 }
 
+/// `gateway check --config <file>`, with a deadline of 60 s.
+pub fn check(file: &Path) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.arg("check").arg("--config").arg(file);
+    super::run_cmd(&mut cmd, Duration::from_secs(60))
+}
+
 /// Fills `{HTTPS}`, `{HTTP}`, `{METRICS}` and `{DIR}` in a configuration or an environment value.
 fn fill(text: &str, https: SocketAddr, http: SocketAddr, metrics: SocketAddr, dir: &Path) -> String {
     text.replace("{HTTPS}", &https.to_string())
@@ -232,6 +239,29 @@ impl Gateway {
         std::fs::rename(tmp, &self.config).unwrap();
     }
 
+    /// `gateway reload`, which must succeed (it returns once the file is applied); what it
+    /// printed.
+    pub async fn reload(&self) -> String {
+        let out = cli(self, &["reload"]).await;
+        assert!(out.status.success(), "gateway reload: {}", text(&out));
+        text(&out)
+    }
+
+    /// The first line of stdout (the access log) that contains `needle`, polled for up to 10 s.
+    pub async fn access_line(&self, needle: &str) -> String {
+        super::line_with(|| self.stdout(), needle).await
+    }
+
+    /// The first line of stderr (the log) that contains `needle`, polled for up to `limit`.
+    pub async fn log_line(&self, limit: Duration, needle: &str) -> String {
+        super::line_within(limit, || self.stderr(), needle).await
+    }
+
+    /// Waits up to `limit` until `check` holds for stderr (the log).
+    pub async fn wait_log(&self, limit: Duration, what: &str, check: impl Fn(&str) -> bool) {
+        super::until(limit, what, || check(&self.stderr()).then_some(())).await
+    }
+
     /// Stops with SIGTERM and waits up to `limit`; returns whether it exited in time (if not,
     /// it is killed).
     pub fn stop(&mut self, limit: Duration) -> bool {
@@ -361,6 +391,26 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// An echo upstream and a gateway in front of it: [`simple_config`] with `extra_routes`.
+pub async fn with_echo(extra_routes: &str) -> (super::upstream::Upstream, Gateway) {
+    let up = super::upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, extra_routes)).await;
+    (up, gw)
+}
+
+/// An echo upstream and a gateway started with [`super::config::from_env`]: `UP_ADDR` names
+/// the upstream, `MARK` is `mark` when given.
+pub async fn with_env(mark: Option<&str>) -> (super::upstream::Upstream, Gateway) {
+    let up = super::upstream::echo().await;
+    let addr = up.addr.to_string();
+    let mut env = vec![("UP_ADDR", addr.as_str())];
+    if let Some(m) = mark {
+        env.push(("MARK", m));
+    }
+    let gw = Gateway::start_with_env(&super::config::from_env(), &env).await;
+    (up, gw)
 }
 
 /// A minimal gateway configuration for tests: one catch-all route to `upstream`.

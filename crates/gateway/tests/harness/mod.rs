@@ -81,6 +81,32 @@ where
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
+/// [`poll_until`] for a check that needs no await: `f` runs every 20 ms until it returns
+/// `Some`, for up to `limit`.
+pub async fn until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    poll_until(limit, what, || std::future::ready(f())).await
+}
+
+/// The first line of `read()` (a log, read again every 20 ms for up to `limit`) that
+/// contains `needle`.
+pub async fn line_within(limit: Duration, read: impl Fn() -> String, needle: &str) -> String {
+    let what = format!("a line with {needle}");
+    until(limit, &what, || {
+        read().lines().find(|l| l.contains(needle)).map(str::to_owned)
+    })
+    .await
+}
+
+/// [`line_within`] for up to 10 s.
+pub async fn line_with(read: impl Fn() -> String, needle: &str) -> String {
+    line_within(Duration::from_secs(10), read, needle).await
+}
+
+/// `n` seconds.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 /// Awaits `f` for at most `limit`: a step that hangs fails the test, naming `what`, instead
 /// of hanging the run.
 pub async fn within<F: std::future::Future>(limit: Duration, what: &str, f: F) -> F::Output {

@@ -1,5 +1,6 @@
-//! For the promise tests (`promises*.rs`): a programmable upstream, a raw upgrading upstream,
-//! and WebSocket and raw HTTP/1.1 client steps, each with a deadline.
+//! For the tests of README's promises (each says how to break the build to watch it fail): a
+//! programmable upstream, a raw upgrading upstream, and WebSocket and raw HTTP/1.1 client
+//! steps, each with a deadline.
 //!
 //! [`paced`] answers every request with its tag (in the body and `x-upstream-tag`); the path
 //! says how:
@@ -11,21 +12,19 @@
 //! - `/range.html`: a 48 KB page; with `Range`, a 206 of its first 2048 bytes;
 //! - anything else: `<tag>` at once.
 
-use super::upstream::big_html;
+use super::upstream::{big_html, head_bytes, listen, serve_http1};
 use super::within;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -154,8 +153,7 @@ async fn paced_handler(req: Request<Incoming>, st: Arc<State>) -> Result<Respons
 
 /// The programmable upstream on 127.0.0.1 (see the module comment), tagged `tag`.
 pub async fn paced(tag: &'static str) -> Paced {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen().await;
     let (release, released) = watch::channel(false);
     let state = Arc::new(State {
         tag,
@@ -163,21 +161,7 @@ pub async fn paced(tag: &'static str) -> Paced {
         released,
     });
     let st = state.clone();
-    let task = super::Task::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let st = st.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| paced_handler(req, st.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let task = serve_http1(listener, move |req| paced_handler(req, st.clone()));
     Paced {
         addr,
         tag,
@@ -203,22 +187,16 @@ impl Upgrading {
 }
 
 pub async fn upgrading() -> Upgrading {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen().await;
     let heads: Arc<Mutex<Vec<String>>> = Arc::default();
     let h = heads.clone();
     let task = super::Task::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let h = h.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
+                let Some(head) = head_bytes(&mut s).await else {
+                    return;
+                };
                 h.lock()
                     .unwrap()
                     .push(String::from_utf8_lossy(&head).into_owned());
@@ -248,19 +226,24 @@ pub async fn upgrading() -> Upgrading {
     Upgrading { addr, heads, task }
 }
 
+/// An HTTP/1.1 WebSocket upgrade request for `path`, with `extra` fields.
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
 pub type Wss = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket through the gateway's HTTPS listener (HTTP/1.1 upgrade); 101 or a panic.
 pub async fn wss(https: SocketAddr, path: &str) -> Wss {
     let (tls, _) = super::client::tls(https, "localhost").await;
     let url = format!("wss://localhost:{}{path}", https.port());
-    let (ws, resp) = within(
-        Duration::from_secs(10),
-        "the WebSocket handshake",
-        tokio_tungstenite::client_async(url, tls),
-    )
-    .await
-    .expect("websocket handshake");
+    let handshake = tokio_tungstenite::client_async(url, tls);
+    let (ws, resp) = within(Duration::from_secs(10), "the WebSocket handshake", handshake)
+        .await
+        .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     ws
 }
@@ -295,21 +278,6 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// The Content-Length of a head, 0 without one.
-pub fn content_length(head: &[u8]) -> usize {
-    String::from_utf8_lossy(head)
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                value.trim().parse().ok()
-            } else {
-                None
-            }
-        })
-        .unwrap_or(0)
-}
-
 /// The fields of a head as (lowercase name, value), the status line left out.
 pub fn head_fields(head: &str) -> Vec<(String, String)> {
     head.lines()
@@ -337,27 +305,4 @@ pub async fn read_until<S: AsyncRead + Unpin>(
         }
     }
     buf
-}
-
-/// One HTTP/1.1 exchange on an open connection: writes `request`, reads the head and the
-/// body its Content-Length announces (up to 10 s).
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str) -> (String, Vec<u8>) {
-    within(
-        Duration::from_secs(10),
-        "writing the request",
-        s.write_all(request.as_bytes()),
-    )
-    .await
-    .expect("write the request");
-    let buf = read_until(s, Duration::from_secs(10), |b| {
-        head_end(b).is_some_and(|end| b.len() >= end + content_length(&b[..end]))
-    })
-    .await;
-    let Some(end) = head_end(&buf) else {
-        panic!("no complete answer: {:?}", String::from_utf8_lossy(&buf));
-    };
-    (
-        String::from_utf8_lossy(&buf[..end]).into_owned(),
-        buf[end..].to_vec(),
-    )
 }

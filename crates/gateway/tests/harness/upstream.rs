@@ -229,31 +229,61 @@ async fn echo_handler(
     Ok(resp)
 }
 
-/// The echo upstream.
-pub async fn echo() -> Upstream {
+/// A listener on a free port of 127.0.0.1, and its address.
+pub async fn listen() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let s = seen.clone();
-    let gate = Arc::new(Semaphore::new(0));
-    let g = gate.clone();
-    let task = super::Task::spawn(async move {
+    (listener, addr)
+}
+
+/// Reads a request head byte by byte (nothing past its blank line); `None` when the
+/// connection ends first.
+pub async fn head_bytes<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(head)
+}
+
+/// Serves HTTP/1.1 (keep-alive) on every connection `listener` accepts, each request
+/// answered by `answer`, until the task is dropped.
+pub fn serve_http1<F, Fut, B>(listener: TcpListener, answer: F) -> super::Task
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    super::Task::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let seen = s.clone();
-            let gate = g.clone();
+            let svc = hyper::service::service_fn(answer.clone());
             tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req| echo_handler(req, seen.clone(), gate.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
-    });
+    })
+}
+
+/// The echo upstream.
+pub async fn echo() -> Upstream {
+    let (listener, addr) = listen().await;
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let (s, g) = (seen.clone(), gate.clone());
+    let task = serve_http1(listener, move |req| echo_handler(req, s.clone(), g.clone()));
     Upstream {
         addr,
         seen,
@@ -265,8 +295,7 @@ pub async fn echo() -> Upstream {
 /// A WebSocket echo upstream (any path). The text `close-me` is answered with a Close frame
 /// (1000, "bye") and the end of the connection: the upstream ends first.
 pub async fn ws_echo() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen().await;
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let task = super::Task::spawn(async move {
         loop {
@@ -305,8 +334,7 @@ pub async fn ws_echo() -> Upstream {
 
 /// Accepts connections and never answers (for timeouts).
 pub async fn hang() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen().await;
     let task = super::Task::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = listener.accept().await {
@@ -327,23 +355,17 @@ pub async fn connect_proxy() -> (
     Arc<std::sync::atomic::AtomicUsize>,
     tokio::task::JoinHandle<()>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    use tokio::io::AsyncWriteExt;
+    let (listener, addr) = listen().await;
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c = count.clone();
     let task = tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             let c = c.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut b).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
+                let Some(head) = head_bytes(&mut client).await else {
+                    return;
+                };
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let Some(target) = text
                     .strip_prefix("CONNECT ")

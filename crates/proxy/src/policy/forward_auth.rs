@@ -68,6 +68,8 @@ const PASSED_BACK: [HeaderName; 5] = [
     header::RETRY_AFTER,
 ];
 
+type AuthClient = Client<HttpConnector, Empty<Bytes>>;
+
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -75,8 +77,6 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
-
-type AuthClient = Client<HttpConnector, Empty<Bytes>>;
 
 pub struct ForwardAuthFilter {
     cfg: ForwardAuth,
@@ -316,19 +316,23 @@ mod tests {
         let mut h = http::HeaderMap::new();
         f.question_headers(&facts, &mut h);
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-");
-        assert_eq!(get("host"), "authelia:9091");
-        assert_eq!(get("cookie"), "a=1; session=good");
-        assert_eq!(get("authorization"), "Bearer t");
-        assert_eq!(get("x-forwarded-method"), "POST");
-        assert_eq!(get("x-forwarded-proto"), "https");
-        assert_eq!(get("x-forwarded-host"), "example.com:8443");
-        assert_eq!(get("x-forwarded-uri"), "/app/x?q=1");
-        assert_eq!(get("x-forwarded-for"), "192.0.2.7");
-        assert_eq!(get("x-original-method"), "POST");
-        assert_eq!(get("x-original-url"), "https://example.com:8443/app/x?q=1");
-        // Nothing else of the client's request: no spoofed copy header, no body framing.
-        assert_eq!(get("remote-user"), "-");
-        assert_eq!(get("content-length"), "-");
+        for (name, want) in [
+            ("host", "authelia:9091"),
+            ("cookie", "a=1; session=good"),
+            ("authorization", "Bearer t"),
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "example.com:8443"),
+            ("x-forwarded-uri", "/app/x?q=1"),
+            ("x-forwarded-for", "192.0.2.7"),
+            ("x-original-method", "POST"),
+            ("x-original-url", "https://example.com:8443/app/x?q=1"),
+            // Nothing else of the client's request: no spoofed copy header, no body framing.
+            ("remote-user", "-"),
+            ("content-length", "-"),
+        ] {
+            assert_eq!(get(name), want, "{name}");
+        }
     }
 
     #[test]

@@ -192,6 +192,17 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// The RSS (KiB) before and after `n` keys, `key(0..n)`, each passed by `l` once.
+    fn rss_around(l: &Limiter, n: u32, key: impl Fn(u32) -> Key) -> (u64, u64) {
+        let before = rss_kib();
+        for i in 0..n {
+            if let Err(e) = l.check_key(&key(i)) {
+                panic!("key {i}: {e:?}");
+            }
+        }
+        (before, rss_kib())
+    }
+
     fn login() -> Limiter {
         Limiter::new(&RateLimit {
             per_second: 10.0,
@@ -208,14 +219,10 @@ mod tests {
         const N: u32 = 100_000;
         let _alone = LARGE.lock().unwrap_or_else(|p| p.into_inner());
         let l = login();
-        let before = rss_kib();
-        for i in 0..N {
+        let (before, after) = rss_around(&l, N, |i| {
             let ip = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(i));
-            if let Err(e) = l.check_key(&Key::Client(Some(IpAddr::V6(ip)))) {
-                panic!("l.check_key(&Key::Client(Some(IpAddr::V6(ip)))): {e:?}");
-            }
-        }
-        let after = rss_kib();
+            Key::Client(Some(IpAddr::V6(ip)))
+        });
         let grown = after.saturating_sub(before);
         println!(
             "rate_limit: {N} distinct client keys: {} buckets held (MAX_KEYS {MAX_KEYS}), RSS {before} KiB -> {after} KiB (+{grown} KiB, {} bytes per key; size_of::<Key>() = {})",
@@ -232,15 +239,10 @@ mod tests {
             burst: 20,
             key: RateKey::Header("x-api-key".into()),
         });
-        let before = rss_kib();
-        for i in 0..N {
+        let (before, after) = rss_around(&by_header, N, |i| {
             let value = format!("{i:0>200}");
-            let key = Key::Header(Some(by_header.hasher.hash_one(value.as_bytes())));
-            if let Err(e) = by_header.check_key(&key) {
-                panic!("by_header.check_key(&key): {e:?}");
-            }
-        }
-        let after = rss_kib();
+            Key::Header(Some(by_header.hasher.hash_one(value.as_bytes())))
+        });
         let grown = after.saturating_sub(before);
         println!(
             "rate_limit: {N} distinct 200-byte header values: {} buckets, RSS +{grown} KiB ({} bytes per key)",

@@ -597,13 +597,13 @@ impl AcmeManager {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub name: String,
+    pub path: PathBuf,
     pub names: Vec<String>,
     /// The directory the certificate is ordered from (before any fallback).
     pub directory: String,
     pub issuer: Option<String>,
     pub not_after: Option<SystemTime>,
     pub status: Status,
-    pub path: PathBuf,
     /// Stored pairs refused at load (a key that does not fit its chain), with the reason.
     pub refused: Vec<String>,
 }
