@@ -441,7 +441,11 @@ mod tests {
             ("application/json, text/plain, */*", Format::Json, ""),
             ("text/html;q=0.5, application/json;q=0.9", Format::Json, ""),
             ("application/json;q=0.5, text/html", Format::Html, ""),
-            ("application/json, text/html", Format::Json, "a tie: the first listed"),
+            (
+                "application/json, text/html",
+                Format::Json,
+                "a tie: the first listed",
+            ),
             ("text/html, application/json", Format::Html, ""),
             ("*/*", Format::Plain, ""),
             ("text/*", Format::Plain, ""),
