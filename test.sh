@@ -2,7 +2,8 @@
 # Runs every test of the workspace, as CI does (`.ci/run` calls this after fmt and clippy).
 #
 # The integration tests start real programs on loopback: Pebble (an ACME CA) and its
-# challenge server, Prometheus and promtool, nginx (the routing oracle), openssl and
+# challenge server, BIND (`named`, the authoritative DNS server of the DNS-01 tests, and
+# `nsupdate`), Prometheus and promtool, nginx (the routing oracle), openssl and
 # fail2ban-regex (its shipped nginx filters read the access log). This
 # script installs the Debian packages that provide the missing ones (with sudo when not
 # root), then runs `cargo test --workspace`; extra arguments go to cargo test.
@@ -21,6 +22,8 @@ tools=(
     "systemd-analyze systemd"
     "systemd-sysusers systemd"
     "setpriv util-linux"
+    "named bind9"
+    "nsupdate bind9-dnsutils"
 )
 missing=()
 for entry in "${tools[@]}"; do

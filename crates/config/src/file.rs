@@ -158,6 +158,8 @@ pub struct Acme {
     pub order_timeout: Option<S>,
     #[serde(default)]
     pub certificates: Vec<Spanned<AcmeCert>>,
+    #[serde(default)]
+    pub dns_providers: BTreeMap<String, Spanned<DnsProvider>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +168,31 @@ pub struct AcmeCert {
     pub name: S,
     pub names: Vec<S>,
     pub directory: Option<S>,
+    pub challenge: Option<S>,
+    pub dns_provider: Option<S>,
+    pub profile: Option<S>,
+}
+
+/// `[acme.dns_providers.NAME]`: the keys of every kind; `validate` refuses those that do
+/// not belong to the section's `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsProvider {
+    pub kind: Option<S>,
+    pub zone: Option<S>,
+    pub propagation_timeout: Option<S>,
+    #[serde(default)]
+    pub nameservers: Vec<S>,
+    pub server: Option<S>,
+    pub tsig_key_name: Option<S>,
+    pub tsig_algorithm: Option<S>,
+    pub tsig_secret: Option<S>,
+    pub access_key_id: Option<S>,
+    pub access_key_secret: Option<S>,
+    pub api_token: Option<S>,
+    pub endpoint: Option<S>,
+    pub command: Option<S>,
+    pub timeout: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]

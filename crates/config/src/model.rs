@@ -174,6 +174,8 @@ pub struct Acme {
     /// Longest time one whole order may take (account, order, validation, download); a
     /// stalled order counts as a failed attempt.
     pub order_timeout: Duration,
+    /// `[acme.dns_providers.NAME]`, in file order.
+    pub dns_providers: Vec<DnsProvider>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,14 @@ pub struct AcmeCert {
     /// This certificate's ACME directory, instead of the section's `directory`
     /// (`fallback_directories` still follow it).
     pub directory: Option<String>,
+    /// How the CA validates the names (`challenge`, default `http-01`).
+    pub challenge: Challenge,
+    /// The `[acme.dns_providers.NAME]` publishing the TXT records (`dns_provider`); set
+    /// exactly when `challenge` is `dns-01`.
+    pub dns_provider: Option<String>,
+    /// The ACME profile to order (`profile`, draft-ietf-acme-profiles: `tlsserver`,
+    /// `shortlived`, ...); `None`: the CA's default.
+    pub profile: Option<String>,
 }
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -272,6 +282,8 @@ mod policy;
 pub use policy::*;
 mod upstream;
 pub use upstream::*;
+mod acme_dns;
+pub use acme_dns::*;
 
 /// `[logging] access_log`: what each request writes to the access log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,9 @@ use logging::logging;
 mod policies;
 mod upstreams;
 use upstreams::{parse_authority, upstreams};
+// `[acme]`, its certificates and `[acme.dns_providers.NAME]`: validate/acme.rs.
+mod acme;
+use acme::acme;
 
 struct Ctx<'a> {
     loc: &'a Locator<'a>,
@@ -415,110 +418,6 @@ fn forwarding(cx: &mut Ctx<'_>, f: &file::Forwarding) -> Forwarding {
     Forwarding {
         trusted_proxies: trusted,
         host_header,
-    }
-}
-
-fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
-    let url = |cx: &mut Ctx<'_>, s: &S| -> Option<String> {
-        let t = cx.text(s)?;
-        if t.starts_with("https://") || t.starts_with("http://") {
-            Some(t)
-        } else {
-            cx.err(
-                s.span().start,
-                format!("`{t}` is not an ACME directory URL (https://...)"),
-            )
-        }
-    };
-    let directory = a
-        .directory
-        .as_ref()
-        .and_then(|s| url(cx, s))
-        .unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into());
-    let fallback_directories = a.fallback_directories.iter().filter_map(|s| url(cx, s)).collect();
-    let email = a
-        .email
-        .as_ref()
-        .and_then(|s| cx.text(s))
-        .filter(|e| !e.is_empty());
-    let eab = match (&a.eab_kid, &a.eab_hmac_key) {
-        (Some(k), Some(h)) => Some((cx.text(k).unwrap_or_default(), cx.text(h).unwrap_or_default())),
-        (Some(s), None) | (None, Some(s)) => cx.err(
-            s.span().start,
-            "External Account Binding needs both `eab_kid` and `eab_hmac_key`",
-        ),
-        (None, None) => None,
-    };
-    let mut certificates: Vec<AcmeCert> = Vec::new();
-    for c in &a.certificates {
-        let Some(name) = cx.text(&c.get_ref().name) else {
-            continue;
-        };
-        let mut names = Vec::new();
-        for n in &c.get_ref().names {
-            let Some(t) = cx.text(n) else { continue };
-            let t = t.to_ascii_lowercase();
-            if valid_hostname(t.trim_start_matches("*.")) {
-                names.push(t);
-            } else {
-                cx.err::<()>(n.span().start, format!("`{t}` is not a DNS name"));
-            }
-        }
-        if c.get_ref().names.is_empty() {
-            cx.err::<()>(c.span().start, format!("certificate `{name}` lists no names"));
-        }
-        if certificates.iter().any(|x| x.name == name) {
-            cx.err::<()>(
-                c.get_ref().name.span().start,
-                format!("two ACME certificates are named `{name}`"),
-            );
-        }
-        let directory = c.get_ref().directory.as_ref().and_then(|s| url(cx, s));
-        certificates.push(AcmeCert {
-            name,
-            names,
-            directory,
-        });
-    }
-    // A zero timeout would fail every request before it starts.
-    let timeout = |cx: &mut Ctx<'_>, s: &Option<S>, default: Duration| -> Duration {
-        let d = cx.duration(s, default);
-        match s {
-            Some(s) if d.is_zero() => cx
-                .err(s.span().start, "a timeout must be longer than 0")
-                .unwrap_or(default),
-            _ => d,
-        }
-    };
-    let connect_timeout = timeout(cx, &a.connect_timeout, Duration::from_secs(10));
-    let request_timeout = timeout(cx, &a.request_timeout, Duration::from_secs(30));
-    let order_timeout = timeout(cx, &a.order_timeout, Duration::from_secs(600));
-    Acme {
-        directory,
-        fallback_directories,
-        email,
-        storage: a
-            .storage
-            .as_ref()
-            .and_then(|s| cx.path(s))
-            .unwrap_or_else(|| cx.base.join("certs")),
-        ca_root: a
-            .ca_root
-            .as_ref()
-            .and_then(|s| cx.text(s).filter(|t| !t.is_empty()).map(|_| s))
-            .and_then(|s| cx.path(s)),
-        https_proxy: a
-            .https_proxy
-            .as_ref()
-            .and_then(|s| cx.text(s))
-            .filter(|t| !t.is_empty()),
-        eab,
-        certificates,
-        retry_min: cx.duration(&a.retry_min, Duration::from_secs(60)),
-        retry_max: cx.duration(&a.retry_max, Duration::from_secs(86400)),
-        connect_timeout,
-        request_timeout,
-        order_timeout,
     }
 }
 

@@ -111,6 +111,13 @@ fn write_files(out: &mut String, c: &CertFiles, loaded: Result<&Loaded, String>)
 fn write_acme(out: &mut String, r: &Report) {
     let _ = writeln!(out, "certificate {} (ACME, {})", r.name, r.directory);
     let _ = writeln!(out, "  names:    {}", r.names.join(", "));
+    let _ = writeln!(out, "  challenge: {}", r.challenge);
+    if let Some(p) = &r.profile {
+        let _ = writeln!(out, "  profile:  {p}");
+    }
+    if let Some(p) = &r.status.last_propagation {
+        let _ = writeln!(out, "  propagated: {p}");
+    }
     let _ = writeln!(out, "  stored:   {}", r.path.display());
     if let Some(by) = &r.status.issued_by {
         let _ = writeln!(out, "  from:     {by}");

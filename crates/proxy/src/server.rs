@@ -69,6 +69,12 @@ fn tls_settings(
     let tickets = tickets.clone();
     tls.set_server_config_hook(Arc::new(move |config: &mut ServerConfig| {
         config.session_storage = sessions.clone();
+        // TLS-ALPN-01 (RFC 8737): a CA's validation offers only `acme-tls/1`; without it in
+        // the list rustls would refuse that handshake (no_application_protocol). The
+        // certificate store answers it with the challenge certificate.
+        config
+            .alpn_protocols
+            .push(gateway_tls::store::ACME_TLS_ALPN.to_vec());
         if let Some(t) = &tickets {
             config.ticketer = t.clone();
         }

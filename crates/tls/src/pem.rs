@@ -82,8 +82,17 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, SystemTime
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
-            if let GeneralName::DNSName(d) = n {
-                names.push(d.to_ascii_lowercase());
+            match n {
+                GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
+                // RFC 8738 certificates name IP addresses (4 or 16 bytes).
+                GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        names.push(std::net::IpAddr::from(a).to_string());
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                        names.push(std::net::IpAddr::from(a).to_string());
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -114,6 +123,18 @@ pub fn self_signed(names: &[String]) -> Result<Loaded, TlsError> {
     let key =
         PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(TlsError::GeneratedKey)?;
     from_der(vec![generated.cert.der().clone()], key, true)
+}
+
+/// The TLS-ALPN-01 answer for `name` (RFC 8737 section 3): a self-signed certificate for
+/// that one name (a DNS name, or an IP address, RFC 8738 section 6) carrying the critical
+/// `id-pe-acmeIdentifier` extension with `digest`, the SHA-256 of the key authorization.
+pub fn acme_tls_alpn(name: &str, digest: &[u8]) -> Result<Loaded, TlsError> {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(TlsError::Generate)?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let pair = rcgen::KeyPair::generate().map_err(TlsError::Generate)?;
+    let cert = params.self_signed(&pair).map_err(TlsError::Generate)?;
+    let key = PrivateKeyDer::try_from(pair.serialize_der()).map_err(TlsError::GeneratedKey)?;
+    from_der(vec![cert.der().clone()], key, true)
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub struct Status {
     /// The directory that issued the stored certificate (ARI's `replaces` is only sent back
     /// to it).
     pub issued_by: Option<String>,
+    /// dns-01: when the TXT records of the last order were visible on every authoritative
+    /// server, and how long that took (`2026-12-07T12:00:00Z after 3.2s`).
+    pub last_propagation: Option<String>,
 }
 
 pub fn cert_dir(storage: &Path, name: &str) -> PathBuf {

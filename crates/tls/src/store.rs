@@ -196,6 +196,8 @@ struct Inner {
 pub struct CertStore {
     current: ArcSwap<Snapshot>,
     inner: Mutex<Inner>,
+    /// TLS-ALPN-01 answers by name, while an order waits for its validation.
+    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -211,6 +213,7 @@ impl Default for CertStore {
         Self {
             current: ArcSwap::from_pointee(Snapshot::default()),
             inner: Mutex::new(Inner::default()),
+            alpn: Mutex::default(),
         }
     }
 }
@@ -420,8 +423,35 @@ impl CertStore {
     }
 }
 
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737 section 6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+impl CertStore {
+    /// Serves `answer` (see [`crate::pem::acme_tls_alpn`]) to a TLS-ALPN-01 validation of
+    /// `name` until [`CertStore::withdraw_alpn`].
+    pub fn publish_alpn(&self, name: &str, answer: Arc<CertifiedKey>) {
+        self.alpn_answers().insert(name.to_ascii_lowercase(), answer);
+    }
+
+    pub fn withdraw_alpn(&self, name: &str) {
+        self.alpn_answers().remove(&name.to_ascii_lowercase());
+    }
+
+    fn alpn_answers(&self) -> MutexGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
+        self.alpn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 section 3: a validation offers `acme-tls/1` only, and gets the challenge
+        // certificate or no handshake. Browsers never offer it.
+        if let Some(mut protocols) = hello.alpn() {
+            if protocols.any(|p| p == ACME_TLS_ALPN) {
+                let name = hello.server_name()?.trim_end_matches('.').to_ascii_lowercase();
+                return self.alpn_answers().get(&name).cloned();
+            }
+        }
         let snap = self.current.load();
         snap.lookup(hello.server_name())
             .and_then(|e| e.cert.as_ref())

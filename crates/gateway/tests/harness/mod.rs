@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod auth_server;
+pub mod bind;
 pub mod client;
 pub mod config;
 pub mod gateway;

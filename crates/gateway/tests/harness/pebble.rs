@@ -23,6 +23,9 @@ pub struct Pebble {
     pub dns_addr: SocketAddr,
     pub http_port: u16,
     env: Vec<(String, String)>,
+    /// The DNS server Pebble validates against instead of pebble-challtestsrv
+    /// ([`Pebble::use_dns`]).
+    dns_server: Option<SocketAddr>,
 }
 
 impl Pebble {
@@ -83,6 +86,7 @@ impl Pebble {
             dns_addr,
             http_port,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            dns_server: None,
         };
         p.launch().await;
         p
@@ -102,7 +106,7 @@ impl Pebble {
         cmd.arg("-config")
             .arg(self.dir.path().join("pebble.json"))
             .arg("-dnsserver")
-            .arg(self.dns_addr.to_string())
+            .arg(self.dns_server.unwrap_or(self.dns_addr).to_string())
             .env("PEBBLE_VA_NOSLEEP", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -132,6 +136,25 @@ impl Pebble {
             }
         })
         .await;
+    }
+
+    /// Restarts Pebble validating against `dns` (a BIND server) instead of
+    /// pebble-challtestsrv: DNS-01 TXT records, and the addresses HTTP-01 and TLS-ALPN-01
+    /// connect to.
+    pub async fn use_dns(&mut self, dns: SocketAddr) {
+        self.dns_server = Some(dns);
+        self.launch().await;
+    }
+
+    /// Restarts Pebble connecting to `port` for TLS-ALPN-01 validations (the gateway's
+    /// HTTPS listener).
+    pub async fn set_tls_port(&mut self, port: u16) {
+        let path = self.dir.path().join("pebble.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg["pebble"]["tlsPort"] = serde_json::json!(port);
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        self.launch().await;
     }
 
     /// Stops Pebble (its DNS keeps running).

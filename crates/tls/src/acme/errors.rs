@@ -76,8 +76,19 @@ pub(super) enum IssueError {
     NonceRetries,
     #[error("authorization is {0:?}")]
     Authorization(instant_acme::AuthorizationStatus),
-    #[error("the CA offers no HTTP-01 challenge")]
-    NoHttp01,
+    /// The CA does not offer the certificate's `challenge` for a name.
+    #[error("the CA offers no {challenge} challenge for {name}")]
+    NoChallenge { challenge: &'static str, name: String },
+    /// A DNS-01 step: the provider, the zone lookup or the propagation check.
+    #[error("dns-01 through `{provider}`")]
+    Dns01 {
+        provider: String,
+        #[source]
+        cause: gateway_dns01::Dns01Error,
+    },
+    /// `dns_provider` names no `[acme.dns_providers.NAME]` (refused by `gateway check`).
+    #[error("no DNS provider `{0}` is configured")]
+    NoDnsProvider(String),
     /// The order did not become ready: "validation failed: " and the CA's own problem
     /// documents, as it worded them (`Orders::validation_errors`).
     #[error("{0}")]

@@ -12,6 +12,7 @@
 //! never changes on a failure; new ones are swapped into the [`CertStore`] without a restart.
 
 mod client;
+mod dns;
 mod errors;
 mod names;
 mod order;
@@ -606,6 +607,25 @@ pub struct Report {
     pub status: Status,
     /// Stored pairs refused at load (a key that does not fit its chain), with the reason.
     pub refused: Vec<String>,
+    /// How the names are validated: `http-01`, `tls-alpn-01`, or `dns-01 via NAME (KIND)`.
+    pub challenge: String,
+    /// The ACME profile ordered (`None`: the CA's default).
+    pub profile: Option<String>,
+}
+
+/// The challenge line of `gateway certs`: `dns-01 via main-dns (rfc2136)`.
+pub(crate) fn challenge_text(cfg: &Acme, c: &AcmeCert) -> String {
+    match &c.dns_provider {
+        Some(p) => {
+            let kind = cfg
+                .dns_providers
+                .iter()
+                .find(|d| &d.name == p)
+                .map_or("not configured", |d| d.kind.as_str());
+            format!("{} via {p} ({kind})", c.challenge.as_str())
+        }
+        None => c.challenge.as_str().to_owned(),
+    }
 }
 
 /// Reads the stored state of every ACME certificate (no network), when no gateway runs to
@@ -638,6 +658,8 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
                 status,
                 path: storage::cert_dir(&cfg.storage, &c.name),
                 refused: stored.refused,
+                challenge: challenge_text(cfg, c),
+                profile: c.profile.clone(),
             }
         })
         .collect()

@@ -3,8 +3,10 @@
 //! A public CA never validates special-use names (the order fails, and keeps failing with
 //! backoff, and counts against the account's rate limits), so they are not ordered: the
 //! self-signed placeholder keeps serving them. A private CA (`ca_root` set: step-ca, Pebble)
-//! may validate any DNS name, so for it only IP addresses are held back (the client orders
-//! DNS identifiers only; RFC 8738 IP identifiers are not used).
+//! may validate any name. IP addresses are ordered as RFC 8738 `ip` identifiers (with
+//! http-01 or tls-alpn-01; a public CA issues them only under some profiles, Let's
+//! Encrypt's `shortlived`); private and special-use addresses (RFC 6890) never go to a
+//! public CA.
 
 use std::net::IpAddr;
 
@@ -31,8 +33,8 @@ const SPECIAL_USE: &[(&str, &str)] = &[
 pub fn not_public(name: &str) -> Option<&'static str> {
     let lower = name.trim_end_matches('.').to_ascii_lowercase();
     let n = lower.strip_prefix("*.").unwrap_or(&lower);
-    if is_ip(n) {
-        return Some("an IP address (only DNS names are ordered)");
+    if let Some(ip) = parse_ip(n) {
+        return special_ip(ip);
     }
     for &(suffix, why) in SPECIAL_USE {
         if n == suffix || n.strip_suffix(suffix).is_some_and(|rest| rest.ends_with('.')) {
@@ -45,11 +47,59 @@ pub fn not_public(name: &str) -> Option<&'static str> {
     None
 }
 
-fn is_ip(n: &str) -> bool {
+fn parse_ip(n: &str) -> Option<IpAddr> {
     n.trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
-        .is_ok()
+        .ok()
+}
+
+/// Why no public CA validates the address `ip` (the special-purpose registries of RFC 6890
+/// and their updates), or `None` for a global unicast address.
+fn special_ip(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            if a.is_private() {
+                Some("a private IPv4 address (RFC 1918)")
+            } else if a.is_loopback() {
+                Some("a loopback address (RFC 1122)")
+            } else if a.is_link_local() {
+                Some("a link-local address (RFC 3927)")
+            } else if o[0] == 100 && (64..128).contains(&o[1]) {
+                Some("a shared address (carrier-grade NAT, RFC 6598)")
+            } else if a.is_documentation() {
+                Some("a documentation address (RFC 5737)")
+            } else if a.is_unspecified() || o[0] == 0 || a.is_broadcast() || a.is_multicast() || o[0] >= 240 {
+                Some("a reserved, multicast or unspecified address (RFC 6890)")
+            } else if o[0] == 198 && (o[1] == 18 || o[1] == 19) {
+                Some("a benchmarking address (RFC 2544)")
+            } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+                Some("an IETF protocol assignment (RFC 6890)")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return special_ip(IpAddr::V4(v4));
+            }
+            if a.is_loopback() || a.is_unspecified() {
+                Some("a loopback or unspecified IPv6 address (RFC 4291)")
+            } else if s[0] & 0xfe00 == 0xfc00 {
+                Some("a unique local IPv6 address (RFC 4193)")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("a link-local IPv6 address (RFC 4291)")
+            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
+                Some("a documentation IPv6 address (RFC 3849)")
+            } else if a.is_multicast() || s[0] & 0xe000 != 0x2000 {
+                Some("a multicast or non-global IPv6 address (RFC 4291)")
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// True when a public CA may validate `name`.
@@ -57,12 +107,12 @@ pub fn is_public_name(name: &str) -> bool {
     not_public(name).is_none()
 }
 
-/// The first of `names` that must not be sent to the CA, and why. With a private CA
-/// (`private_ca`: `ca_root` is set) only IP addresses are held back.
+/// The first of `names` that must not be sent to the CA, and why. A private CA
+/// (`private_ca`: `ca_root` is set) gets every name.
 pub fn held_back(names: &[String], private_ca: bool) -> Option<(&str, &'static str)> {
     names.iter().find_map(|n| {
         let why = not_public(n)?;
-        if private_ca && !is_ip(n.trim_start_matches("*.")) {
+        if private_ca {
             return None;
         }
         Some((n.as_str(), why))
@@ -114,15 +164,35 @@ mod tests {
     }
 
     #[test]
-    fn ip_addresses_and_single_labels_are_held_back() {
-        for n in ["10.0.0.1", "127.0.0.1", "::1", "[2001:db8::1]", "203.0.113.7"] {
-            assert!(not_public(n).is_some_and(|w| w.contains("IP address")), "{n}");
+    fn special_use_addresses_and_single_labels_are_held_back_public_addresses_are_not() {
+        for (n, why) in [
+            ("10.0.0.1", "RFC 1918"),
+            ("192.168.1.1", "RFC 1918"),
+            ("127.0.0.1", "loopback"),
+            ("169.254.1.1", "link-local"),
+            ("100.64.0.1", "RFC 6598"),
+            ("203.0.113.7", "RFC 5737"),
+            ("224.0.0.1", "multicast"),
+            ("::1", "loopback"),
+            ("[2001:db8::1]", "RFC 3849"),
+            ("fd00::1", "RFC 4193"),
+            ("fe80::1", "link-local"),
+            ("::ffff:10.0.0.1", "RFC 1918"),
+        ] {
+            assert!(
+                not_public(n).is_some_and(|w| w.contains(why)),
+                "{n}: {:?}",
+                not_public(n)
+            );
+        }
+        for n in ["47.96.1.2", "8.8.8.8", "2400:3200::1", "[2606:4700::1111]"] {
+            assert_eq!(not_public(n), None, "{n}");
         }
         assert!(not_public("api").is_some_and(|w| w.contains("single label")));
     }
 
     #[test]
-    fn a_private_ca_gets_every_dns_name_but_no_ip() {
+    fn a_private_ca_gets_every_name() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let test_names = names(&["a.gateway.test", "localhost", "api"]);
         assert_eq!(held_back(&test_names, true), None);
@@ -130,8 +200,9 @@ mod tests {
             held_back(&test_names, false).map(|(n, _)| n),
             Some("a.gateway.test")
         );
-        let with_ip = names(&["a.gateway.test", "10.0.0.1"]);
-        assert_eq!(held_back(&with_ip, true).map(|(n, _)| n), Some("10.0.0.1"));
+        let with_ip = names(&["a.gateway.test", "127.0.0.1"]);
+        assert_eq!(held_back(&with_ip, true), None);
+        assert_eq!(held_back(&with_ip, false).map(|(n, _)| n), Some("a.gateway.test"));
         assert_eq!(held_back(&names(&["example.com"]), false), None);
     }
 }

@@ -3,9 +3,10 @@
 
 use super::errors::{describe, is_bad_nonce, is_unknown_account, IssueError};
 use super::persist::{Pending, STORAGE_RETRY};
-use super::{client, AcmeManager, ChallengeTokens, Job};
+use super::{client, dns, AcmeManager, ChallengeTokens, Job};
 use crate::pem::{self, Loaded};
 use crate::storage;
+use gateway_config::Challenge;
 use instant_acme::{
     Account, AccountBuilder, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
     ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -53,9 +54,28 @@ pub(super) fn may_replace(issued_by: Option<&str>, directory: &str) -> bool {
 struct Published {
     tokens: Arc<dyn ChallengeTokens>,
     list: Vec<String>,
+    /// TLS-ALPN-01 answers served from the certificate store, by name.
+    store: Arc<crate::store::CertStore>,
+    alpn: Vec<String>,
 }
 
 impl Published {
+    /// Serves the TLS-ALPN-01 answer for `name` (RFC 8737) on the HTTPS listener.
+    fn publish_alpn(&mut self, name: &str, digest: &[u8]) -> Result<(), IssueError> {
+        let answer = pem::acme_tls_alpn(name, digest)?;
+        // RFC 8738 section 6: the validation of an IP address sends its reverse name as SNI.
+        let sni = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => reverse_name(ip),
+            Err(_) => name.to_owned(),
+        };
+        let name = sni.as_str();
+        self.store.publish_alpn(name, answer.key);
+        if !self.alpn.iter().any(|n| n == name) {
+            self.alpn.push(name.to_owned());
+        }
+        Ok(())
+    }
+
     fn publish(&mut self, token: &str, key_authorization: &str) {
         if !self.list.iter().any(|t| t == token) {
             self.tokens.publish(token, key_authorization);
@@ -68,6 +88,27 @@ impl Drop for Published {
     fn drop(&mut self) {
         for t in &self.list {
             self.tokens.withdraw(t);
+        }
+        for n in &self.alpn {
+            self.store.withdraw_alpn(n);
+        }
+    }
+}
+
+/// The reverse-mapping name of `ip` (`4.3.2.1.in-addr.arpa`, nibbles under `ip6.arpa`),
+/// RFC 8738 section 6.
+fn reverse_name(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            let o = a.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        std::net::IpAddr::V6(a) => {
+            let mut s = String::new();
+            for b in a.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s + "ip6.arpa"
         }
     }
 }
@@ -124,7 +165,15 @@ impl AcmeManager {
     async fn issue(&self, job: &Job, directory: &str, replace: bool) -> Result<Issued, IssueError> {
         let c = &job.cert;
         let account = self.account(job, directory).await?;
-        let ids: Vec<Identifier> = c.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+        // RFC 8738: an IP address is ordered as an `ip` identifier.
+        let ids: Vec<Identifier> = c
+            .names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns(n.clone()),
+            })
+            .collect();
         let replaces = if replace {
             self.current(&c.name).filter(|l| !l.self_signed).and_then(|l| {
                 l.key
@@ -137,6 +186,9 @@ impl AcmeManager {
             None
         };
         let mut new_order = NewOrder::new(&ids);
+        if let Some(p) = &c.profile {
+            new_order = new_order.profile(p);
+        }
         if let Some(r) = replaces.clone() {
             new_order = new_order.replaces(r);
         }
@@ -151,7 +203,10 @@ impl AcmeManager {
                 Err(e) if is_bad_nonce(&e) => continue,
                 // Not every CA supports ARI's `replaces`; order without it.
                 Err(instant_acme::Error::Unsupported(_)) if replaces.is_some() => {
-                    new_order = NewOrder::new(&ids)
+                    new_order = NewOrder::new(&ids);
+                    if let Some(p) = &c.profile {
+                        new_order = new_order.profile(p);
+                    }
                 }
                 Err(e) if is_unknown_account(&e) => {
                     // The CA forgot the account (a test CA restarted, or it was deactivated):
@@ -171,10 +226,32 @@ impl AcmeManager {
         let mut published = Published {
             tokens: self.tokens.clone(),
             list: Vec::new(),
+            store: self.store.clone(),
+            alpn: Vec::new(),
         };
         let mut readied: Vec<String> = Vec::new();
         let mut auth_error = None;
+        let kind = match c.challenge {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Dns01 => ChallengeType::Dns01,
+        };
+        // DNS-01: every TXT record is published and visible before any challenge is
+        // declared ready; HTTP-01 and TLS-ALPN-01 answers are published one by one below.
+        let mut txt = None;
+        if c.challenge == Challenge::Dns01 {
+            match dns::publish(job, &mut order).await {
+                Ok(t) => {
+                    self.note_propagation(&c.name, t.propagated_in);
+                    txt = Some(t)
+                }
+                Err(e) => auth_error = Some(e),
+            }
+        }
         'attempts: for _ in 0..NONCE_TRIES {
+            if auth_error.is_some() {
+                break;
+            }
             // A fresh pass re-yields the authorizations already fetched without a request.
             let mut auths = order.authorizations();
             while let Some(a) = auths.next().await {
@@ -194,15 +271,30 @@ impl AcmeManager {
                         break 'attempts;
                     }
                 }
-                let Some(mut ch) = a.challenge(ChallengeType::Http01) else {
-                    auth_error = Some(IssueError::NoHttp01);
+                let name = format!("{}", a.identifier());
+                let Some(mut ch) = a.challenge(kind.clone()) else {
+                    auth_error = Some(IssueError::NoChallenge {
+                        challenge: c.challenge.as_str(),
+                        name,
+                    });
                     break 'attempts;
                 };
                 let token = ch.token.clone();
                 if readied.contains(&token) {
                     continue;
                 }
-                published.publish(&token, ch.key_authorization().as_str());
+                match c.challenge {
+                    Challenge::Http01 => published.publish(&token, ch.key_authorization().as_str()),
+                    Challenge::TlsAlpn01 => {
+                        if let Err(e) =
+                            published.publish_alpn(&name, ch.key_authorization().digest().as_ref())
+                        {
+                            auth_error = Some(e);
+                            break 'attempts;
+                        }
+                    }
+                    Challenge::Dns01 => {}
+                }
                 match ch.set_ready().await {
                     Ok(()) => readied.push(token),
                     Err(e) if is_bad_nonce(&e) => continue 'attempts,
@@ -233,6 +325,9 @@ impl AcmeManager {
         }
         .await;
         drop(published);
+        if let Some(t) = txt {
+            t.cleanup().await;
+        }
         let (chain_pem, key_pem) = result?;
         let loaded = pem::from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
         let saved = storage::save(
@@ -400,6 +495,19 @@ mod tests {
 
     const LE: &str = "https://acme-v02.api.letsencrypt.org/directory";
     const ZEROSSL: &str = "https://acme.zerossl.com/v2/DV90";
+
+    #[test]
+    fn reverse_names_follow_rfc8738_section_6() {
+        use super::reverse_name;
+        assert_eq!(
+            reverse_name("192.0.2.10".parse().unwrap()),
+            "10.2.0.192.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_name("2001:db8::1".parse().unwrap()),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+        );
+    }
 
     #[test]
     fn replaces_goes_only_to_the_issuing_directory() {

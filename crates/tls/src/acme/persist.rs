@@ -89,6 +89,22 @@ impl AcmeManager {
         };
     }
 
+    /// dns-01: the TXT records of `name`'s order were visible everywhere after `took`.
+    pub(super) fn note_propagation(&self, name: &str, took: Option<std::time::Duration>) {
+        if let Some(took) = took {
+            let text = format!(
+                "{} after {:.1}s",
+                storage::rfc3339(SystemTime::now()),
+                took.as_secs_f64()
+            );
+            self.lock_live()
+                .entry(name.to_owned())
+                .or_default()
+                .status
+                .last_propagation = Some(text);
+        }
+    }
+
     /// Credentials of a new account that could not be written to `path`.
     pub(super) fn account_unsaved(
         &self,
@@ -287,6 +303,8 @@ impl AcmeManager {
                     status,
                     path: storage::cert_dir(&cfg.storage, &c.name),
                     refused: known.map(|l| l.refused.clone()).unwrap_or_default(),
+                    challenge: super::challenge_text(&cfg, c),
+                    profile: c.profile.clone(),
                 }
             })
             .collect()

@@ -1,0 +1,408 @@
+//! `[acme]`: directories, account, timeouts, `[[acme.certificates]]` (names, `challenge`,
+//! `dns_provider`, `profile`) and `[acme.dns_providers.NAME]`.
+
+use super::{closest, valid_hostname, Ctx};
+use crate::file::{self, S};
+use crate::model::*;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
+    let url = |cx: &mut Ctx<'_>, s: &S| -> Option<String> {
+        let t = cx.text(s)?;
+        if t.starts_with("https://") || t.starts_with("http://") {
+            Some(t)
+        } else {
+            cx.err(
+                s.span().start,
+                format!("`{t}` is not an ACME directory URL (https://...)"),
+            )
+        }
+    };
+    let directory = a
+        .directory
+        .as_ref()
+        .and_then(|s| url(cx, s))
+        .unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.into());
+    let fallback_directories = a.fallback_directories.iter().filter_map(|s| url(cx, s)).collect();
+    let email = a
+        .email
+        .as_ref()
+        .and_then(|s| cx.text(s))
+        .filter(|e| !e.is_empty());
+    let eab = match (&a.eab_kid, &a.eab_hmac_key) {
+        (Some(k), Some(h)) => Some((cx.text(k).unwrap_or_default(), cx.text(h).unwrap_or_default())),
+        (Some(s), None) | (None, Some(s)) => cx.err(
+            s.span().start,
+            "External Account Binding needs both `eab_kid` and `eab_hmac_key`",
+        ),
+        (None, None) => None,
+    };
+    let dns_providers: Vec<DnsProvider> = a
+        .dns_providers
+        .iter()
+        .filter_map(|(name, p)| dns_provider(cx, name, p))
+        .collect();
+    let mut certificates: Vec<AcmeCert> = Vec::new();
+    for c in &a.certificates {
+        let Some(cert) = certificate(cx, c, &a.dns_providers, &url) else {
+            continue;
+        };
+        if certificates.iter().any(|x| x.name == cert.name) {
+            cx.err::<()>(
+                c.get_ref().name.span().start,
+                format!("two ACME certificates are named `{}`", cert.name),
+            );
+        }
+        certificates.push(cert);
+    }
+    // A zero timeout would fail every request before it starts.
+    let timeout = |cx: &mut Ctx<'_>, s: &Option<S>, default: Duration| -> Duration {
+        let d = cx.duration(s, default);
+        match s {
+            Some(s) if d.is_zero() => cx
+                .err(s.span().start, "a timeout must be longer than 0")
+                .unwrap_or(default),
+            _ => d,
+        }
+    };
+    let connect_timeout = timeout(cx, &a.connect_timeout, Duration::from_secs(10));
+    let request_timeout = timeout(cx, &a.request_timeout, Duration::from_secs(30));
+    let order_timeout = timeout(cx, &a.order_timeout, Duration::from_secs(600));
+    Acme {
+        directory,
+        fallback_directories,
+        email,
+        storage: a
+            .storage
+            .as_ref()
+            .and_then(|s| cx.path(s))
+            .unwrap_or_else(|| cx.base.join("certs")),
+        ca_root: a
+            .ca_root
+            .as_ref()
+            .and_then(|s| cx.text(s).filter(|t| !t.is_empty()).map(|_| s))
+            .and_then(|s| cx.path(s)),
+        https_proxy: a
+            .https_proxy
+            .as_ref()
+            .and_then(|s| cx.text(s))
+            .filter(|t| !t.is_empty()),
+        eab,
+        certificates,
+        retry_min: cx.duration(&a.retry_min, Duration::from_secs(60)),
+        retry_max: cx.duration(&a.retry_max, Duration::from_secs(86400)),
+        connect_timeout,
+        request_timeout,
+        order_timeout,
+        dns_providers,
+    }
+}
+
+/// One `[[acme.certificates]]` entry. Names are DNS names (lower case), a wildcard
+/// `*.example.com` (only its leftmost label, RFC 8555 section 7.1.3), or IP addresses
+/// (RFC 8738). A wildcard needs `dns-01`; an IP address can never use it (RFC 8738
+/// section 7).
+fn certificate(
+    cx: &mut Ctx<'_>,
+    c: &serde_spanned::Spanned<file::AcmeCert>,
+    providers: &std::collections::BTreeMap<String, serde_spanned::Spanned<file::DnsProvider>>,
+    url: &dyn Fn(&mut Ctx<'_>, &S) -> Option<String>,
+) -> Option<AcmeCert> {
+    let f = c.get_ref();
+    let name = cx.text(&f.name)?;
+    let challenge = match &f.challenge {
+        None => Challenge::Http01,
+        Some(s) => {
+            match cx.text(s).as_deref() {
+                Some("http-01") => Challenge::Http01,
+                Some("tls-alpn-01") => Challenge::TlsAlpn01,
+                Some("dns-01") => Challenge::Dns01,
+                Some(other) => {
+                    cx.err::<()>(
+                    s.span().start,
+                    format!("`{other}` is not an ACME challenge type; write `http-01`, `tls-alpn-01` or `dns-01`"),
+                );
+                    Challenge::Http01
+                }
+                None => Challenge::Http01,
+            }
+        }
+    };
+    let mut names = Vec::new();
+    for n in &f.names {
+        let Some(t) = cx.text(n) else { continue };
+        let t = t.to_ascii_lowercase();
+        let at = n.span().start;
+        if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            if challenge == Challenge::Dns01 {
+                cx.err::<()>(at, format!("`{t}` is an IP address: dns-01 cannot validate it (RFC 8738 section 7); give it its own certificate with `challenge = \"http-01\"` or `\"tls-alpn-01\"`"));
+            }
+            names.push(ip.to_string());
+        } else if let Some(base) = t.strip_prefix("*.") {
+            if !valid_hostname(base) || base.contains('*') {
+                cx.err::<()>(
+                    at,
+                    format!(
+                        "`{t}` is not a DNS name: a wildcard is `*.` followed by a name (`*.example.com`)"
+                    ),
+                );
+            } else if challenge != Challenge::Dns01 {
+                cx.err::<()>(at, format!("`{t}` is a wildcard: only dns-01 can validate it (RFC 8555 section 7.1.3); add `challenge = \"dns-01\"` and a `dns_provider` to this certificate"));
+            }
+            names.push(t);
+        } else if valid_hostname(&t) {
+            names.push(t);
+        } else {
+            cx.err::<()>(at, format!("`{t}` is not a DNS name"));
+        }
+    }
+    if f.names.is_empty() {
+        cx.err::<()>(c.span().start, format!("certificate `{name}` lists no names"));
+    }
+    let dns_provider = match (&f.dns_provider, challenge) {
+        (Some(s), Challenge::Dns01) => {
+            let p = cx.text(s)?;
+            if !providers.contains_key(&p) {
+                let hint = match closest(&p, providers.keys().map(String::as_str)) {
+                    Some(c) => format!(" (did you mean `{c}`?)"),
+                    None if providers.is_empty() => " (define it as `[acme.dns_providers.NAME]`)".into(),
+                    None => format!(
+                        " (defined: {})",
+                        providers.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                cx.err::<()>(s.span().start, format!("no `[acme.dns_providers.{p}]` is defined{hint}"));
+            }
+            Some(p)
+        }
+        (Some(s), other) => cx.err(
+            s.span().start,
+            format!("`dns_provider` is used by dns-01 only, and this certificate uses {}; add `challenge = \"dns-01\"` or remove `dns_provider`", other.as_str()),
+        ),
+        (None, Challenge::Dns01) => cx.err(
+            f.challenge.as_ref().map_or(c.span().start, |s| s.span().start),
+            format!("certificate `{name}` uses dns-01 and needs `dns_provider = \"NAME\"` naming an `[acme.dns_providers.NAME]`"),
+        ),
+        (None, _) => None,
+    };
+    let profile = match &f.profile {
+        None => None,
+        Some(s) => {
+            let t = cx.text(s)?;
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                cx.err::<()>(
+                    s.span().start,
+                    format!("`{t}` is not an ACME profile name (such as `tlsserver` or `shortlived`)"),
+                );
+            }
+            Some(t)
+        }
+    };
+    let directory = f.directory.as_ref().and_then(|s| url(cx, s));
+    Some(AcmeCert {
+        name,
+        names,
+        directory,
+        challenge,
+        dns_provider,
+        profile,
+    })
+}
+
+/// The keys each `kind` accepts besides `kind`, `zone`, `propagation_timeout` and
+/// `nameservers`.
+const KIND_KEYS: &[(&str, &[&str])] = &[
+    (
+        "rfc2136",
+        &["server", "tsig_key_name", "tsig_algorithm", "tsig_secret"],
+    ),
+    ("alidns", &["access_key_id", "access_key_secret", "endpoint"]),
+    ("cloudflare", &["api_token", "endpoint"]),
+    ("exec", &["command", "timeout"]),
+];
+
+/// One `[acme.dns_providers.NAME]`.
+fn dns_provider(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    p: &serde_spanned::Spanned<file::DnsProvider>,
+) -> Option<DnsProvider> {
+    let at = p.span().start;
+    let f = p.get_ref();
+    let Some(kind_s) = &f.kind else {
+        return cx.err(
+            at,
+            format!(
+                "`[acme.dns_providers.{name}]` needs `kind` (`rfc2136`, `alidns`, `cloudflare` or `exec`)"
+            ),
+        );
+    };
+    let kind = cx.text(kind_s)?;
+    let Some(&(_, allowed)) = KIND_KEYS.iter().find(|(k, _)| *k == kind) else {
+        return cx.err(
+            kind_s.span().start,
+            format!("`{kind}` is not a DNS provider kind; write `rfc2136`, `alidns`, `cloudflare` or `exec`"),
+        );
+    };
+    let given: [(&str, &Option<S>); 10] = [
+        ("server", &f.server),
+        ("tsig_key_name", &f.tsig_key_name),
+        ("tsig_algorithm", &f.tsig_algorithm),
+        ("tsig_secret", &f.tsig_secret),
+        ("access_key_id", &f.access_key_id),
+        ("access_key_secret", &f.access_key_secret),
+        ("api_token", &f.api_token),
+        ("endpoint", &f.endpoint),
+        ("command", &f.command),
+        ("timeout", &f.timeout),
+    ];
+    for (key, v) in given {
+        if let Some(s) = v {
+            if !allowed.contains(&key) {
+                cx.err::<()>(
+                    s.span().start,
+                    format!(
+                        "`{key}` is not a setting of a `{kind}` DNS provider (it takes {})",
+                        allowed
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let required = |cx: &mut Ctx<'_>, key: &str, v: &Option<S>| -> Option<String> {
+        match v {
+            Some(s) => match cx.text(s) {
+                Some(t) if t.is_empty() => cx.err(
+                    s.span().start,
+                    format!("`{key}` is empty (is its environment variable set?)"),
+                ),
+                t => t,
+            },
+            None => cx.err(at, format!("a `{kind}` DNS provider needs `{key}`")),
+        }
+    };
+    let endpoint = |cx: &mut Ctx<'_>, default: &str| -> String {
+        match &f.endpoint {
+            None => default.to_owned(),
+            Some(s) => match cx.text(s) {
+                Some(t) if t.starts_with("https://") || t.starts_with("http://") => {
+                    t.trim_end_matches('/').to_owned()
+                }
+                Some(t) => cx
+                    .err(s.span().start, format!("`{t}` is not a URL (https://...)"))
+                    .unwrap_or_default(),
+                None => String::new(),
+            },
+        }
+    };
+    let kind = match kind.as_str() {
+        "rfc2136" => {
+            let server = f.server.as_ref().and_then(|s| nameserver(cx, s));
+            if f.server.is_none() {
+                cx.err::<()>(
+                    at,
+                    "a `rfc2136` DNS provider needs `server` (the zone's primary, `IP:port`)",
+                );
+            }
+            let tsig_key_name = required(cx, "tsig_key_name", &f.tsig_key_name);
+            let secret = required(cx, "tsig_secret", &f.tsig_secret);
+            if let (Some(s), Some(t)) = (&f.tsig_secret, &secret) {
+                use base64::Engine;
+                if base64::engine::general_purpose::STANDARD
+                    .decode(t.trim())
+                    .is_err()
+                {
+                    cx.err::<()>(s.span().start, "`tsig_secret` is not base64 (the `secret` of the server's `key` statement, as `tsig-keygen` prints it)");
+                }
+            }
+            let algorithm = match &f.tsig_algorithm {
+                None => Some(TsigAlgorithm::HmacSha256),
+                Some(s) => match cx.text(s)?.to_ascii_lowercase().as_str() {
+                    "hmac-sha256" => Some(TsigAlgorithm::HmacSha256),
+                    "hmac-sha384" => Some(TsigAlgorithm::HmacSha384),
+                    "hmac-sha512" => Some(TsigAlgorithm::HmacSha512),
+                    other => cx.err(s.span().start, format!("`{other}` is not a TSIG algorithm the gateway signs with; write `hmac-sha256`, `hmac-sha384` or `hmac-sha512`")),
+                },
+            };
+            DnsProviderKind::Rfc2136(Rfc2136 {
+                server: server?,
+                tsig_key_name: tsig_key_name?,
+                tsig_algorithm: algorithm?,
+                tsig_secret: Secret(secret?.trim().to_owned()),
+            })
+        }
+        "alidns" => {
+            let id = required(cx, "access_key_id", &f.access_key_id);
+            let secret = required(cx, "access_key_secret", &f.access_key_secret);
+            let endpoint = endpoint(cx, ALIDNS_ENDPOINT);
+            DnsProviderKind::Alidns(Alidns {
+                access_key_id: id?,
+                access_key_secret: Secret(secret?),
+                endpoint,
+            })
+        }
+        "cloudflare" => {
+            let token = required(cx, "api_token", &f.api_token);
+            let endpoint = endpoint(cx, CLOUDFLARE_ENDPOINT);
+            DnsProviderKind::Cloudflare(Cloudflare {
+                api_token: Secret(token?),
+                endpoint,
+            })
+        }
+        _ => {
+            let command = match &f.command {
+                Some(s) => cx.path(s),
+                None => cx.err(at, "an `exec` DNS provider needs `command` (the script run as `COMMAND present|cleanup FQDN VALUE`)"),
+            };
+            let timeout = cx.positive_duration(&f.timeout, Duration::from_secs(60), "`timeout`");
+            DnsProviderKind::Exec(ExecHook {
+                command: command?,
+                timeout,
+            })
+        }
+    };
+    let zone = match &f.zone {
+        None => None,
+        Some(s) => {
+            let t = cx.text(s)?.trim_end_matches('.').to_ascii_lowercase();
+            if !valid_hostname(&t) {
+                cx.err::<()>(s.span().start, format!("`{t}` is not a DNS zone name"));
+            }
+            Some(t)
+        }
+    };
+    let propagation_timeout = cx.positive_duration(
+        &f.propagation_timeout,
+        Duration::from_secs(120),
+        "`propagation_timeout`",
+    );
+    let nameservers = f.nameservers.iter().filter_map(|s| nameserver(cx, s)).collect();
+    Some(DnsProvider {
+        name: name.to_owned(),
+        kind,
+        zone,
+        propagation_timeout,
+        nameservers,
+    })
+}
+
+/// `IP` or `IP:port` (`[v6]:port`) of a name server; port 53 when not given.
+fn nameserver(cx: &mut Ctx<'_>, s: &S) -> Option<SocketAddr> {
+    let t = cx.text(s)?;
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    cx.err(s.span().start, format!("`{t}` is not a name server address; write an IP and optionally a port (`192.0.2.53`, `127.0.0.1:5353`, `[2001:db8::53]:53`)"))
+}

@@ -1,0 +1,279 @@
+//! DNS-01 end to end with real parts on loopback: BIND 9 (`named`) as the zone's
+//! authoritative server accepting TSIG-signed updates, Pebble validating against it
+//! (`pebble -dnsserver`), the gateway publishing the TXT records through each provider
+//! kind (`rfc2136`; `exec` with a script calling `nsupdate`; `alidns` and `cloudflare`
+//! through local servers that check each request as the provider documents it, then
+//! write the record into BIND), waiting until BIND answers them, and removing them after.
+//! Also: a wildcard plus apex certificate served for any subdomain by SNI, and the failure
+//! paths (a wrong TSIG key, a record that never becomes visible, a CA that sees another
+//! value), each keeping the served certificate and cleaning up.
+
+mod harness;
+
+use harness::acme::{log_line_with, wait_issued_for};
+use harness::bind::{Bind, KEY_NAME, KEY_SECRET};
+use harness::pebble::Pebble;
+use harness::process::require_tool;
+use harness::{gateway::cli, upstream, Gateway};
+use std::path::Path;
+use std::time::Duration;
+
+const ZONE: &str = "example.com";
+
+/// BIND for [`ZONE`], Pebble validating against it, an echo upstream and a storage.
+struct Dns {
+    bind: Bind,
+    pebble: Pebble,
+    up: upstream::Upstream,
+    storage: tempfile::TempDir,
+}
+
+impl Dns {
+    async fn start() -> Dns {
+        let bind = Bind::start(ZONE).await;
+        let mut pebble = Pebble::start(harness::free_port(), &[]).await;
+        pebble.use_dns(bind.addr).await;
+        Dns {
+            bind,
+            pebble,
+            up: upstream::echo().await,
+            storage: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The gateway's configuration: `[acme]` for Pebble, one certificate `wild` given by
+    /// `cert` (its `[[acme.certificates]]` body), and `providers` (`[acme.dns_providers.*]`).
+    fn config(&self, cert: &str, providers: &str) -> String {
+        format!(
+            r#"
+[listen]
+https = "{{HTTPS}}"
+http = "{{HTTP}}"
+metrics = "{{METRICS}}"
+[server]
+grace_period = "1s"
+[tls]
+default_certificate = "wild"
+[acme]
+directory = "{dir}"
+storage = "{storage}"
+ca_root = "{root}"
+retry_min = "200ms"
+retry_max = "2s"
+[[acme.certificates]]
+name = "wild"
+{cert}
+{providers}
+[upstreams.echo]
+address = "{up}"
+[[routes]]
+prefix = "/"
+upstream = "echo"
+"#,
+            dir = self.pebble.directory(),
+            storage = self.storage.path().display(),
+            root = self.pebble.listener_root().display(),
+            up = self.up.addr,
+        )
+    }
+
+    /// The `rfc2136` provider `main-dns` for this BIND server, as the issue writes it, with
+    /// `nameservers` (no NS lookup through the system resolver on a test machine).
+    fn rfc2136(&self, secret: &str) -> String {
+        format!(
+            r#"
+[acme.dns_providers.main-dns]
+kind = "rfc2136"                       # alidns | cloudflare | rfc2136 | exec
+server = "{addr}"
+zone = "example.com"
+tsig_key_name = "{KEY_NAME}"
+tsig_algorithm = "hmac-sha256"
+tsig_secret = "{secret}"
+propagation_timeout = "120s"
+nameservers = ["{addr}"]
+"#,
+            addr = self.bind.addr,
+        )
+    }
+
+    /// Waits until no challenge TXT record is left at `_acme-challenge.<name>`.
+    async fn wait_clean(&self, name: &str) {
+        let owner = format!("_acme-challenge.{name}");
+        harness::poll_until(
+            Duration::from_secs(30),
+            "the TXT records to be removed",
+            || async { self.bind.txt(&owner).await.is_empty().then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// The certificate of the issue's syntax: a wildcard and its apex, `dns-01`, `main-dns`.
+const WILD: &str = r#"names = ["*.${DOMAIN}", "${DOMAIN}"]
+challenge = "dns-01"
+dns_provider = "main-dns""#;
+
+/// A wildcard and apex certificate through `rfc2136`, the secret from the environment:
+/// served for the apex and any subdomain by SNI, chaining to Pebble; BIND keeps no TXT
+/// record afterwards; `gateway certs` names the challenge, the provider and the
+/// propagation time.
+///
+/// To see it fail: publish one TXT value per owner name in `dns::publish` (the apex's and
+/// the wildcard's share `_acme-challenge.example.com`), or skip `TxtRecords::cleanup`.
+#[tokio::test]
+async fn rfc2136_issues_a_wildcard_and_apex_certificate_served_for_any_subdomain() {
+    let d = Dns::start().await;
+    let cfg = d.config(WILD, &d.rfc2136("${TSIG_SECRET}"));
+    let gw = Gateway::start_with_env(&cfg, &[("DOMAIN", ZONE), ("TSIG_SECRET", KEY_SECRET)]).await;
+    wait_issued_for(
+        gw.https,
+        &d.pebble,
+        &["example.com", "app.example.com", "grafana.example.com"],
+    )
+    .await;
+    log_line_with(
+        &gw,
+        Duration::from_secs(10),
+        &[
+            "visible on every authoritative server",
+            "_acme-challenge.example.com",
+        ],
+    )
+    .await;
+    d.wait_clean(ZONE).await;
+    let certs = cli(&gw, &["certs", "--config", gw.config.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&certs.stdout);
+    assert!(
+        text.contains("challenge: dns-01 via main-dns (rfc2136)"),
+        "{text}"
+    );
+    assert!(text.contains("propagated:"), "{text}");
+    assert!(text.contains("error:    none"), "{text}");
+}
+
+/// Writes an `exec` hook: logs each call to `calls.log` beside it, and (unless `publish`
+/// is false) sends the record to BIND with `nsupdate`, the value changed by `mangle`
+/// (a shell expression of `$3`).
+fn hook(dir: &Path, bind: &Bind, publish: bool) -> std::path::PathBuf {
+    let nsupdate = require_tool("nsupdate", "bind9-dnsutils");
+    let path = dir.join("dns-hook.sh");
+    let log = dir.join("calls.log");
+    let send = if publish {
+        format!(
+            r#"case "$1" in
+  present) op="update add $2 60 TXT \"$3\"" ;;
+  cleanup) op="update delete $2 TXT \"$3\"" ;;
+  *) echo "unknown action $1" >&2; exit 2 ;;
+esac
+printf '%b\n%s\nsend\n' "{header}" "$op" | {nsupdate} || exit 1"#,
+            header = bind.nsupdate_header().trim_end().replace('\n', "\\n"),
+            nsupdate = nsupdate.display(),
+        )
+    } else {
+        String::new()
+    };
+    let script = format!(
+        "#!/bin/sh\necho \"$1 $2 $3\" >> {log}\n{send}\n",
+        log = log.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn calls(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("calls.log")).unwrap_or_default()
+}
+
+/// `exec` with a script that calls `nsupdate`: called `present FQDN. VALUE` for each of the
+/// two values and `cleanup` for each after validation, and the certificate is issued.
+#[tokio::test]
+async fn exec_hook_with_nsupdate_issues_and_is_called_present_then_cleanup() {
+    let d = Dns::start().await;
+    let hooks = tempfile::tempdir().unwrap();
+    let script = hook(hooks.path(), &d.bind, true);
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"exec\"\ncommand = \"{}\"\ntimeout = \"30s\"\nzone = \"example.com\"\nnameservers = [\"{}\"]\n",
+        script.display(),
+        d.bind.addr
+    );
+    let gw = Gateway::start_with_env(&d.config(WILD, &providers), &[("DOMAIN", ZONE)]).await;
+    wait_issued_for(gw.https, &d.pebble, &["example.com", "n8n.example.com"]).await;
+    d.wait_clean(ZONE).await;
+    let log = calls(hooks.path());
+    let lines: Vec<&str> = log.lines().collect();
+    let present: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("present _acme-challenge.example.com. "))
+        .collect();
+    let cleanup: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("cleanup _acme-challenge.example.com. "))
+        .collect();
+    assert_eq!(present.len(), 2, "one call per value (apex and wildcard):\n{log}");
+    assert_eq!(cleanup.len(), 2, "{log}");
+    for p in &present {
+        let value = p.rsplit(' ').next().unwrap();
+        assert_eq!(value.len(), 43, "base64url of a SHA-256: {p}");
+        assert!(cleanup.iter().any(|c| c.ends_with(value)), "{log}");
+    }
+}
+
+/// A TSIG key BIND does not know: the update is refused (NOTAUTH), the error says so in the
+/// log and in `gateway certs`, the loop backs off and tries again, the self-signed
+/// placeholder stays served, and no TXT record is left.
+#[tokio::test]
+async fn a_wrong_tsig_key_is_a_clear_error_with_backoff_and_the_placeholder_stays() {
+    let d = Dns::start().await;
+    let wrong = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktIQ==";
+    let gw = Gateway::start_with_env(&d.config(WILD, &d.rfc2136(wrong)), &[("DOMAIN", ZONE)]).await;
+    let line = log_line_with(&gw, Duration::from_secs(30), &["DNS UPDATE to", "refused"]).await;
+    assert!(line.contains("main-dns"), "{line}");
+    // Backoff: a second attempt follows, the first error stays the same.
+    harness::until(Duration::from_secs(30), "a second failed attempt", || {
+        (gw.stderr().matches("DNS UPDATE to").count() >= 2).then_some(())
+    })
+    .await;
+    let certs = cli(&gw, &["certs", "--config", gw.config.to_str().unwrap()]).await;
+    let text = String::from_utf8_lossy(&certs.stdout);
+    assert!(text.contains("refused"), "{text}");
+    assert!(text.contains("(not issued yet)"), "{text}");
+    // The placeholder is still served for the names.
+    let (tls, _) = harness::client::tls(gw.https, "app.example.com").await;
+    drop(tls);
+    assert!(d.bind.txt("_acme-challenge.example.com").await.is_empty());
+}
+
+/// A provider that reports success but whose record never appears: the propagation check
+/// gives up after `propagation_timeout` naming the server and what it answered, the CA is
+/// never asked to validate, and `cleanup` is still called for every value.
+#[tokio::test]
+async fn a_record_that_never_appears_is_a_propagation_timeout_and_is_cleaned_up() {
+    let d = Dns::start().await;
+    let hooks = tempfile::tempdir().unwrap();
+    let script = hook(hooks.path(), &d.bind, false);
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"exec\"\ncommand = \"{}\"\nzone = \"example.com\"\nnameservers = [\"{}\"]\npropagation_timeout = \"3s\"\n",
+        script.display(),
+        d.bind.addr
+    );
+    let gw = Gateway::start_with_env(&d.config(WILD, &providers), &[("DOMAIN", ZONE)]).await;
+    let line = log_line_with(
+        &gw,
+        Duration::from_secs(30),
+        &["was not visible on every authoritative server"],
+    )
+    .await;
+    assert!(
+        line.contains(&d.bind.addr.to_string()) && line.contains("no TXT record yet"),
+        "{line}"
+    );
+    harness::until(Duration::from_secs(10), "cleanup calls", || {
+        let log = calls(hooks.path());
+        (log.matches("cleanup _acme-challenge.example.com. ").count() >= 2).then_some(log)
+    })
+    .await;
+    // The CA was never asked to validate: no validation verdict reached the log.
+    assert!(!gw.stderr().contains("validation failed"), "{}", gw.stderr());
+}
