@@ -277,3 +277,146 @@ async fn a_record_that_never_appears_is_a_propagation_timeout_and_is_cleaned_up(
     // The CA was never asked to validate: no validation verdict reached the log.
     assert!(!gw.stderr().contains("validation failed"), "{}", gw.stderr());
 }
+
+#[path = "../../dns01/tests/support/alidns_server.rs"]
+mod alidns_server;
+#[path = "../../dns01/tests/support/cloudflare_server.rs"]
+mod cloudflare_server;
+
+/// A callback for the fake provider APIs: applies one change to BIND with `nsupdate`, as
+/// the provider's own DNS servers would serve it. `op` is `add NAME TXT VALUE` or
+/// `delete NAME TXT VALUE`.
+fn nsupdater(bind: &Bind) -> impl Fn(&str) + Send + Sync + 'static {
+    let header = bind.nsupdate_header();
+    let nsupdate = require_tool("nsupdate", "bind9-dnsutils");
+    move |op: &str| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("{header}update {op}\nsend\n")).unwrap();
+        let out = harness::process::run_cmd(
+            std::process::Command::new(&nsupdate).arg(file.path()),
+            Duration::from_secs(10),
+        );
+        assert!(
+            out.status.success(),
+            "nsupdate {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `alidns` against a local server that checks each request's ACS3-HMAC-SHA256 signature
+/// as Alibaba Cloud documents it and writes the records into BIND: the wildcard and apex
+/// certificate is issued, both records are deleted afterwards (through
+/// DescribeDomainRecords and DeleteDomainRecord), and the secret came from `${ENV}`.
+#[tokio::test]
+async fn alidns_issues_through_a_signature_checking_api_and_deletes_its_records() {
+    let d = Dns::start().await;
+    let apply = nsupdater(&d.bind);
+    let api = alidns_server::start(
+        "LTAI5tGatewayTestKey",
+        "alidns-test-secret",
+        std::sync::Arc::new(move |c| match c {
+            alidns_server::Change::Added { domain, rr, value } => {
+                apply(&format!("add {rr}.{domain}. 60 TXT \"{value}\""))
+            }
+            alidns_server::Change::Deleted { domain, rr, value } => {
+                apply(&format!("delete {rr}.{domain}. TXT \"{value}\""))
+            }
+        }),
+    )
+    .await;
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"alidns\"\naccess_key_id = \"LTAI5tGatewayTestKey\"\naccess_key_secret = \"${{ALI_SECRET}}\"\nendpoint = \"{}\"\nzone = \"example.com\"\nnameservers = [\"{}\"]\n",
+        api.url, d.bind.addr
+    );
+    let gw = Gateway::start_with_env(
+        &d.config(WILD, &providers),
+        &[("DOMAIN", ZONE), ("ALI_SECRET", "alidns-test-secret")],
+    )
+    .await;
+    wait_issued_for(gw.https, &d.pebble, &["example.com", "ai.example.com"]).await;
+    d.wait_clean(ZONE).await;
+    harness::until(Duration::from_secs(10), "the API's records to be deleted", || {
+        api.records().is_empty().then_some(())
+    })
+    .await;
+    let actions = api.requests();
+    for a in ["AddDomainRecord", "DescribeDomainRecords", "DeleteDomainRecord"] {
+        assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
+    }
+    assert!(
+        !gw.stderr().contains("alidns-test-secret"),
+        "the secret is never logged"
+    );
+}
+
+/// `alidns` with a wrong AccessKey secret: the API refuses the signature, the log names the
+/// provider, the action and Alibaba Cloud's code, and nothing was added.
+#[tokio::test]
+async fn alidns_with_a_wrong_secret_reports_the_apis_code() {
+    let d = Dns::start().await;
+    let api = alidns_server::start(
+        "LTAI5tGatewayTestKey",
+        "the-right-secret",
+        std::sync::Arc::new(|_| {}),
+    )
+    .await;
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"alidns\"\naccess_key_id = \"LTAI5tGatewayTestKey\"\naccess_key_secret = \"a-wrong-secret\"\nendpoint = \"{}\"\nzone = \"example.com\"\nnameservers = [\"{}\"]\n",
+        api.url, d.bind.addr
+    );
+    let gw = Gateway::start_with_env(&d.config(WILD, &providers), &[("DOMAIN", ZONE)]).await;
+    let line = log_line_with(&gw, Duration::from_secs(30), &["SignatureDoesNotMatch"]).await;
+    assert!(line.contains("main-dns") && line.contains("alidns"), "{line}");
+    assert!(api.records().is_empty());
+    assert!(
+        !gw.stderr().contains("a-wrong-secret"),
+        "the secret is never logged"
+    );
+}
+
+/// `cloudflare` against a local API that checks the bearer token, paths, query and JSON
+/// bodies as Cloudflare's API v4 documents them and writes the records into BIND: the
+/// certificate is issued and both records are deleted afterwards.
+#[tokio::test]
+async fn cloudflare_issues_through_a_token_checking_api_and_deletes_its_records() {
+    let d = Dns::start().await;
+    let apply = nsupdater(&d.bind);
+    let api = cloudflare_server::CloudflareServer::start(
+        "cf-test-token",
+        ZONE,
+        std::sync::Arc::new(move |c| match c {
+            cloudflare_server::Change::Added { name, content } => {
+                apply(&format!("add {name}. 60 TXT \"{content}\""))
+            }
+            cloudflare_server::Change::Deleted { name, content } => {
+                apply(&format!("delete {name}. TXT \"{content}\""))
+            }
+        }),
+    )
+    .await;
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"cloudflare\"\napi_token = \"${{CF_TOKEN}}\"\nendpoint = \"{}\"\nnameservers = [\"{}\"]\nzone = \"example.com\"\n",
+        api.url, d.bind.addr
+    );
+    let gw = Gateway::start_with_env(
+        &d.config(WILD, &providers),
+        &[("DOMAIN", ZONE), ("CF_TOKEN", "cf-test-token")],
+    )
+    .await;
+    wait_issued_for(gw.https, &d.pebble, &["example.com", "nodered.example.com"]).await;
+    d.wait_clean(ZONE).await;
+    harness::until(Duration::from_secs(10), "the API's records to be deleted", || {
+        api.records().is_empty().then_some(())
+    })
+    .await;
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET /client/v4/zones?")),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().filter(|r| r.starts_with("DELETE ")).count() >= 2,
+        "{requests:?}"
+    );
+}
