@@ -128,13 +128,20 @@ pub fn self_signed(names: &[String]) -> Result<Loaded, TlsError> {
 /// The TLS-ALPN-01 answer for `name` (RFC 8737 section 3): a self-signed certificate for
 /// that one name (a DNS name, or an IP address, RFC 8738 section 6) carrying the critical
 /// `id-pe-acmeIdentifier` extension with `digest`, the SHA-256 of the key authorization.
-pub fn acme_tls_alpn(name: &str, digest: &[u8]) -> Result<Loaded, TlsError> {
+///
+/// Built without [`CertifiedKey::from_der`]'s key check: that parses the certificate with
+/// webpki, which refuses the critical extension it does not know.
+pub fn acme_tls_alpn(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(TlsError::Generate)?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let pair = rcgen::KeyPair::generate().map_err(TlsError::Generate)?;
     let cert = params.self_signed(&pair).map_err(TlsError::Generate)?;
     let key = PrivateKeyDer::try_from(pair.serialize_der()).map_err(TlsError::GeneratedKey)?;
-    from_der(vec![cert.der().clone()], key, true)
+    let signing = default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(TlsError::KeyMismatch)?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod load;
 pub mod metrics;
 pub mod pebble;
 pub mod process;
+pub mod profiles_proxy;
 pub mod promises;
 pub mod recorder;
 pub mod scrape;

@@ -146,13 +146,14 @@ impl Pebble {
         self.launch().await;
     }
 
-    /// Restarts Pebble connecting to `port` for TLS-ALPN-01 validations (the gateway's
-    /// HTTPS listener).
-    pub async fn set_tls_port(&mut self, port: u16) {
+    /// Restarts Pebble with `key` of its configuration set to `value`: `tlsPort` (where
+    /// TLS-ALPN-01 validations connect: the gateway's HTTPS listener),
+    /// `certificateValidityPeriod` (seconds), ...
+    pub async fn set(&mut self, key: &str, value: serde_json::Value) {
         let path = self.dir.path().join("pebble.json");
         let mut cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        cfg["pebble"]["tlsPort"] = serde_json::json!(port);
+        cfg["pebble"][key] = value;
         std::fs::write(&path, cfg.to_string()).unwrap();
         self.launch().await;
     }

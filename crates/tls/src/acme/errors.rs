@@ -86,6 +86,13 @@ pub(super) enum IssueError {
         #[source]
         cause: gateway_dns01::Dns01Error,
     },
+    /// The certificate's `profile` is not among those the directory's `meta` offers.
+    #[error("the CA at {directory} offers no profile `{profile}` (it offers: {})", if offered.is_empty() { "none: it does not support ACME profiles".to_owned() } else { offered.join(", ") })]
+    UnknownProfile {
+        profile: String,
+        directory: String,
+        offered: Vec<String>,
+    },
     /// `dns_provider` names no `[acme.dns_providers.NAME]` (refused by `gateway check`).
     #[error("no DNS provider `{0}` is configured")]
     NoDnsProvider(String),

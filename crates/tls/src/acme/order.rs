@@ -69,7 +69,7 @@ impl Published {
             Err(_) => name.to_owned(),
         };
         let name = sni.as_str();
-        self.store.publish_alpn(name, answer.key);
+        self.store.publish_alpn(name, answer);
         if !self.alpn.iter().any(|n| n == name) {
             self.alpn.push(name.to_owned());
         }
@@ -165,6 +165,18 @@ impl AcmeManager {
     async fn issue(&self, job: &Job, directory: &str, replace: bool) -> Result<Issued, IssueError> {
         let c = &job.cert;
         let account = self.account(job, directory).await?;
+        // draft-ietf-acme-profiles section 3: the profiles a CA offers are in its
+        // directory's `meta`; ordering another fails, so say which ones exist.
+        if let Some(p) = &c.profile {
+            let offered: Vec<String> = account.profiles().map(|m| m.name.to_owned()).collect();
+            if !offered.iter().any(|o| o == p) {
+                return Err(IssueError::UnknownProfile {
+                    profile: p.clone(),
+                    directory: directory.to_owned(),
+                    offered,
+                });
+            }
+        }
         // RFC 8738: an IP address is ordered as an `ip` identifier.
         let ids: Vec<Identifier> = c
             .names
