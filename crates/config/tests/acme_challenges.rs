@@ -63,12 +63,17 @@ fn the_issue_syntax_is_accepted_as_written() {
     assert_eq!(p.zone.as_deref(), Some("example.com"));
     assert_eq!(p.propagation_timeout, Duration::from_secs(120));
     assert!(p.nameservers.is_empty());
-    let DnsProviderKind::Rfc2136(r) = &p.kind else { panic!("{:?}", p.kind) };
+    let DnsProviderKind::Rfc2136(r) = &p.kind else {
+        panic!("{:?}", p.kind)
+    };
     assert_eq!(r.server.to_string(), "127.0.0.1:53");
     assert_eq!(r.tsig_key_name, "gateway");
     assert_eq!(r.tsig_algorithm, TsigAlgorithm::HmacSha256);
     assert_eq!(r.tsig_secret.0, "c2VjcmV0LWtleS1mb3ItdGhlLWdhdGV3YXktdGVzdHM=");
-    assert!(!format!("{p:?}").contains("c2VjcmV0"), "Debug hides the secret: {p:?}");
+    assert!(
+        !format!("{p:?}").contains("c2VjcmV0"),
+        "Debug hides the secret: {p:?}"
+    );
 }
 
 #[test]
@@ -87,14 +92,24 @@ kind = "exec"
 command = "hooks/dns.sh"
 "#);
     let p = &c.acme.as_ref().unwrap().dns_providers;
-    let DnsProviderKind::Alidns(a) = &p[0].kind else { panic!() };
+    let DnsProviderKind::Alidns(a) = &p[0].kind else {
+        panic!()
+    };
     assert_eq!(a.endpoint, "https://alidns.aliyuncs.com");
-    let DnsProviderKind::Cloudflare(f) = &p[1].kind else { panic!() };
+    let DnsProviderKind::Cloudflare(f) = &p[1].kind else {
+        panic!()
+    };
     assert_eq!(f.endpoint, "https://api.cloudflare.com/client/v4");
     let ns: Vec<String> = p[1].nameservers.iter().map(|a| a.to_string()).collect();
     assert_eq!(ns, ["192.0.2.53:53", "127.0.0.1:5353", "[2001:db8::53]:53"]);
-    let DnsProviderKind::Exec(e) = &p[2].kind else { panic!() };
-    assert_eq!(e.command, Path::new("/etc/gateway/hooks/dns.sh"), "relative to proxy.toml");
+    let DnsProviderKind::Exec(e) = &p[2].kind else {
+        panic!()
+    };
+    assert_eq!(
+        e.command,
+        Path::new("/etc/gateway/hooks/dns.sh"),
+        "relative to proxy.toml"
+    );
     assert_eq!(e.timeout, Duration::from_secs(60));
 }
 
@@ -114,7 +129,8 @@ fn a_wildcard_needs_dns_01() {
 
 #[test]
 fn dns_01_needs_a_defined_provider_and_only_dns_01_takes_one() {
-    let (line, msg) = one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nchallenge = \"dns-01\"\n");
+    let (line, msg) =
+        one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nchallenge = \"dns-01\"\n");
     assert_eq!(line, 4);
     assert!(msg.contains("needs `dns_provider"), "{msg}");
     let (line, msg) = one(&format!(
@@ -127,7 +143,8 @@ fn dns_01_needs_a_defined_provider_and_only_dns_01_takes_one() {
     ));
     assert_eq!(line, 4);
     assert!(msg.contains("used by dns-01 only"), "{msg}");
-    let (line, msg) = one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nchallenge = \"http-02\"\n");
+    let (line, msg) =
+        one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nchallenge = \"http-02\"\n");
     assert_eq!(line, 4);
     assert!(msg.contains("not an ACME challenge type"), "{msg}");
 }
@@ -140,7 +157,10 @@ fn an_ip_address_never_uses_dns_01() {
     assert_eq!(line, 3);
     assert!(msg.contains("RFC 8738"), "{msg}");
     let c = ok("[[acme.certificates]]\nname = \"ip\"\nnames = [\"47.96.1.2\", \"2400:3200::1\"]\nchallenge = \"tls-alpn-01\"\n");
-    assert_eq!(c.acme.unwrap().certificates[0].names, ["47.96.1.2", "2400:3200::1"]);
+    assert_eq!(
+        c.acme.unwrap().certificates[0].names,
+        ["47.96.1.2", "2400:3200::1"]
+    );
 }
 
 #[test]
@@ -168,7 +188,8 @@ fn provider_sections_are_checked_key_by_key() {
 
 #[test]
 fn a_profile_is_a_token() {
-    let (line, msg) = one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nprofile = \"short lived\"\n");
+    let (line, msg) =
+        one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nprofile = \"short lived\"\n");
     assert_eq!(line, 4);
     assert!(msg.contains("not an ACME profile name"), "{msg}");
 }

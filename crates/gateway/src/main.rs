@@ -85,8 +85,12 @@ fn ask_running(
 }
 
 fn main() -> ExitCode {
-    // Pingora's rustls and instant-acme must agree on one provider: ring, installed first.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // One process-wide rustls provider, installed before anything builds a TLS config
+    // (Pingora's listeners and connectors, instant-acme, the DNS provider clients):
+    // aws-lc-rs with `prefer-post-quantum`, whose key exchange groups are X25519MLKEM768
+    // (hybrid post-quantum, draft-ietf-tls-ecdhe-mlkem) first, then X25519, secp256r1 and
+    // secp384r1. ring stays compiled for the crates that name it.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check { config } => inspect::check(&config.config),

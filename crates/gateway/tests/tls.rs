@@ -507,3 +507,102 @@ async fn an_ip_address_as_sni_is_not_logged_per_connection() {
         gw.stderr()
     );
 }
+
+/// Post-quantum key exchange: a client offering the hybrid X25519MLKEM768 first (rustls with
+/// aws-lc-rs, as Chrome, Firefox and Safari do) negotiates it; a client offering only X25519
+/// still connects with X25519. `gateway_tls_handshakes_total{version,group}` counts each,
+/// and the JSON access log names version, cipher and group (nginx's `$ssl_protocol`,
+/// `$ssl_cipher`, `$ssl_curve`).
+///
+/// To see it fail: install ring as the process provider in main.rs (no ML-KEM), or drop
+/// patch 0020 (`SslDigest::kx_group` always `None`: group `none`, no `tls_group`).
+#[tokio::test]
+async fn hybrid_post_quantum_key_exchange_is_preferred_and_x25519_only_clients_connect() {
+    use rustls::crypto::{aws_lc_rs, CryptoProvider};
+    let up = upstream::echo().await;
+    let cfg = format!(
+        "\n{}[logging]\naccess_log = \"json\"\n{}{}",
+        preamble("1s", ""),
+        upstream_at("echo", up.addr),
+        route("all", "/", "echo", "")
+    );
+    let gw = Gateway::start(&cfg).await;
+    let pq = aws_lc_rs::default_provider().kx_groups;
+    let x25519_only = vec![aws_lc_rs::kx_group::X25519];
+    for (groups, want) in [(pq, "X25519MLKEM768"), (x25519_only, "X25519")] {
+        let provider = CryptoProvider {
+            kx_groups: groups,
+            ..aws_lc_rs::default_provider()
+        };
+        let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(client::Capture::default()))
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+        let mut tls = within(
+            Duration::from_secs(10),
+            "the handshake",
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{want}: {e}"));
+        let group = tls.get_ref().1.negotiated_key_exchange_group().map(|g| g.name());
+        assert_eq!(group.and_then(|g| g.as_str()), Some(want));
+        tls.write_all(
+            format!("GET /pq/{want} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = within(
+            Duration::from_secs(10),
+            "the answer",
+            tls.read_to_end(&mut answer),
+        )
+        .await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let s = harness::scrape::scrape(gw.metrics).await;
+    for group in ["X25519MLKEM768", "X25519"] {
+        let n = s.value(
+            "gateway_tls_handshakes_total",
+            &[("version", "TLSv1.3"), ("group", group)],
+        );
+        assert!(n >= 1.0, "{group}: {}", s.text);
+    }
+    // Every label pair the listener can produce is there from the start.
+    assert_eq!(
+        s.series("gateway_tls_handshakes_total", &[]).len(),
+        12,
+        "{}",
+        s.text
+    );
+    let log = poll_until(Duration::from_secs(10), "both access lines", || async {
+        let out = gw.stdout();
+        (out.contains("\"/pq/X25519MLKEM768\"") && out.contains("\"/pq/X25519\"")).then_some(out)
+    })
+    .await;
+    for (path, group) in [("/pq/X25519MLKEM768", "X25519MLKEM768"), ("/pq/X25519", "X25519")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("\"{path}\"")))
+            .unwrap_or_else(|| panic!("{path} in {log}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["tls_version"], "TLSv1.3", "{line}");
+        assert_eq!(v["tls_group"], group, "{line}");
+        assert!(
+            v["tls_cipher"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("TLS_AES_") || c.starts_with("TLS_CHACHA20")),
+            "{line}"
+        );
+    }
+}

@@ -202,6 +202,8 @@ pub struct Entry<'a> {
     pub remote_user: Option<&'a str>,
     /// `$request_id` (formatted as 32 hex digits).
     pub request_id: u128,
+    /// The connection's TLS parameters (`None` on plain HTTP).
+    pub tls: Option<&'a pingora_core::protocols::tls::SslDigest>,
 }
 
 /// Writes the access line of `e` in `format` (nothing for `off`).
@@ -371,6 +373,11 @@ fn value<'a>(v: &LogVar, e: &Entry<'a>, now: SystemTime) -> Cow<'a, str> {
         LogVar::Upstream => e.upstream.into(),
         LogVar::UpstreamAddr => e.upstream_addr.map_or("".into(), |a| a.to_string().into()),
         LogVar::RequestId => format!("{:032x}", e.request_id).into(),
+        LogVar::SslProtocol => e.tls.map_or("".into(), crate::tls_names::protocol),
+        LogVar::SslCipher => e.tls.map_or("".into(), crate::tls_names::cipher),
+        LogVar::SslCurve => e
+            .tls
+            .map_or("".into(), |d| crate::tls_names::group(d).to_owned().into()),
     }
 }
 
@@ -427,6 +434,9 @@ fn json(e: &Entry<'_>) -> String {
         "user_agent": some(header(e.req, "user-agent")).unwrap_or_else(|| "-".into()),
         "x_forwarded_for": some(header(e.req, "x-forwarded-for")),
         "request_id": format!("{:032x}", e.request_id),
+        "tls_version": e.tls.map(crate::tls_names::protocol),
+        "tls_cipher": e.tls.map(crate::tls_names::cipher),
+        "tls_group": e.tls.map(crate::tls_names::group).filter(|g| !g.is_empty()),
     });
     format!("{v}\n")
 }
@@ -448,6 +458,7 @@ mod tests {
             upstream_addr: None,
             remote_user: None,
             request_id: 0xfeed,
+            tls: None,
         }
     }
 

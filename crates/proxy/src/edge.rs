@@ -290,8 +290,11 @@ impl Edge {
         let m = &self.shared.metrics;
         m.open_connections.inc();
         let _open = OpenGuard(m.open_connections.clone());
-        if stream.get_ssl_digest().is_some() {
-            m.tls_handshakes.inc();
+        if let Some(d) = stream.get_ssl_digest() {
+            let (version, group) = crate::tls_names::labels(&d);
+            m.tls_handshakes
+                .with_label_values(&[version.as_ref(), group])
+                .inc();
         }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(self.proxy(), stream, shutdown).await;

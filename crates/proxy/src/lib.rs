@@ -21,6 +21,7 @@ pub mod redirect;
 pub mod respond;
 mod server;
 pub mod state;
+pub mod tls_names;
 pub mod upstream;
 
 pub use edge::Guarded;

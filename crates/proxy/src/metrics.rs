@@ -52,7 +52,8 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     pub open_websockets: IntGauge,
     pub open_sse: IntGauge,
-    pub tls_handshakes: IntCounter,
+    /// By `version` (`TLSv1.2`, `TLSv1.3`) and key exchange `group` ([`crate::tls_names`]).
+    pub tls_handshakes: IntCounterVec,
     pub tls_handshake_failures: IntCounter,
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
@@ -131,8 +132,12 @@ impl Metrics {
             .expect("register"),
             open_sse: register_int_gauge!("gateway_open_sse_streams", "Open Server-Sent Events streams")
                 .expect("register"),
-            tls_handshakes: register_int_counter!("gateway_tls_handshakes_total", "Completed TLS handshakes")
-                .expect("register"),
+            tls_handshakes: register_int_counter_vec!(
+                "gateway_tls_handshakes_total",
+                "Completed TLS handshakes by version and key exchange group",
+                &["version", "group"]
+            )
+            .expect("register"),
             tls_handshake_failures: register_int_counter!(
                 "gateway_tls_handshake_failures_total",
                 "Failed TLS handshakes"
@@ -223,6 +228,11 @@ impl Metrics {
     /// result and storage errors (ACME). Existing series keep their values; series of names
     /// no longer configured stay until the restart.
     pub fn init_series(&self, cfg: &gateway_config::Config) {
+        for version in crate::tls_names::VERSIONS {
+            for group in crate::tls_names::GROUPS {
+                self.tls_handshakes.with_label_values(&[version, group]).inc_by(0);
+            }
+        }
         for r in &cfg.routes {
             let route = r.name.as_str();
             for method in METHOD_LABELS {

@@ -732,6 +732,7 @@ impl ProxyHttp for Gateway {
                 // `Authorization: Basic` user name as nginx does.
                 remote_user: ctx.granted.user.as_deref(),
                 request_id: ctx.request_id,
+                tls: session.digest().and_then(|d| d.ssl_digest.as_deref()),
             },
         );
     }

@@ -156,6 +156,7 @@ impl Redirect {
                 upstream_addr: None,
                 remote_user: None,
                 request_id,
+                tls: None,
             },
         );
     }

@@ -75,6 +75,12 @@ pub enum LogVar {
     /// `$request_id`: 32 lower-case hex digits (128 random bits, as nginx's), the same as the
     /// request's header rules and its error page (`X-Request-Id`) carry.
     RequestId,
+    /// `$ssl_protocol`: `TLSv1.3`, `TLSv1.2`; empty on plain HTTP.
+    SslProtocol,
+    /// `$ssl_cipher`: the IANA name of the cipher suite (`TLS_AES_128_GCM_SHA256`).
+    SslCipher,
+    /// `$ssl_curve`: the key exchange group (`X25519MLKEM768`, `X25519`, `secp256r1`).
+    SslCurve,
 }
 
 /// Names nginx users may expect that the gateway cannot fill, with what to use instead.
@@ -115,6 +121,9 @@ pub const VARIABLES: &[&str] = &[
     "upstream",
     "upstream_addr",
     "request_id",
+    "ssl_protocol",
+    "ssl_cipher",
+    "ssl_curve",
 ];
 
 impl LogVar {
@@ -144,6 +153,9 @@ impl LogVar {
             "upstream" => Upstream,
             "upstream_addr" => UpstreamAddr,
             "request_id" => RequestId,
+            "ssl_protocol" => SslProtocol,
+            "ssl_cipher" => SslCipher,
+            "ssl_curve" => SslCurve,
             _ => return Self::other(name),
         })
     }

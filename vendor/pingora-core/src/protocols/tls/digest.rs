@@ -33,6 +33,11 @@ pub struct SslDigest {
     pub cert_digest: Vec<u8>,
     /// The user-defined TLS data
     pub extension: SslDigestExtension,
+    // gateway patch: the negotiated key exchange group (cloudflare/pingora#955).
+    /// The key exchange group negotiated (`X25519MLKEM768`, `X25519`, `secp256r1`, ...);
+    /// `None` for a resumed TLS 1.2 session or a backend that does not report it.
+    pub kx_group: Option<Cow<'static, str>>,
+    // gateway patch end
 }
 
 impl SslDigest {
@@ -54,6 +59,7 @@ impl SslDigest {
             serial_number,
             cert_digest,
             extension: SslDigestExtension::default(),
+            kx_group: None, // gateway patch
         }
     }
 }

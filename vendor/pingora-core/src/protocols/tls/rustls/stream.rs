@@ -424,7 +424,14 @@ impl SslDigest {
             .map(|(organization, serial)| (organization, Some(serial)))
             .unwrap_or_default();
 
-        SslDigest::new(cipher, version, organization, serial_number, cert_digest)
+        // gateway patch: the negotiated key exchange group (cloudflare/pingora#955).
+        let mut digest = SslDigest::new(cipher, version, organization, serial_number, cert_digest);
+        digest.kx_group = session
+            .negotiated_key_exchange_group()
+            .and_then(|g| g.name().as_str())
+            .map(std::borrow::Cow::Borrowed);
+        digest
+        // gateway patch end
     }
 }
 
