@@ -271,7 +271,7 @@ pub(crate) fn convert(
     let security_headers = security(&mut cx, &f.security);
     let forwarding = forwarding(&mut cx, &f.forwarding);
     let logging = logging(&mut cx, &f.logging);
-    let acme = f.acme.as_ref().map(|a| acme(&mut cx, a));
+    let acme = f.acme.as_ref().map(|a| acme(&mut cx, a, listen.http.is_some()));
     let tls = tls(&mut cx, &f.tls, acme.as_ref());
     let upstreams = upstreams(&mut cx, &f.upstreams);
     let policies = policies::policies(&mut cx, &f.policies);

@@ -78,7 +78,13 @@ fn the_issue_syntax_is_accepted_as_written() {
 
 #[test]
 fn each_provider_kind_takes_its_keys_and_defaults() {
-    let c = ok(r#"
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("hooks")).unwrap();
+    let hook = dir.path().join("hooks/dns.sh");
+    std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = r#"
 [acme.dns_providers.ali]
 kind = "alidns"
 access_key_id = "LTAI5t"
@@ -90,7 +96,8 @@ nameservers = ["192.0.2.53", "127.0.0.1:5353", "[2001:db8::53]"]
 [acme.dns_providers.hook]
 kind = "exec"
 command = "hooks/dns.sh"
-"#);
+"#;
+    let c = parse(src, &dir.path().join("proxy.toml"), &env).unwrap_or_else(|e| panic!("refused: {e}"));
     let p = &c.acme.as_ref().unwrap().dns_providers;
     let DnsProviderKind::Alidns(a) = &p[0].kind else {
         panic!()
@@ -107,7 +114,7 @@ command = "hooks/dns.sh"
     };
     assert_eq!(
         e.command,
-        Path::new("/etc/gateway/hooks/dns.sh"),
+        hook,
         "relative to proxy.toml"
     );
     assert_eq!(e.timeout, Duration::from_secs(60));
@@ -171,7 +178,7 @@ fn provider_sections_are_checked_key_by_key() {
         ("kind = \"rfc2136\"\nserver = \"127.0.0.1\"\ntsig_key_name = \"k\"\ntsig_secret = \"a2V5\"\ntsig_algorithm = \"hmac-md5\"\n", 6, "not a TSIG algorithm"),
         ("kind = \"rfc2136\"\nserver = \"ns1.example.com\"\ntsig_key_name = \"k\"\ntsig_secret = \"a2V5\"\n", 3, "not a name server address"),
         ("kind = \"alidns\"\naccess_key_id = \"id\"\n", 1, "needs `access_key_secret`"),
-        ("kind = \"alidns\"\naccess_key_id = \"id\"\naccess_key_secret = \"s\"\napi_token = \"t\"\n", 5, "`api_token` is not a setting of a `alidns` DNS provider"),
+        ("kind = \"alidns\"\naccess_key_id = \"id\"\naccess_key_secret = \"s\"\napi_token = \"t\"\n", 5, "`api_token` is not a setting of the `alidns` DNS provider"),
         ("kind = \"cloudflare\"\napi_token = \"${CF_TOKEN}\"\n", 3, "CF_TOKEN"),
         ("kind = \"cloudflare\"\napi_token = \"t\"\nendpoint = \"api.cloudflare.com\"\n", 4, "not a URL"),
         ("kind = \"exec\"\ncommand = \"/bin/true\"\ntimeout = \"0s\"\n", 4, "above zero"),
@@ -184,6 +191,26 @@ fn provider_sections_are_checked_key_by_key() {
         assert!(msg.contains(needle), "{body}: {msg}");
         assert_eq!(l, *line, "{body}: {msg}");
     }
+}
+
+#[test]
+fn an_exec_hook_must_be_an_executable_file() {
+    let (line, msg) =
+        one("[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/nonexistent/dns-hook.sh\"\n");
+    assert_eq!(line, 3);
+    assert!(msg.contains("cannot use `/nonexistent/dns-hook.sh`"), "{msg}");
+    let (line, msg) = one("[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/etc/passwd\"\n");
+    assert_eq!(line, 3);
+    assert!(msg.contains("not an executable file"), "{msg}");
+}
+
+#[test]
+fn http_01_needs_the_http_listener() {
+    let (line, msg) =
+        one("[listen]\nhttp = \"off\"\n[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\n");
+    assert_eq!(line, 4);
+    assert!(msg.contains("`[listen] http` is `off`"), "{msg}");
+    ok("[listen]\nhttp = \"off\"\n[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nchallenge = \"tls-alpn-01\"\n");
 }
 
 #[test]

@@ -6,6 +6,9 @@ use std::path::Path;
 fn env(name: &str) -> Option<String> {
     match name {
         "DOMAIN" => Some("example.com".into()),
+        // deploy/examples/cloud.toml: its wildcard certificate through alidns.
+        "ALIDNS_ACCESS_KEY_ID" => Some("LTAI5tExampleKeyId".into()),
+        "ALIDNS_ACCESS_KEY_SECRET" => Some("example-secret".into()),
         _ => None,
     }
 }

@@ -92,9 +92,18 @@ pub fn build(p: &DnsProvider) -> Result<Arc<dyn Provider>, Dns01Error> {
 /// request (connection to the last byte), no proxy from the environment unless
 /// `HTTPS_PROXY` is set (reqwest's default).
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, Dns01Error> {
-    use rustls_platform_verifier::ConfigVerifierExt;
-    let tls = rustls::ClientConfig::with_platform_verifier()
-        .map_err(|e| Dns01Error::Setup(format!("TLS roots: {e}")))?;
+    use rustls_platform_verifier::BuilderVerifierExt;
+    // The process's provider when one is installed (the gateway installs aws-lc-rs at
+    // start), else aws-lc-rs: with both ring and aws-lc-rs compiled in, rustls cannot pick.
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Dns01Error::Setup(format!("TLS: {e}")))?
+        .with_platform_verifier()
+        .map_err(|e| Dns01Error::Setup(format!("TLS roots: {e}")))?
+        .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(timeout)

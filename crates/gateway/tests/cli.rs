@@ -16,6 +16,9 @@ fn gateway(args: &[&str]) -> Output {
     let mut cmd = Command::new(binary());
     cmd.args(args)
         .env("DOMAIN", "example.com")
+        // deploy/examples/cloud.toml: its wildcard certificate through alidns.
+        .env("ALIDNS_ACCESS_KEY_ID", "LTAI5tExampleKeyId")
+        .env("ALIDNS_ACCESS_KEY_SECRET", "example-secret")
         .env_remove("UNSET_FOR_TEST");
     harness::run_cmd(&mut cmd, CMD)
 }

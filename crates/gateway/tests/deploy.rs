@@ -397,11 +397,18 @@ fn the_sysusers_file_creates_the_units_user() {
     );
 }
 
-/// Every variable the example environment file sets is one proxy.toml reads.
+/// Every variable the example environment file sets is one proxy.toml, or one of the
+/// configurations of deploy/examples/, reads.
 #[test]
 fn the_example_environment_file_sets_what_proxy_toml_reads() {
     let example = repo("deploy/gateway.env.example");
-    let shipped = repo("proxy.toml");
+    let mut shipped = repo("proxy.toml");
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            shipped.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
     let mut seen = 0;
     for line in example.lines() {
         let line = line.trim().trim_start_matches('#');
@@ -413,7 +420,7 @@ fn the_example_environment_file_sets_what_proxy_toml_reads() {
         }
         assert!(
             shipped.contains(&format!("${{{name}")),
-            "proxy.toml does not read {name}"
+            "neither proxy.toml nor deploy/examples/*.toml reads {name}"
         );
         seen += 1;
     }

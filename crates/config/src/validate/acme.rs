@@ -7,7 +7,8 @@ use crate::model::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
+/// `http_listener`: `[listen] http` is not `off` (HTTP-01 needs it).
+pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acme {
     let url = |cx: &mut Ctx<'_>, s: &S| -> Option<String> {
         let t = cx.text(s)?;
         if t.starts_with("https://") || t.starts_with("http://") {
@@ -48,6 +49,14 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme) -> Acme {
         let Some(cert) = certificate(cx, c, &a.dns_providers, &url) else {
             continue;
         };
+        if cert.challenge == Challenge::Http01 && !http_listener {
+            let at = c
+                .get_ref()
+                .challenge
+                .as_ref()
+                .map_or(c.get_ref().name.span().start, |s| s.span().start);
+            cx.err::<()>(at, format!("certificate `{}` is validated with http-01, which needs the HTTP listener, and `[listen] http` is `off`; use `challenge = \"tls-alpn-01\"` or `\"dns-01\"`, or turn the listener on", cert.name));
+        }
         if certificates.iter().any(|x| x.name == cert.name) {
             cx.err::<()>(
                 c.get_ref().name.span().start,
@@ -267,7 +276,7 @@ fn dns_provider(
                 cx.err::<()>(
                     s.span().start,
                     format!(
-                        "`{key}` is not a setting of a `{kind}` DNS provider (it takes {})",
+                        "`{key}` is not a setting of the `{kind}` DNS provider (it takes {})",
                         allowed
                             .iter()
                             .map(|k| format!("`{k}`"))
@@ -287,7 +296,7 @@ fn dns_provider(
                 ),
                 t => t,
             },
-            None => cx.err(at, format!("a `{kind}` DNS provider needs `{key}`")),
+            None => cx.err(at, format!("the `{kind}` DNS provider needs `{key}`")),
         }
     };
     let endpoint = |cx: &mut Ctx<'_>, default: &str| -> String {
@@ -310,7 +319,7 @@ fn dns_provider(
             if f.server.is_none() {
                 cx.err::<()>(
                     at,
-                    "a `rfc2136` DNS provider needs `server` (the zone's primary, `IP:port`)",
+                    "the `rfc2136` DNS provider needs `server` (the zone's primary, `IP:port`)",
                 );
             }
             let tsig_key_name = required(cx, "tsig_key_name", &f.tsig_key_name);
@@ -360,8 +369,15 @@ fn dns_provider(
         }
         _ => {
             let command = match &f.command {
-                Some(s) => cx.path(s),
-                None => cx.err(at, "an `exec` DNS provider needs `command` (the script run as `COMMAND present|cleanup FQDN VALUE`)"),
+                Some(s) => cx.path(s).and_then(|p| {
+                    use std::os::unix::fs::PermissionsExt;
+                    match std::fs::metadata(&p) {
+                        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Some(p),
+                        Ok(_) => cx.err(s.span().start, format!("`{}` is not an executable file (the hook is run without a shell: no arguments in `command`; `chmod +x` it)", p.display())),
+                        Err(e) => cx.err(s.span().start, format!("cannot use `{}` as the DNS hook: {e}", p.display())),
+                    }
+                }),
+                None => cx.err(at, "the `exec` DNS provider needs `command` (the script run as `COMMAND present|cleanup FQDN VALUE`)"),
             };
             let timeout = cx.positive_duration(&f.timeout, Duration::from_secs(60), "`timeout`");
             DnsProviderKind::Exec(ExecHook {

@@ -134,6 +134,9 @@ pub(super) async fn publish(job: &Job, order: &mut Order) -> Result<TxtRecords, 
         tracing::info!(certificate = %job.cert.name, fqdn, servers = servers.len(), waited_ms = took.as_millis() as u64, "the dns-01 TXT record is visible on every authoritative server");
         longest = longest.max(took);
     }
-    txt.propagated_in = Some(longest);
+    // Nothing published (every authorization was already valid): nothing propagated.
+    if !txt.records.is_empty() {
+        txt.propagated_in = Some(longest);
+    }
     Ok(txt)
 }

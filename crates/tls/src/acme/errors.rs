@@ -87,7 +87,7 @@ pub(super) enum IssueError {
         cause: gateway_dns01::Dns01Error,
     },
     /// The certificate's `profile` is not among those the directory's `meta` offers.
-    #[error("the CA at {directory} offers no profile `{profile}` (it offers: {})", if offered.is_empty() { "none: it does not support ACME profiles".to_owned() } else { offered.join(", ") })]
+    #[error("the CA at {directory} offers no profile `{profile}` ({})", if offered.is_empty() { "its directory lists no profiles: it does not support ACME profiles; remove `profile`".to_owned() } else { format!("it offers: {}", offered.join(", ")) })]
     UnknownProfile {
         profile: String,
         directory: String,
