@@ -112,11 +112,7 @@ command = "hooks/dns.sh"
     let DnsProviderKind::Exec(e) = &p[2].kind else {
         panic!()
     };
-    assert_eq!(
-        e.command,
-        hook,
-        "relative to proxy.toml"
-    );
+    assert_eq!(e.command, hook, "relative to proxy.toml");
     assert_eq!(e.timeout, Duration::from_secs(60));
 }
 

@@ -420,3 +420,43 @@ async fn cloudflare_issues_through_a_token_checking_api_and_deletes_its_records(
         "{requests:?}"
     );
 }
+
+/// The CA sees another value than the one published: the records go to a second BIND
+/// server (where the propagation check finds them) while Pebble asks the first, so the CA
+/// rejects the challenge. The log carries the CA's words, the placeholder stays served, and
+/// the records are removed from the server they were written to.
+#[tokio::test]
+async fn a_ca_that_rejects_the_challenge_is_reported_and_the_records_are_removed() {
+    let d = Dns::start().await;
+    let other = Bind::start(ZONE).await;
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"rfc2136\"\nserver = \"{addr}\"\nzone = \"example.com\"\ntsig_key_name = \"{KEY_NAME}\"\ntsig_secret = \"{KEY_SECRET}\"\nnameservers = [\"{addr}\"]\n",
+        addr = other.addr
+    );
+    // One attempt, then a long backoff: the records seen gone are not those of a retry.
+    let cfg = d
+        .config(WILD, &providers)
+        .replace("retry_min = \"200ms\"", "retry_min = \"60s\"");
+    let gw = Gateway::start_with_env(&cfg, &[("DOMAIN", ZONE)]).await;
+    let line = log_line_with(
+        &gw,
+        Duration::from_secs(60),
+        &["could not obtain certificate", "validation failed"],
+    )
+    .await;
+    assert!(line.contains("TXT"), "the CA's words: {line}");
+    harness::poll_until(
+        Duration::from_secs(30),
+        "the records removed from the server written to",
+        || async {
+            other
+                .txt("_acme-challenge.example.com")
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let certs = cli(&gw, &["certs", "--config", gw.config.to_str().unwrap()]).await;
+    assert!(String::from_utf8_lossy(&certs.stdout).contains("(not issued yet)"));
+}

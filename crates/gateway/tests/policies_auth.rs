@@ -370,17 +370,25 @@ async fn an_htpasswd_file_change_alone_is_picked_up_by_the_watcher() {
     let c = client::http(false);
     // The file watcher's events are polled with a wide limit: under the suite's load a
     // debounced reload can take longer than one request step.
-    poll_until(Duration::from_secs(30), "the policy from the changed proxy.toml", || {
-        let (c, gw) = (&c, &gw);
-        async move { (status(c, gw, "/admin/x", None).await == 401).then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(30),
+        "the policy from the changed proxy.toml",
+        || {
+            let (c, gw) = (&c, &gw);
+            async move { (status(c, gw, "/admin/x", None).await == 401).then_some(()) }
+        },
+    )
     .await;
     assert_eq!(status(&c, &gw, "/admin/x", Some(("alice", "old-pw"))).await, 200);
     write_htpasswd(&gw, &format!("alice:{}\n", bcrypt_y("new-pw", 4)));
-    poll_until(Duration::from_secs(30), "the new password from the changed htpasswd file", || {
-        let (c, gw) = (&c, &gw);
-        async move { (status(c, gw, "/admin/x", Some(("alice", "new-pw"))).await == 200).then_some(()) }
-    })
+    poll_until(
+        Duration::from_secs(30),
+        "the new password from the changed htpasswd file",
+        || {
+            let (c, gw) = (&c, &gw);
+            async move { (status(c, gw, "/admin/x", Some(("alice", "new-pw"))).await == 200).then_some(()) }
+        },
+    )
     .await;
     assert_eq!(status(&c, &gw, "/admin/x", Some(("alice", "old-pw"))).await, 401);
 }
