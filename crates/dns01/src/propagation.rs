@@ -3,10 +3,10 @@
 //! as lego and Caddy check. Otherwise a CA that asks a secondary not yet updated fails the
 //! order, and with it one of the few failed validations a CA allows per hour.
 //!
-//! - [`find_zone`]: the closest enclosing zone of a name (SOA queries upwards, through the
-//!   system resolver), when `zone` is not configured;
-//! - [`authoritative_servers`]: the zone's NS names and their addresses, port 53, when
-//!   `nameservers` is not configured;
+//! - [`Discovery::find_zone`]: the closest enclosing zone of a name (SOA queries upwards,
+//!   through the system resolver), when `zone` is not configured;
+//! - [`Discovery::authoritative_servers`]: the zone's NS names and their addresses, port 53,
+//!   when `nameservers` is not configured;
 //! - [`wait`]: polls each server until it answers every value, or the timeout.
 
 use crate::Dns01Error;
@@ -26,15 +26,6 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between two rounds of queries.
 const INTERVAL: Duration = Duration::from_secs(2);
 
-fn system_resolver() -> Result<TokioResolver, Dns01Error> {
-    TokioResolver::builder_tokio()
-        .map(|b| b.build())
-        .map_err(|e| Dns01Error::Lookup {
-            name: "/etc/resolv.conf".into(),
-            cause: Box::new(e),
-        })
-}
-
 fn name(n: &str) -> Result<Name, Dns01Error> {
     let mut name =
         Name::from_str(n).map_err(|e| Dns01Error::Setup(format!("`{n}` is not a DNS name: {e}")))?;
@@ -42,65 +33,105 @@ fn name(n: &str) -> Result<Name, Dns01Error> {
     Ok(name)
 }
 
-/// The zone that holds `fqdn` (`example.com` for `_acme-challenge.www.example.com`): the
-/// longest suffix with an SOA record of its own, asked of the system resolver.
-///
-/// Errors: [`Dns01Error::NoZone`] when no suffix of two labels or more has an SOA record.
-pub async fn find_zone(fqdn: &str) -> Result<String, Dns01Error> {
-    let resolver = system_resolver()?;
-    let labels: Vec<&str> = fqdn.trim_end_matches('.').split('.').collect();
-    let mut last = String::from("no SOA record on any suffix");
-    for i in 0..labels.len().saturating_sub(1) {
-        let candidate = labels[i..].join(".");
-        match resolver.soa_lookup(name(&candidate)?).await {
-            Ok(soa) => {
-                let own = soa.as_lookup().records().iter().any(|r| {
-                    r.record_type() == RecordType::SOA && r.name() == &name(&candidate).unwrap_or_default()
-                });
-                if own {
-                    return Ok(candidate.to_ascii_lowercase());
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Dns01Error::NoZone {
-        name: fqdn.to_owned(),
-        detail: last,
-    })
+/// How the zone and its authoritative servers are found: a recursive resolver (the
+/// system's, `/etc/resolv.conf`), and the port the servers it names are asked on (53).
+pub struct Discovery {
+    resolver: TokioResolver,
+    port: u16,
 }
 
-/// The addresses of `zone`'s authoritative servers (its NS records), port 53.
-///
-/// Errors: [`Dns01Error::Lookup`] when the NS records or every server's address cannot be
-/// resolved.
-pub async fn authoritative_servers(zone: &str) -> Result<Vec<SocketAddr>, Dns01Error> {
-    let resolver = system_resolver()?;
-    let ns = resolver
-        .ns_lookup(name(zone)?)
-        .await
-        .map_err(|e| Dns01Error::Lookup {
-            name: format!("{zone} NS"),
-            cause: Box::new(e),
-        })?;
-    let mut out = Vec::new();
-    let mut last = None;
-    for n in ns.iter() {
-        match resolver.lookup_ip(n.0.clone()).await {
-            Ok(ips) => out.extend(ips.iter().map(|ip| SocketAddr::new(ip, 53))),
-            Err(e) => last = Some(e),
-        }
+impl Discovery {
+    /// The system resolver, authoritative servers on port 53: what the gateway uses.
+    ///
+    /// Errors: [`Dns01Error::Lookup`] when `/etc/resolv.conf` cannot be read.
+    pub fn system() -> Result<Discovery, Dns01Error> {
+        let resolver = TokioResolver::builder_tokio()
+            .map(|b| b.build())
+            .map_err(|e| Dns01Error::Lookup {
+                name: "/etc/resolv.conf".into(),
+                cause: Box::new(e),
+            })?;
+        Ok(Discovery { resolver, port: 53 })
     }
-    match (out.is_empty(), last) {
-        (true, Some(e)) => Err(Dns01Error::Lookup {
-            name: format!("the name servers of {zone}"),
-            cause: Box::new(e),
-        }),
-        (true, None) => Err(Dns01Error::NoZone {
-            name: zone.to_owned(),
-            detail: "it has no NS records".into(),
-        }),
-        _ => Ok(out),
+
+    /// `resolver` asked over UDP and TCP, and the servers it names asked on `port` (tests:
+    /// one BIND server on loopback that is authoritative for the zone).
+    pub fn via(resolver: SocketAddr, port: u16) -> Discovery {
+        use hickory_proto::xfer::Protocol;
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        use hickory_resolver::name_server::TokioConnectionProvider;
+        let mut config = ResolverConfig::new();
+        config.add_name_server(NameServerConfig::new(resolver, Protocol::Udp));
+        config.add_name_server(NameServerConfig::new(resolver, Protocol::Tcp));
+        let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build();
+        Discovery { resolver, port }
+    }
+
+    /// The zone that holds `fqdn` (`example.com` for `_acme-challenge.www.example.com`):
+    /// the longest suffix with an SOA record of its own.
+    ///
+    /// Errors: [`Dns01Error::NoZone`] when no suffix of two labels or more has one.
+    pub async fn find_zone(&self, fqdn: &str) -> Result<String, Dns01Error> {
+        let labels: Vec<&str> = fqdn.trim_end_matches('.').split('.').collect();
+        let mut last = String::from("no SOA record on any suffix");
+        for i in 0..labels.len().saturating_sub(1) {
+            let candidate = labels[i..].join(".");
+            let owner = name(&candidate)?;
+            match self.resolver.soa_lookup(owner.clone()).await {
+                Ok(soa) => {
+                    let own = soa
+                        .as_lookup()
+                        .records()
+                        .iter()
+                        .any(|r| r.record_type() == RecordType::SOA && r.name() == &owner);
+                    if own {
+                        return Ok(candidate.to_ascii_lowercase());
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(Dns01Error::NoZone {
+            name: fqdn.to_owned(),
+            detail: last,
+        })
+    }
+
+    /// The addresses of `zone`'s authoritative servers: its NS records, each name's A and
+    /// AAAA records, on this discovery's port.
+    ///
+    /// Errors: [`Dns01Error::Lookup`] when the NS records, or every server's address, cannot
+    /// be resolved; [`Dns01Error::NoZone`] for a zone without NS records.
+    pub async fn authoritative_servers(&self, zone: &str) -> Result<Vec<SocketAddr>, Dns01Error> {
+        let ns = self
+            .resolver
+            .ns_lookup(name(zone)?)
+            .await
+            .map_err(|e| Dns01Error::Lookup {
+                name: format!("{zone} NS"),
+                cause: Box::new(e),
+            })?;
+        let mut out = Vec::new();
+        let mut last = None;
+        for n in ns.iter() {
+            match self.resolver.lookup_ip(n.0.clone()).await {
+                Ok(ips) => out.extend(ips.iter().map(|ip| SocketAddr::new(ip, self.port))),
+                Err(e) => last = Some(e),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        match (out.is_empty(), last) {
+            (true, Some(e)) => Err(Dns01Error::Lookup {
+                name: format!("the name servers of {zone}"),
+                cause: Box::new(e),
+            }),
+            (true, None) => Err(Dns01Error::NoZone {
+                name: zone.to_owned(),
+                detail: "it has no NS records".into(),
+            }),
+            _ => Ok(out),
+        }
     }
 }
 

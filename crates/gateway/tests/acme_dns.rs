@@ -460,3 +460,48 @@ async fn a_ca_that_rejects_the_challenge_is_reported_and_the_records_are_removed
     let certs = cli(&gw, &["certs", "--config", gw.config.to_str().unwrap()]).await;
     assert!(String::from_utf8_lossy(&certs.stdout).contains("(not issued yet)"));
 }
+
+/// Without `zone` and `nameservers`, the zone and its authoritative servers are found as
+/// in production (an SOA walk up the name, the zone's NS records, their addresses), here
+/// asked of a real BIND server, the only difference being its port instead of 53; then
+/// the propagation check waits for a value published with `nsupdate` and times out, naming
+/// the server, for one never published.
+#[tokio::test]
+async fn the_zone_and_its_servers_are_found_through_soa_and_ns_and_propagation_is_waited_for() {
+    use gateway_dns01::propagation::{self, Discovery};
+    let bind = Bind::start(ZONE).await;
+    let d = Discovery::via(bind.addr, bind.addr.port());
+    assert_eq!(
+        d.find_zone("_acme-challenge.app.example.com").await.unwrap(),
+        "example.com"
+    );
+    assert_eq!(
+        d.authoritative_servers("example.com").await.unwrap(),
+        vec![bind.addr]
+    );
+    let e = d.find_zone("_acme-challenge.example.org").await.unwrap_err();
+    assert!(matches!(e, gateway_dns01::Dns01Error::NoZone { .. }), "{e}");
+    let servers = vec![bind.addr];
+    let owner = "_acme-challenge.example.com";
+    let value = "dpLDrTVAu4A8Ags67mbNiIcSMjTqDG5xQ8Ct1z_0Me0".to_owned();
+    let apply = nsupdater(&bind);
+    apply(&format!("add {owner}. 60 TXT \"{value}\""));
+    let took = propagation::wait(
+        owner,
+        std::slice::from_ref(&value),
+        &servers,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let missing = "P8TM_nRYcOLA2Z9x8w_wZWyN7dQcwdfT03aw2-aF4vM".to_owned();
+    let e = propagation::wait(owner, &[value.clone(), missing], &servers, Duration::from_secs(3))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&bind.addr.to_string()) && e.contains(&format!("only {value}")),
+        "{e}"
+    );
+}

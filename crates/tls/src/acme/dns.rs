@@ -97,7 +97,11 @@ pub(super) async fn publish(job: &Job, order: &mut Order) -> Result<TxtRecords, 
     for (fqdn, value) in wanted {
         let zone = match &cfg.zone {
             Some(z) => z.clone(),
-            None => propagation::find_zone(&fqdn).await.map_err(fail)?,
+            None => propagation::Discovery::system()
+                .map_err(fail)?
+                .find_zone(&fqdn)
+                .await
+                .map_err(fail)?,
         };
         let record = Record { fqdn, zone, value };
         if txt.records.contains(&record) {
@@ -124,7 +128,11 @@ pub(super) async fn publish(job: &Job, order: &mut Order) -> Result<TxtRecords, 
             .map(|r| r.value.clone())
             .collect();
         let servers = if cfg.nameservers.is_empty() {
-            propagation::authoritative_servers(zone).await.map_err(fail)?
+            propagation::Discovery::system()
+                .map_err(fail)?
+                .authoritative_servers(zone)
+                .await
+                .map_err(fail)?
         } else {
             cfg.nameservers.clone()
         };
