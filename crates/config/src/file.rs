@@ -97,12 +97,22 @@ pub struct Errors {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    pub http: Option<S>,
-    pub https: Option<S>,
+    pub http: Option<Addrs>,
+    pub https: Option<Addrs>,
     pub metrics: Option<S>,
     pub public_https_port: Option<Spanned<i64>>,
     /// A policy whose `allow`/`deny` guard the metrics listener.
     pub metrics_policy: Option<S>,
+}
+
+/// A listen address, or a list of them (`["0.0.0.0:443", "[::]:443"]`).
+pub type Addrs = Spanned<AddrsRaw>;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AddrsRaw {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -87,11 +87,21 @@ impl Config {
     }
 }
 
+/// `a, b` for a list of listen addresses, `off` for none (logs, `gateway check`).
+pub fn addr_list(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "off".into();
+    }
+    addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
-    /// Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 challenges.
-    pub http: Option<SocketAddr>,
-    pub https: SocketAddr,
+    /// Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 challenges; empty: `off`.
+    pub http: Vec<SocketAddr>,
+    /// At least one address. `[::]:443` alone is dual-stack on Linux (IPv4 clients arrive as
+    /// IPv4-mapped addresses); listed beside an IPv4 wildcard it is IPv6 only.
+    pub https: Vec<SocketAddr>,
     /// Prometheus `/metrics` and `/healthz`; never public.
     pub metrics: Option<SocketAddr>,
     /// The HTTPS port clients see (behind Docker port mapping it may differ from the bind port).

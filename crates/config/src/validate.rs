@@ -117,6 +117,55 @@ impl Ctx<'_> {
         }
     }
 
+    /// `[listen] http` / `https`: one address or a list (`off` alone: none, when `may_be_off`).
+    /// Defaults to `default`. Duplicates are refused.
+    fn addrs(&mut self, v: &Option<file::Addrs>, default: &str, may_be_off: bool) -> Vec<SocketAddr> {
+        let Some(v) = v else {
+            return default.parse().into_iter().collect();
+        };
+        let at = v.span().start;
+        let texts: Vec<String> = match v.get_ref() {
+            file::AddrsRaw::One(t) => vec![t.clone()],
+            file::AddrsRaw::Many(list) if list.is_empty() => {
+                return self
+                    .err(at, "an empty list: give at least one address, or `\"off\"`")
+                    .unwrap_or_default();
+            }
+            file::AddrsRaw::Many(list) => list.clone(),
+        };
+        let mut out = Vec::new();
+        for t in texts {
+            let t = match expand_env(&t, self.env) {
+                Ok(t) => t,
+                Err(m) => return self.err(at, m).unwrap_or_default(),
+            };
+            if t == "off" {
+                if !may_be_off {
+                    return self.err(at, "the HTTPS listener cannot be `off`").unwrap_or(out);
+                }
+                if matches!(v.get_ref(), file::AddrsRaw::Many(_)) {
+                    return self
+                        .err(at, "`off` stands alone, not in a list")
+                        .unwrap_or_default();
+                }
+                return Vec::new();
+            }
+            match t.parse::<SocketAddr>() {
+                Ok(a) if out.contains(&a) => {
+                    self.err::<()>(at, format!("`{a}` is listed twice"));
+                }
+                Ok(a) => out.push(a),
+                Err(_) => {
+                    self.err::<()>(
+                        at,
+                        format!("`{t}` is not a listen address; write an IP and a port such as `0.0.0.0:443` or `[::]:443`, a list of them, or `off`"),
+                    );
+                }
+            }
+        }
+        out
+    }
+
     fn path(&mut self, s: &S) -> Option<PathBuf> {
         let t = self.text(s)?;
         let p = PathBuf::from(t);
@@ -198,10 +247,8 @@ pub(crate) fn convert(
     };
 
     let mut listen = Listen {
-        http: cx.addr(&f.listen.http, "0.0.0.0:80"),
-        https: cx
-            .addr(&f.listen.https, "0.0.0.0:443")
-            .unwrap_or_else(|| ([0, 0, 0, 0], 443).into()),
+        http: cx.addrs(&f.listen.http, "[::]:80", true),
+        https: cx.addrs(&f.listen.https, "[::]:443", false),
         metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
         public_https_port: 0,
         metrics_policy: None,
@@ -212,15 +259,19 @@ pub(crate) fn convert(
         1,
         65535,
         "public_https_port",
-        i64::from(listen.https.port()),
+        i64::from(listen.https.first().map_or(443, |a| a.port())),
     ) as u16;
     // The same port on the same address, or on a wildcard address that includes the other
     // (`0.0.0.0:443` and `127.0.0.1:443`), is one listener as far as clients are concerned.
     let overlaps = |a: SocketAddr, b: SocketAddr| {
         a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
     };
-    if let (Some(h), Some(s)) = (listen.http, &f.listen.http) {
-        if overlaps(h, listen.https) {
+    if let Some(s) = &f.listen.http {
+        if listen
+            .http
+            .iter()
+            .any(|h| listen.https.iter().any(|t| overlaps(*h, *t)))
+        {
             cx.err::<()>(
                 s.span().start,
                 "the HTTP listener must not share an address with the HTTPS listener",
@@ -228,7 +279,7 @@ pub(crate) fn convert(
         }
     }
     if let (Some(m), Some(s)) = (listen.metrics, &f.listen.metrics) {
-        if listen.http.is_some_and(|h| overlaps(m, h)) || overlaps(m, listen.https) {
+        if listen.http.iter().chain(&listen.https).any(|h| overlaps(m, *h)) {
             cx.err::<()>(
                 s.span().start,
                 "the metrics listener must not share an address with a public listener",
@@ -271,7 +322,7 @@ pub(crate) fn convert(
     let security_headers = security(&mut cx, &f.security);
     let forwarding = forwarding(&mut cx, &f.forwarding);
     let logging = logging(&mut cx, &f.logging);
-    let acme = f.acme.as_ref().map(|a| acme(&mut cx, a, listen.http.is_some()));
+    let acme = f.acme.as_ref().map(|a| acme(&mut cx, a, !listen.http.is_empty()));
     let tls = tls(&mut cx, &f.tls, acme.as_ref());
     let upstreams = upstreams(&mut cx, &f.upstreams);
     let policies = policies::policies(&mut cx, &f.policies);

@@ -353,3 +353,33 @@ fn header_rules_and_copy_headers_may_not_set_framing_fields() {
         );
     }
 }
+
+#[test]
+fn listeners_take_one_address_or_a_list() {
+    let c = valid("[listen]\nhttps = [\"0.0.0.0:443\", \"[::]:443\"]\nhttp = \"[::]:80\"\n");
+    let s = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    assert_eq!(s(&c.listen.https), ["0.0.0.0:443", "[::]:443"]);
+    assert_eq!(s(&c.listen.http), ["[::]:80"]);
+    let c = valid("");
+    assert_eq!(s(&c.listen.https), ["[::]:443"], "dual-stack by default");
+    assert_eq!(s(&c.listen.http), ["[::]:80"]);
+    assert!(valid("[listen]\nhttp = \"off\"\n").listen.http.is_empty());
+    for (src, needle) in [
+        ("[listen]\nhttps = \"off\"\n", "cannot be `off`"),
+        ("[listen]\nhttp = [\"off\", \"[::]:80\"]\n", "stands alone"),
+        ("[listen]\nhttps = []\n", "an empty list"),
+        ("[listen]\nhttps = [\"[::]:443\", \"[::]:443\"]\n", "listed twice"),
+        (
+            "[listen]\nhttps = [\"[::]:443\", \"localhost:443\"]\n",
+            "not a listen address",
+        ),
+        (
+            "[listen]\nhttp = [\"127.0.0.1:8080\", \"[::]:443\"]\n",
+            "must not share an address",
+        ),
+    ] {
+        let e = errors(src);
+        assert!(e.to_string().contains(needle), "{src}: {e}");
+        assert_eq!(e.0[0].line, 2, "{src}: {e}");
+    }
+}

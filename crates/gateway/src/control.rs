@@ -277,7 +277,7 @@ impl Control {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             config: self.config.clone(),
             run_dir: self.run_dir.clone(),
-            https: cfg.listen.https.to_string(),
+            https: gateway_config::addr_list(&cfg.listen.https),
             metrics: cfg.listen.metrics.map(|a| a.to_string()),
             started: crate::reload::unix_seconds(self.started),
             last_reload: self.shared.metrics.last_reload_success.get(),

@@ -53,8 +53,8 @@ pub fn check(path: &Path) -> ExitCode {
         path.display(),
         cfg.routes.len(),
         cfg.upstreams.len(),
-        cfg.listen.https,
-        cfg.listen.http.map_or("off".into(), |a| a.to_string()),
+        gateway_config::addr_list(&cfg.listen.https),
+        gateway_config::addr_list(&cfg.listen.http),
     );
     ExitCode::SUCCESS
 }

@@ -22,8 +22,8 @@ fn env_var(key: &str) -> &'static str {
 /// Binds each configured listen address once (then releases it for Pingora). Returns one
 /// line per address that cannot be bound, naming the address, the cause and the fix.
 pub fn check_listeners(cfg: &Config) -> Vec<String> {
-    let mut wanted = vec![("listen.https", cfg.listen.https)];
-    wanted.extend(cfg.listen.http.map(|a| ("listen.http", a)));
+    let mut wanted: Vec<(&str, SocketAddr)> = cfg.listen.https.iter().map(|a| ("listen.https", *a)).collect();
+    wanted.extend(cfg.listen.http.iter().map(|a| ("listen.http", *a)));
     wanted.extend(cfg.listen.metrics.map(|a| ("listen.metrics", a)));
     let mut problems = Vec::new();
     for (key, addr) in wanted {

@@ -141,8 +141,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // of them would kill the process (`gateway upgrade` waits for it before its next step).
     let pid = pid_path(&args.run_dir);
     tracing::info!(
-        https = %cfg.listen.https,
-        http = %or_off(cfg.listen.http),
+        https = %gateway_config::addr_list(&cfg.listen.https),
+        http = %gateway_config::addr_list(&cfg.listen.http),
         metrics = %or_off(cfg.listen.metrics),
         routes = cfg.routes.len(),
         config = %config.display(),
@@ -155,9 +155,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             hup: hup_tx,
             control: control.clone(),
             successor: args.upgrade,
-            listeners: [Some(cfg.listen.https), cfg.listen.http, cfg.listen.metrics]
-                .into_iter()
-                .flatten()
+            listeners: cfg
+                .listen
+                .https
+                .iter()
+                .chain(&cfg.listen.http)
+                .copied()
+                .chain(cfg.listen.metrics)
                 .collect(),
         }),
     });

@@ -505,3 +505,51 @@ async fn shipped_proxy_toml_serves_every_reference_route() {
         format!("https://localhost:{}/grafana/?x=1", gw.https.port())
     );
 }
+
+/// `[listen] https` as a list: `["127.0.0.1:P", "[::1]:P"]` serves on both families; a lone
+/// `[::]:Q` is dual-stack, and an IPv4 client behind it is `127.0.0.1` to the upstream
+/// (X-Forwarded-For, X-Real-IP) and in the access log, never `::ffff:127.0.0.1`.
+///
+/// To see it fail: drop the `to_canonical` in `state::client_addr` (the mapped form leaks),
+/// or bind only the first address of the list in server.rs.
+#[tokio::test]
+async fn https_listens_on_a_list_of_addresses_and_dual_stack_clients_keep_their_ipv4() {
+    use harness::config::{route, upstream_at};
+    use harness::wire::exchange;
+    let up = upstream::echo().await;
+    let (p, q) = (harness::free_port(), harness::free_port());
+    let cfg = format!(
+        "[listen]\nhttps = [\"127.0.0.1:{p}\", \"[::1]:{p}\"]\nhttp = \"[::]:{q}\"\nmetrics = \"{{METRICS}}\"\n[server]\ngrace_period = \"1s\"\n[logging]\naccess_log = \"combined\"\n{}{}",
+        upstream_at("echo", up.addr),
+        route("all", "/", "echo", "")
+    );
+    let gw = Gateway::start(&cfg).await;
+    for addr in [format!("127.0.0.1:{p}"), format!("[::1]:{p}")] {
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        let (mut tls, _) = client::tls(addr, "localhost").await;
+        let r = exchange(
+            &mut tls,
+            b"GET /family HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{addr}: {}", r.head);
+    }
+    let seen = up.seen();
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen[1].header("x-forwarded-for"), Some("::1"));
+    // The plain-HTTP listener on `[::]` alone: an IPv4 client is served (the redirect) and
+    // logged as IPv4.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", q)).await.unwrap();
+    let r = exchange(
+        &mut tcp,
+        b"GET /dual HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 301, "{}", r.head);
+    let log = harness::poll_until(secs(10), "the redirect's access line", || async {
+        let out = gw.stdout();
+        out.lines().find(|l| l.contains("GET /dual ")).map(str::to_owned)
+    })
+    .await;
+    assert!(log.starts_with("127.0.0.1 "), "{log}");
+}

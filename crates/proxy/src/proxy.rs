@@ -127,7 +127,7 @@ impl Gateway {
             .inc();
         if ctx.client.is_none() {
             // A maintenance refusal comes before the policies established the client.
-            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            let peer = crate::state::client_addr(session.client_addr()).map(|a| a.ip());
             ctx.client = headers::client_ip(peer, session.req_header(), &ctx.snap.config.forwarding);
         }
         let client = ctx.client.map_or_else(|| "-".to_owned(), |c| c.to_string());
@@ -305,7 +305,7 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         if !compiled.policies.is_empty() {
-            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            let peer = crate::state::client_addr(session.client_addr()).map(|a| a.ip());
             ctx.client = headers::client_ip(peer, session.req_header(), &snap.config.forwarding);
             let facts = crate::policy::RequestFacts {
                 req: session.req_header(),
@@ -432,7 +432,7 @@ impl ProxyHttp for Gateway {
         };
         let uri = http::Uri::try_from(ctx.upstream_path.as_str()).map_err(|_| http_error(400))?;
         upstream.set_uri(uri);
-        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client = crate::state::client_addr(session.client_addr()).map(|a| a.ip());
         let downstream_host = headers::request_host(session.req_header());
         headers::to_upstream(
             upstream,
@@ -719,7 +719,7 @@ impl ProxyHttp for Gateway {
         access::log(
             &ctx.snap.config.logging.access_log,
             &access::Entry {
-                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                client: crate::state::client_addr(session.client_addr()),
                 req: session.req_header(),
                 scheme: "https",
                 status,

@@ -145,7 +145,7 @@ impl Redirect {
         crate::access::log(
             &snap.config.logging.access_log,
             &crate::access::Entry {
-                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                client: crate::state::client_addr(session.client_addr()),
                 req,
                 scheme: "http",
                 status,

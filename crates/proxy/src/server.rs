@@ -93,6 +93,36 @@ fn listener_key(addr: std::net::SocketAddr, n: usize) -> String {
     format!("{ip}:{}{}", "0".repeat(n), addr.port())
 }
 
+/// The addresses to bind, each with its `IPV6_V6ONLY` setting: `[::]:P` listed beside an
+/// IPv4 wildcard on the same port is IPv6 only (otherwise the two would collide), alone it
+/// is left dual-stack (Linux's default: IPv4 clients arrive as `::ffff:a.b.c.d`). On a host
+/// without IPv6 (`ipv6.disable=1`, some containers) `[::]` becomes `0.0.0.0` with a warning,
+/// so the shipped dual-stack defaults still start.
+fn bindable(addrs: &[std::net::SocketAddr]) -> Vec<(std::net::SocketAddr, Option<bool>)> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    static V6: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let has_v6 = *V6.get_or_init(|| std::net::TcpListener::bind("[::]:0").is_ok());
+    let mut out: Vec<(SocketAddr, Option<bool>)> = Vec::new();
+    for &a in addrs {
+        let a = if a.is_ipv6() && !has_v6 {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), a.port());
+            tracing::warn!(address = %a, instead = %v4, "this host has no IPv6: listening on IPv4 only");
+            v4
+        } else {
+            a
+        };
+        if out.iter().any(|(b, _)| *b == a) {
+            continue;
+        }
+        let v4_wildcard_too = addrs
+            .iter()
+            .any(|b| b.port() == a.port() && b.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let v6only = (a.ip().is_unspecified() && a.is_ipv6() && v4_wildcard_too).then_some(true);
+        out.push((a, v6only));
+    }
+    out
+}
+
 /// Adds the HTTPS, plain-HTTP and background services to `server`.
 pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     let conf = server.configuration.clone();
@@ -108,7 +138,9 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
     // cache (without it, half of all resumptions missed and new TLS connections/s fell
     // 20 %). One socket duplicated into per-thread accept loops was worse on all three
     // (the first thread to wake accepts the whole burst of new connections).
-    let reuseport = snap.config.server.reuseport && !conf.work_stealing && listen.https.port() != 0;
+    let https_addrs = bindable(&listen.https);
+    let reuseport =
+        snap.config.server.reuseport && !conf.work_stealing && https_addrs.iter().all(|(a, _)| a.port() != 0);
     let workers = if reuseport { conf.threads.max(1) } else { 1 };
     // One session cache and one ticket key set for all services (and so all threads); built
     // once, so they outlive reloads.
@@ -138,22 +170,27 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
         if workers > 1 {
             https.threads = Some(1);
         }
-        let mut socket = TcpSocketOptions::default();
-        socket.so_reuseport = Some(workers > 1);
-        https.add_listener(
-            ListenerConfig::tcp(listener_key(listen.https, worker))
-                .tcp_socket_options(socket)
-                .tls(tls_settings(&shared, &sessions, &tickets))
-                // No read buffer below TLS: rustls reads 4 KiB at a time into its own buffer,
-                // so Pingora's (64 KiB by default) only held memory, 94 KB per idle
-                // connection at first. The write buffer stays: it joins rustls' records into
-                // one send per response (unbuffered, a response took two writev).
-                .l4_buffer(L4BufferSettings::new(0, 1460)),
-        );
+        for &(addr, v6only) in &https_addrs {
+            let mut socket = TcpSocketOptions::default();
+            socket.so_reuseport = Some(workers > 1);
+            socket.ipv6_only = v6only;
+            https.add_listener(
+                ListenerConfig::tcp(listener_key(addr, worker))
+                    .tcp_socket_options(socket)
+                    .tls(tls_settings(&shared, &sessions, &tickets))
+                    // No read buffer below TLS: rustls reads 4 KiB at a time into its own
+                    // buffer, so Pingora's (64 KiB by default) only held memory, 94 KB per
+                    // idle connection at first. The write buffer stays: it joins rustls'
+                    // records into one send per response (unbuffered, a response took two
+                    // writev).
+                    .l4_buffer(L4BufferSettings::new(0, 1460)),
+            );
+        }
         server.add_service(https);
     }
 
-    if let Some(addr) = listen.http {
+    let http_addrs = bindable(&listen.http);
+    if !http_addrs.is_empty() {
         let mut http = Service::new(
             "http".into(),
             Guarded {
@@ -163,7 +200,11 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
                 shared: shared.clone(),
             },
         );
-        http.add_tcp(&addr.to_string());
+        for (addr, v6only) in http_addrs {
+            let mut socket = TcpSocketOptions::default();
+            socket.ipv6_only = v6only;
+            http.add_tcp_with_settings(&addr.to_string(), socket);
+        }
         server.add_service(http);
     }
     server.add_service(background_service("dns", DnsRefresher(shared.dns.clone())));

@@ -198,3 +198,14 @@ impl Shared {
         );
     }
 }
+
+/// The client's TCP address, an IPv4-mapped IPv6 address (`::ffff:192.0.2.7`, what a
+/// dual-stack `[::]` listener reports for an IPv4 client) given back as IPv4, so the access
+/// log, `X-Forwarded-For`, allow-lists and rate limits see the address the client has.
+/// `peer` is the session's `client_addr()`.
+pub fn client_addr(
+    peer: Option<&pingora_core::protocols::l4::socket::SocketAddr>,
+) -> Option<std::net::SocketAddr> {
+    let a = peer?.as_inet()?;
+    Some(std::net::SocketAddr::new(a.ip().to_canonical(), a.port()))
+}

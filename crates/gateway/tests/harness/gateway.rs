@@ -356,11 +356,11 @@ fn listen_addrs(text: &str, env: &[(String, String)]) -> Vec<SocketAddr> {
         if !["https", "http", "metrics"].contains(&key.trim()) {
             continue;
         }
-        let Some(value) = value.trim().strip_prefix('"').and_then(|v| v.split('"').next()) else {
-            continue;
-        };
-        if let Ok(addr) = expand(value, env).parse::<SocketAddr>() {
-            out.push(addr);
+        // One quoted address or a list of them: every quoted string on the line.
+        for value in value.split('"').skip(1).step_by(2) {
+            if let Ok(addr) = expand(value, env).parse::<SocketAddr>() {
+                out.push(addr);
+            }
         }
     }
     out
