@@ -84,6 +84,20 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Translate an nginx configuration into a proxy.toml and list, as
+    /// `file:line: not translated: directive (why)`, what could not be translated. Exit 0
+    /// when everything was translated, 2 when something was left out, 1 on an unreadable
+    /// or unparsable file (or, with `--check`, a result `gateway check` refuses).
+    ImportNginx {
+        /// The nginx.conf to read (with its `include`s).
+        file: PathBuf,
+        /// Where to write the proxy.toml [default: standard output].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Run `gateway check` on the result too.
+        #[arg(long)]
+        check: bool,
+    },
     /// Show which route, upstream and upstream path a URL gets, or why it is rejected: the
     /// running gateway's answer when one runs, else from the file.
     Route {

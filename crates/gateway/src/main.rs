@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod control;
 mod health;
+mod import;
 mod inspect;
 mod notify;
 mod preflight;
@@ -94,6 +95,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check { config } => inspect::check(&config.config),
+        cli::Command::ImportNginx { file, output, check } => import::run(&file, output.as_deref(), check),
         cli::Command::Route { view, url } => {
             if let Some(code) = ask_view(&view, control::Request::Route { url: url.clone() }) {
                 return code;

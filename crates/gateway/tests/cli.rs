@@ -210,3 +210,50 @@ async fn cli_conventions_env_defaults_version_completions_man() {
     assert!(out.status.success() && man.contains(".TH gateway"), "{man}");
     assert!(man.contains("healthcheck") && man.contains("reload"), "{man}");
 }
+
+/// `gateway import-nginx` on the two reference files: each result passes `gateway check`
+/// (`--check`); nginx.conf translates completely (exit 0), nginx-cloud.conf leaves certbot's
+/// certificate to the gateway's ACME client (exit 2, the line named as `file:line: not
+/// translated: ...`); an unparsable file is exit 1 with its line.
+#[test]
+fn import_nginx_translates_the_reference_files_into_configurations_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    // Copies of ../shared/reference/ kept with the importer's tests (its reference.rs checks
+    // they equal the originals wherever those are present).
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nginx-import/tests/data");
+    for (file, code) in [("nginx.conf", 0), ("nginx-cloud.conf", 2)] {
+        let src = reference.join(file);
+        let out = dir.path().join(format!("{file}.toml"));
+        let o = gateway(&[
+            "import-nginx",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--check",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{file}:\n{err}");
+        assert!(
+            err.contains("gateway check: the imported configuration is valid"),
+            "{err}"
+        );
+        let checked = gateway(&["check", "--config", out.to_str().unwrap()]);
+        assert!(
+            checked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        if code == 2 {
+            assert!(
+                err.contains(&format!("{file}:13: not translated: ssl_certificate")),
+                "{err}"
+            );
+        }
+    }
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "http {\n  server {\n    listen 80;\n").unwrap();
+    let o = gateway(&["import-nginx", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.conf:"), "{err}");
+}
