@@ -222,6 +222,24 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// A certificate's `name` is a directory of the ACME storage and a metrics label: letters,
+/// digits, `.`, `_` and `-`, starting with a letter or digit, at most 64; never `accounts`
+/// (the storage's account directory).
+fn cert_name(cx: &mut Ctx<'_>, s: &S, name: &str) {
+    let ok = name.len() <= 64
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name != "accounts";
+    if !ok {
+        cx.err::<()>(
+            s.span().start,
+            format!("`{name}` cannot name a certificate (it is a directory name in the ACME storage): use up to 64 letters, digits, `.`, `_` and `-`, starting with a letter or digit, and not `accounts`"),
+        );
+    }
+}
+
 fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -479,6 +497,7 @@ fn tls(cx: &mut Ctx<'_>, t: &file::Tls, acme: Option<&Acme>) -> Tls {
         let Some(name) = cx.text(&c_ref.name) else {
             continue;
         };
+        cert_name(cx, &c_ref.name, &name);
         let if_missing = match c_ref.if_missing.as_ref().map(|s| (s, cx.text(s))) {
             None => IfMissing::Error,
             Some((_, Some(v))) if v == "error" => IfMissing::Error,

@@ -127,7 +127,7 @@ fn a_wildcard_needs_dns_01() {
         "[[acme.certificates]]\nname = \"w\"\nnames = [\"*.*.example.com\"]\nchallenge = \"dns-01\"\ndns_provider = \"main-dns\"\n{PROVIDER}"
     ));
     assert_eq!(line, 3);
-    assert!(msg.contains("is not a DNS name"), "{msg}");
+    assert!(msg.contains("not a name a CA issues for"), "{msg}");
 }
 
 #[test]
@@ -197,7 +197,11 @@ fn an_exec_hook_must_be_an_executable_file() {
     assert!(msg.contains("cannot use `/nonexistent/dns-hook.sh`"), "{msg}");
     let (line, msg) = one("[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/etc/passwd\"\n");
     assert_eq!(line, 3);
-    assert!(msg.contains("not an executable file"), "{msg}");
+    assert!(msg.contains("not executable: `chmod +x` it"), "{msg}");
+    let (_, msg) = one("[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/bin/sh -c true\"\n");
+    assert!(msg.contains("without arguments"), "{msg}");
+    let (_, msg) = one("[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/etc\"\n");
+    assert!(msg.contains("is a directory"), "{msg}");
 }
 
 #[test]
@@ -215,4 +219,56 @@ fn a_profile_is_a_token() {
         one("[[acme.certificates]]\nname = \"w\"\nnames = [\"example.com\"]\nprofile = \"short lived\"\n");
     assert_eq!(line, 4);
     assert!(msg.contains("not an ACME profile name"), "{msg}");
+}
+
+#[test]
+fn certificate_names_never_leave_the_storage_directory() {
+    for bad in ["../evil", "/tmp/abs", "accounts", ".hidden", "a b"] {
+        let (line, msg) = one(&format!(
+            "[[acme.certificates]]\nname = \"{bad}\"\nnames = [\"example.com\"]\n"
+        ));
+        assert_eq!(line, 2, "{bad}: {msg}");
+        assert!(msg.contains("cannot name a certificate"), "{bad}: {msg}");
+    }
+    let (line, msg) = one("[[tls.certificates]]\nname = \"../x\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nif_missing = \"self-signed\"\nhosts = [\"a.example.com\"]\n");
+    assert_eq!(line, 2, "{msg}");
+    ok("[[acme.certificates]]\nname = \"main_2.example-com\"\nnames = [\"example.com\"]\n");
+}
+
+#[test]
+fn names_are_what_a_ca_issues_for_and_inside_the_providers_zone() {
+    for (name, needle) in [
+        ("example.com.", "without its trailing dot"),
+        ("-a.example.com", "not a name a CA issues for"),
+        ("a_b.example.com", "not a name a CA issues for"),
+        ("*.com", "not a name a CA issues for"),
+    ] {
+        let (line, msg) = one(&format!("[[acme.certificates]]\nname = \"w\"\nnames = [\"{name}\"]\nchallenge = \"dns-01\"\ndns_provider = \"main-dns\"\n{PROVIDER}"));
+        assert_eq!(line, 3, "{name}: {msg}");
+        assert!(msg.contains(needle), "{name}: {msg}");
+    }
+    let (line, msg) = one(&format!(
+        "[[acme.certificates]]\nname = \"w\"\nnames = [\"*.example.com\", \"example.org\"]\nchallenge = \"dns-01\"\ndns_provider = \"main-dns\"\n{PROVIDER}zone = \"example.com\"\n"
+    ));
+    assert_eq!(line, 5, "{msg}");
+    assert!(
+        msg.contains("`example.org` is not in the zone `example.com`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn provider_timeouts_fit_in_the_order_and_servers_have_ports() {
+    let (line, msg) = one("[acme]\norder_timeout = \"5m\"\n[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/bin/true\"\npropagation_timeout = \"10m\"\n");
+    assert_eq!(line, 6, "{msg}");
+    assert!(msg.contains("shorter than `[acme] order_timeout`"), "{msg}");
+    let (line, msg) =
+        one("[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/bin/true\"\ntimeout = \"1h\"\n");
+    assert_eq!(line, 4, "{msg}");
+    assert!(msg.contains("shorter than `[acme] order_timeout`"), "{msg}");
+    let (line, msg) = one(
+        "[acme.dns_providers.p]\nkind = \"exec\"\ncommand = \"/bin/true\"\nnameservers = [\"127.0.0.1:0\"]\n",
+    );
+    assert_eq!(line, 4, "{msg}");
+    assert!(msg.contains("port 0"), "{msg}");
 }

@@ -35,7 +35,7 @@ pub enum Dns01Error {
         detail: String,
     },
     /// The zone holding a name could not be found (Cloudflare zone lookup, SOA walk).
-    #[error("no DNS zone found for {name}: {detail}")]
+    #[error("no DNS zone found for {name}: {detail} (set `zone` in the provider's section)")]
     NoZone { name: String, detail: String },
     /// A DNS UPDATE (RFC 2136) could not be sent or got no answer.
     #[error("DNS UPDATE to {server} failed")]

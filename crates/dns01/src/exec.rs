@@ -44,8 +44,12 @@ impl Exec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so a timeout kills what the hook started too (a `curl`
+            // or `sleep` left running could add the record after the gateway gave up).
+            .process_group(0)
             .spawn()
             .map_err(|e| err(format!("cannot be started: {e}")))?;
+        let pgid = child.id();
         let mut out = child.stdout.take();
         let mut errout = child.stderr.take();
         // Both pipes are read at once: a program that fills one while the other is read
@@ -71,10 +75,17 @@ impl Exec {
         let (status, o, e) = match tokio::time::timeout(self.timeout, read).await {
             Ok(r) => r,
             Err(_) => {
+                if let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                    // SIGKILL to the whole group; the hook itself is killed on drop too.
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 return Err(err(format!(
-                    "ran past its timeout of {:?} and was killed",
+                    "ran past its timeout of {:?} and was killed with its process group",
                     self.timeout
-                )))
+                )));
             }
         };
         let status = status.map_err(|e| err(format!("could not be waited for: {e}")))?;

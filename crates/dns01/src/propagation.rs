@@ -214,10 +214,11 @@ pub async fn wait(
             );
             return Ok(start.elapsed());
         }
-        if start.elapsed() + INTERVAL > timeout {
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
             return Err(Dns01Error::NotPropagated {
                 fqdn: fqdn.to_owned(),
-                waited: start.elapsed(),
+                waited: Duration::from_secs(start.elapsed().as_secs()),
                 missing: missing
                     .iter()
                     .map(|(s, why)| format!("{s}: {why}"))
@@ -225,6 +226,6 @@ pub async fn wait(
                     .join("; "),
             });
         }
-        tokio::time::sleep(INTERVAL).await;
+        tokio::time::sleep(INTERVAL.min(left)).await;
     }
 }

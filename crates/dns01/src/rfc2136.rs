@@ -88,15 +88,9 @@ impl Rfc2136 {
                 rcode: "NOTAUTH: the server rejected the TSIG signature (BADKEY, BADSIG or BADTIME): check `tsig_key_name`, `tsig_secret` and `tsig_algorithm` against its `key` statement, and the clock".into(),
             };
         }
-        // hickory's client error shows only "proto error": keep the inner message.
-        let cause: Box<dyn std::error::Error + Send + Sync> = if e.source().is_none() && !text.is_empty() {
-            format!("{e}: {text}").into()
-        } else {
-            Box::new(e)
-        };
         Dns01Error::Update {
             server: self.server.to_string(),
-            cause,
+            cause: Box::new(e),
         }
     }
 

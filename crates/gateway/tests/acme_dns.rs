@@ -505,3 +505,52 @@ async fn the_zone_and_its_servers_are_found_through_soa_and_ns_and_propagation_i
         "{e}"
     );
 }
+
+/// An exec hook that runs past its `timeout`: it is killed with everything it started (a
+/// child left running could still add the record), and `cleanup` is called for the values
+/// its `present` may have added.
+#[tokio::test]
+async fn a_hook_past_its_timeout_is_killed_with_its_children_and_cleaned_up() {
+    let d = Dns::start().await;
+    let hooks = tempfile::tempdir().unwrap();
+    let dir = hooks.path().display().to_string();
+    let script = hooks.path().join("slow-hook.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1 $2 $3\" >> {dir}/calls.log\nif [ \"$1\" = present ]; then sleep 60 & echo $! > {dir}/child.pid; wait; fi\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let providers = format!(
+        "[acme.dns_providers.main-dns]\nkind = \"exec\"\ncommand = \"{}\"\ntimeout = \"2s\"\nzone = \"example.com\"\nnameservers = [\"{}\"]\n",
+        script.display(),
+        d.bind.addr
+    );
+    let cfg = d
+        .config(WILD, &providers)
+        .replace("retry_min = \"200ms\"", "retry_min = \"60s\"");
+    let gw = Gateway::start_with_env(&cfg, &[("DOMAIN", ZONE)]).await;
+    log_line_with(&gw, Duration::from_secs(30), &["ran past its timeout of 2s"]).await;
+    let pid = harness::until(Duration::from_secs(10), "the hook's child pid", || {
+        std::fs::read_to_string(hooks.path().join("child.pid"))
+            .ok()
+            .filter(|p| !p.trim().is_empty())
+    })
+    .await;
+    let child = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+    harness::until(Duration::from_secs(10), "the hook's child killed", || {
+        (!child.exists()).then_some(())
+    })
+    .await;
+    harness::until(
+        Duration::from_secs(10),
+        "cleanup after the timed-out present",
+        || {
+            calls(hooks.path())
+                .contains("cleanup _acme-challenge.example.com. ")
+                .then_some(())
+        },
+    )
+    .await;
+}

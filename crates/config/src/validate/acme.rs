@@ -1,7 +1,7 @@
 //! `[acme]`: directories, account, timeouts, `[[acme.certificates]]` (names, `challenge`,
 //! `dns_provider`, `profile`) and `[acme.dns_providers.NAME]`.
 
-use super::{closest, valid_hostname, Ctx};
+use super::{cert_name, closest, valid_hostname, Ctx};
 use crate::file::{self, S};
 use crate::model::*;
 use std::net::{IpAddr, SocketAddr};
@@ -39,32 +39,6 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acm
         ),
         (None, None) => None,
     };
-    let dns_providers: Vec<DnsProvider> = a
-        .dns_providers
-        .iter()
-        .filter_map(|(name, p)| dns_provider(cx, name, p))
-        .collect();
-    let mut certificates: Vec<AcmeCert> = Vec::new();
-    for c in &a.certificates {
-        let Some(cert) = certificate(cx, c, &a.dns_providers, &url) else {
-            continue;
-        };
-        if cert.challenge == Challenge::Http01 && !http_listener {
-            let at = c
-                .get_ref()
-                .challenge
-                .as_ref()
-                .map_or(c.get_ref().name.span().start, |s| s.span().start);
-            cx.err::<()>(at, format!("certificate `{}` is validated with http-01, which needs the HTTP listener, and `[listen] http` is `off`; use `challenge = \"tls-alpn-01\"` or `\"dns-01\"`, or turn the listener on", cert.name));
-        }
-        if certificates.iter().any(|x| x.name == cert.name) {
-            cx.err::<()>(
-                c.get_ref().name.span().start,
-                format!("two ACME certificates are named `{}`", cert.name),
-            );
-        }
-        certificates.push(cert);
-    }
     // A zero timeout would fail every request before it starts.
     let timeout = |cx: &mut Ctx<'_>, s: &Option<S>, default: Duration| -> Duration {
         let d = cx.duration(s, default);
@@ -78,6 +52,38 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acm
     let connect_timeout = timeout(cx, &a.connect_timeout, Duration::from_secs(10));
     let request_timeout = timeout(cx, &a.request_timeout, Duration::from_secs(30));
     let order_timeout = timeout(cx, &a.order_timeout, Duration::from_secs(600));
+    let dns_providers: Vec<DnsProvider> = a
+        .dns_providers
+        .iter()
+        .filter_map(|(name, p)| dns_provider(cx, name, p, order_timeout))
+        .collect();
+    let mut certificates: Vec<AcmeCert> = Vec::new();
+    for c in &a.certificates {
+        let Some(cert) = certificate(cx, c, &a.dns_providers, &dns_providers, &url) else {
+            continue;
+        };
+        if cert.challenge == Challenge::Http01 && !http_listener {
+            let at = c
+                .get_ref()
+                .challenge
+                .as_ref()
+                .map_or(c.get_ref().name.span().start, |s| s.span().start);
+            let has_ip = cert.names.iter().any(|n| n.parse::<IpAddr>().is_ok());
+            let other = if has_ip {
+                "`challenge = \"tls-alpn-01\"`"
+            } else {
+                "`challenge = \"tls-alpn-01\"` or `\"dns-01\"`"
+            };
+            cx.err::<()>(at, format!("certificate `{}` is validated with http-01, which needs the HTTP listener, and `[listen] http` is `off`; use {other}, or turn the listener on", cert.name));
+        }
+        if certificates.iter().any(|x| x.name == cert.name) {
+            cx.err::<()>(
+                c.get_ref().name.span().start,
+                format!("two ACME certificates are named `{}`", cert.name),
+            );
+        }
+        certificates.push(cert);
+    }
     Acme {
         directory,
         fallback_directories,
@@ -116,10 +122,12 @@ fn certificate(
     cx: &mut Ctx<'_>,
     c: &serde_spanned::Spanned<file::AcmeCert>,
     providers: &std::collections::BTreeMap<String, serde_spanned::Spanned<file::DnsProvider>>,
+    models: &[DnsProvider],
     url: &dyn Fn(&mut Ctx<'_>, &S) -> Option<String>,
 ) -> Option<AcmeCert> {
     let f = c.get_ref();
     let name = cx.text(&f.name)?;
+    cert_name(cx, &f.name, &name);
     let challenge = match &f.challenge {
         None => Challenge::Http01,
         Some(s) => {
@@ -148,6 +156,16 @@ fn certificate(
                 cx.err::<()>(at, format!("`{t}` is an IP address: dns-01 cannot validate it (RFC 8738 section 7); give it its own certificate with `challenge = \"http-01\"` or `\"tls-alpn-01\"`"));
             }
             names.push(ip.to_string());
+        } else if t.ends_with('.') {
+            cx.err::<()>(
+                at,
+                format!(
+                    "`{t}`: write the name without its trailing dot (`{}`)",
+                    t.trim_end_matches('.')
+                ),
+            );
+        } else if !acme_name(t.strip_prefix("*.").unwrap_or(&t)) {
+            cx.err::<()>(at, format!("`{t}` is not a name a CA issues for: labels of letters, digits and `-` (not at either end), at least two labels; an IDN is written in its `xn--` form"));
         } else if let Some(base) = t.strip_prefix("*.") {
             if !valid_hostname(base) || base.contains('*') {
                 cx.err::<()>(
@@ -172,6 +190,15 @@ fn certificate(
     let dns_provider = match (&f.dns_provider, challenge) {
         (Some(s), Challenge::Dns01) => {
             let p = cx.text(s)?;
+            // The provider's zone must hold every name (`*.` aside).
+            if let Some(zone) = models.iter().find(|m| m.name == p).and_then(|m| m.zone.as_deref()) {
+                for n in &names {
+                    let base = n.strip_prefix("*.").unwrap_or(n);
+                    if base != zone && !base.ends_with(&format!(".{zone}")) {
+                        cx.err::<()>(s.span().start, format!("`{n}` is not in the zone `{zone}` of `[acme.dns_providers.{p}]`: give this name a provider for its own zone"));
+                    }
+                }
+            }
             if !providers.contains_key(&p) {
                 let hint = match closest(&p, providers.keys().map(String::as_str)) {
                     Some(c) => format!(" (did you mean `{c}`?)"),
@@ -236,10 +263,26 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// One `[acme.dns_providers.NAME]`.
+/// A DNS name a public CA issues for: LDH labels (RFC 5890 section 2.3.1: letters, digits and
+/// `-`, not first or last, at most 63), at least two of them, at most 253 bytes.
+fn acme_name(n: &str) -> bool {
+    n.len() <= 253
+        && n.contains('.')
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// One `[acme.dns_providers.NAME]`. Its timeouts must fit in the order's (`order_timeout`).
 fn dns_provider(
     cx: &mut Ctx<'_>,
     name: &str,
     p: &serde_spanned::Spanned<file::DnsProvider>,
+    order_timeout: Duration,
 ) -> Option<DnsProvider> {
     let at = p.span().start;
     let f = p.get_ref();
@@ -373,13 +416,20 @@ fn dns_provider(
                     use std::os::unix::fs::PermissionsExt;
                     match std::fs::metadata(&p) {
                         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Some(p),
-                        Ok(_) => cx.err(s.span().start, format!("`{}` is not an executable file (the hook is run without a shell: no arguments in `command`; `chmod +x` it)", p.display())),
+                        Ok(m) if m.is_dir() => cx.err(s.span().start, format!("`{}` is a directory, not the hook program", p.display())),
+                        Ok(_) => cx.err(s.span().start, format!("`{}` is not executable: `chmod +x` it", p.display())),
+                        Err(e) if p.to_string_lossy().contains(' ') => cx.err(s.span().start, format!("cannot use `{}` as the DNS hook: {e}; `command` is one program, run without a shell and without arguments (it is called `COMMAND present|cleanup FQDN VALUE`): put any arguments in a wrapper script", p.display())),
                         Err(e) => cx.err(s.span().start, format!("cannot use `{}` as the DNS hook: {e}", p.display())),
                     }
                 }),
                 None => cx.err(at, "the `exec` DNS provider needs `command` (the script run as `COMMAND present|cleanup FQDN VALUE`)"),
             };
             let timeout = cx.positive_duration(&f.timeout, Duration::from_secs(60), "`timeout`");
+            if let Some(s) = &f.timeout {
+                if timeout >= order_timeout {
+                    cx.err::<()>(s.span().start, format!("`timeout` ({timeout:?}) must be shorter than `[acme] order_timeout` ({order_timeout:?}), which bounds the whole order"));
+                }
+            }
             DnsProviderKind::Exec(ExecHook {
                 command: command?,
                 timeout,
@@ -401,6 +451,10 @@ fn dns_provider(
         Duration::from_secs(120),
         "`propagation_timeout`",
     );
+    if propagation_timeout >= order_timeout {
+        let at = f.propagation_timeout.as_ref().map_or(at, |s| s.span().start);
+        cx.err::<()>(at, format!("`propagation_timeout` ({propagation_timeout:?}) must be shorter than `[acme] order_timeout` ({order_timeout:?}), which bounds the whole order"));
+    }
     let nameservers = f.nameservers.iter().filter_map(|s| nameserver(cx, s)).collect();
     Some(DnsProvider {
         name: name.to_owned(),
@@ -415,6 +469,9 @@ fn dns_provider(
 fn nameserver(cx: &mut Ctx<'_>, s: &S) -> Option<SocketAddr> {
     let t = cx.text(s)?;
     if let Ok(a) = t.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return cx.err(s.span().start, format!("`{t}`: port 0 is no server's port"));
+        }
         return Some(a);
     }
     if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {

@@ -107,9 +107,11 @@ pub(super) async fn publish(job: &Job, order: &mut Order) -> Result<TxtRecords, 
         if txt.records.contains(&record) {
             continue;
         }
+        // Listed before `present`: one that fails or times out may still have added the
+        // record, and `cleanup` (on drop) removes it; removing a missing value is no error.
+        txt.records.push(record.clone());
         provider.present(&record).await.map_err(fail)?;
         tracing::info!(certificate = %job.cert.name, fqdn = %record.fqdn, provider = %cfg.name, "published the dns-01 TXT record");
-        txt.records.push(record);
     }
     // One check per owner name, for all its values at once.
     let mut owners: Vec<(&str, &str)> = txt

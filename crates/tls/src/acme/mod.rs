@@ -331,7 +331,10 @@ impl AcmeManager {
         let name = job.cert.name.clone();
         let private_ca = job.acme.ca_root.is_some();
         if let Some((n, why)) = names::held_back(&job.cert.names, private_ca) {
-            tracing::warn!(certificate = %name, name = %n, reason = why, "a name no public CA validates: not ordered, the self-signed certificate keeps serving (set DOMAIN to a real name, or ca_root for a private CA)");
+            tracing::warn!(certificate = %name, name = %n, reason = why, "a name no public CA validates: not ordered, the self-signed certificate keeps serving (use a public name or address, or set ca_root for a private CA)");
+            self.lock_live().entry(name.clone()).or_default().status.last_error = Some(format!(
+                "not ordered: `{n}` is {why}, which no public CA validates (use a public name or address, or set ca_root for a private CA)"
+            ));
             st.slots.insert(name, Slot { job, stop: None });
             return;
         }

@@ -92,11 +92,13 @@ impl AcmeManager {
     /// dns-01: the TXT records of `name`'s order were visible everywhere after `took`.
     pub(super) fn note_propagation(&self, name: &str, took: Option<std::time::Duration>) {
         if let Some(took) = took {
-            let text = format!(
-                "{} after {:.1}s",
-                storage::rfc3339(SystemTime::now()),
-                took.as_secs_f64()
-            );
+            // Whole seconds: `2026-12-07T12:00:00Z after 3.2s`.
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(SystemTime::now(), |d| {
+                    std::time::UNIX_EPOCH + Duration::from_secs(d.as_secs())
+                });
+            let text = format!("{} after {:.1}s", storage::rfc3339(now), took.as_secs_f64());
             self.lock_live()
                 .entry(name.to_owned())
                 .or_default()
