@@ -84,6 +84,22 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// A pre-flight and health report: the configuration, the listeners, DNS of the ACME
+    /// names (A/AAAA, CAA), the CA and the clock, each upstream and the app behind each
+    /// route, the certificates. Lines `OK|WARN|FAIL check: finding (what to do)`; exit 1 on
+    /// any FAIL.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        run_dir: RunDirArg,
+        /// The address clients reach this host at: every ACME name must resolve to it.
+        #[arg(long)]
+        public_ip: Option<std::net::IpAddr>,
+        /// One JSON array of `{level, check, finding, fix}` instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Translate an nginx configuration into a proxy.toml and list, as
     /// `file:line: not translated: directive (why)`, what could not be translated. Exit 0
     /// when everything was translated, 2 when something was left out, 1 on an unreadable

@@ -7,6 +7,7 @@ mod acme;
 mod admin;
 mod cli;
 mod control;
+mod doctor;
 mod health;
 mod import;
 mod inspect;
@@ -95,6 +96,17 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::Check { config } => inspect::check(&config.config),
+        cli::Command::Doctor {
+            config,
+            run_dir,
+            public_ip,
+            json,
+        } => doctor::run(&doctor::Options {
+            config: &config.config,
+            run_dir: &run_dir.get(),
+            public_ip,
+            json,
+        }),
         cli::Command::ImportNginx { file, output, check } => import::run(&file, output.as_deref(), check),
         cli::Command::Route { view, url } => {
             if let Some(code) = ask_view(&view, control::Request::Route { url: url.clone() }) {

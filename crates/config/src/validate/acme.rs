@@ -164,8 +164,10 @@ fn certificate(
                     t.trim_end_matches('.')
                 ),
             );
-        } else if !acme_name(t.strip_prefix("*.").unwrap_or(&t)) {
-            cx.err::<()>(at, format!("`{t}` is not a name a CA issues for: labels of letters, digits and `-` (not at either end), at least two labels; an IDN is written in its `xn--` form"));
+        } else if !acme_name(t.strip_prefix("*.").unwrap_or(&t))
+            || t.strip_prefix("*.").is_some_and(|b| !b.contains('.'))
+        {
+            cx.err::<()>(at, format!("`{t}` is not a name a CA issues for: labels of letters, digits and `-` (not at either end), a wildcard over at least two labels; an IDN is written in its `xn--` form"));
         } else if let Some(base) = t.strip_prefix("*.") {
             if !valid_hostname(base) || base.contains('*') {
                 cx.err::<()>(
@@ -263,11 +265,11 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// One `[acme.dns_providers.NAME]`.
-/// A DNS name a public CA issues for: LDH labels (RFC 5890 section 2.3.1: letters, digits and
-/// `-`, not first or last, at most 63), at least two of them, at most 253 bytes.
+/// A DNS name in the form CAs issue for: LDH labels (RFC 5890 section 2.3.1: letters,
+/// digits and `-`, not first or last, at most 63), at most 253 bytes. Single labels
+/// (`localhost`) pass here and are held back at run time for public CAs (acme/names.rs).
 fn acme_name(n: &str) -> bool {
     n.len() <= 253
-        && n.contains('.')
         && n.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63

@@ -1,0 +1,113 @@
+//! Which app is behind each route, and whether the route's prefix suits it. Found from what
+//! the app serves at the path the route sends (`GET`, the first 64 KiB):
+//!
+//! - Open WebUI cannot run under a sub-path: its HTML asks for `/_app/` and `/static/` at
+//!   the site root, so `/ai/` renders an empty page (with nginx as with the gateway): FAIL,
+//!   with the fix (a host route, `ai.example.com`).
+//! - Grafana under a prefix needs `root_url` ending in the prefix (its HTML's `appSubUrl`),
+//!   and `serve_from_sub_path` consistent with the route's `strip_prefix`.
+//!
+//! Other apps are reported as found, without a verdict.
+
+use super::{Level, Report};
+use gateway_config::{Config, PathMatch, Route};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub(super) async fn check(r: &mut Report, cfg: &Config) {
+    for route in &cfg.routes {
+        let PathMatch::Prefix(prefix) = &route.path else {
+            continue;
+        };
+        let Some(u) = cfg.upstream(&route.upstream) else {
+            continue;
+        };
+        let Some(s) = u.servers.first() else { continue };
+        let Ok(mut addrs) = tokio::net::lookup_host(format!("{}:{}", s.host, s.port)).await else {
+            continue;
+        };
+        let Some(addr) = addrs.next() else { continue };
+        let path = upstream_path(route, prefix);
+        let Ok(page) = get(addr, &s.host, &path).await else {
+            continue;
+        };
+        verdict(r, route, prefix, &page);
+    }
+}
+
+/// The path the route sends for a request of its prefix itself.
+fn upstream_path(route: &Route, prefix: &str) -> String {
+    match &route.rewrite {
+        Some(new) => new.clone(),
+        None => prefix.to_owned(),
+    }
+}
+
+fn verdict(r: &mut Report, route: &Route, prefix: &str, page: &str) {
+    let check = format!("app {prefix}");
+    let sub_path = prefix != "/";
+    if page.contains("Open WebUI") || (page.contains("/_app/") && page.contains("/static/")) {
+        if sub_path && route.host.is_none() {
+            r.add(
+                Level::Fail,
+                check,
+                format!("Open WebUI behind route `{}`: it cannot run under a sub-path (its page loads /_app/ and /static/ from the site root, so {prefix} shows an empty page, with nginx as with the gateway)", route.name),
+                "give it a host of its own: a route with host = \"ai.example.com\" and prefix = \"/\"",
+            );
+        } else {
+            r.ok(check, "Open WebUI at the root of its host");
+        }
+    } else if let Some(sub) = grafana_sub_url(page) {
+        let want = prefix.trim_end_matches('/');
+        if !sub_path {
+            r.ok(check, "Grafana at the root");
+        } else if sub != want {
+            r.add(
+                Level::Fail,
+                check,
+                format!("Grafana behind `{prefix}` reports root_url's sub-path as `{sub}`"),
+                format!("set GF_SERVER_ROOT_URL=%(protocol)s://%(domain)s{want}/ and GF_SERVER_SERVE_FROM_SUB_PATH={} (the route {} the prefix)", route.rewrite.is_none(), if route.rewrite.is_none() { "keeps" } else { "strips" }),
+            );
+        } else {
+            r.ok(check, format!("Grafana with root_url under {want}/"));
+        }
+    } else if page.contains("n8n") {
+        r.ok(check, "n8n (not checked further: N8N_PATH must match the prefix)");
+    } else if page.contains("Node-RED") {
+        r.ok(
+            check,
+            "Node-RED (not checked further: httpRoot and httpAdminRoot must match the prefix)",
+        );
+    }
+}
+
+/// Grafana's `appSubUrl` from the `grafanaBootData` of its HTML.
+fn grafana_sub_url(page: &str) -> Option<String> {
+    if !page.contains("grafanaBootData") && !page.contains("Grafana") {
+        return None;
+    }
+    let i = page.find("\"appSubUrl\":\"")? + "\"appSubUrl\":\"".len();
+    let end = page[i..].find('"')?;
+    Some(page[i..i + end].replace("\\/", "/"))
+}
+
+/// `GET path` over HTTP/1.1 (redirects not followed), the first 64 KiB of the answer.
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<String, ()> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| ())?
+        .map_err(|_| ())?;
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|_| ())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while buf.len() < 64 * 1024 {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
