@@ -1,0 +1,405 @@
+//! The nginx side of the equivalence test: recording upstreams, the nginx process and a raw
+//! HTTP/1.1 client. Copied from `crates/routing/tests/nginx_oracle/nginx.rs` (which builds
+//! its own configuration from the reference locations and reads the oracle's constants
+//! through `super::*`, so it cannot be included as it is) and changed where this test
+//! needs it: nginx runs a rewritten file given as text, on two ports, and the client sends
+//! Basic credentials.
+
+use std::io::{self, BufRead, BufReader, Read, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// Recording upstreams
+
+/// A loopback HTTP/1.1 server named after an upstream (an `upstream` block's name, or the
+/// `host:port` of a `proxy_pass`): answers 200 with `X-Upstream: <name>`, the
+/// `X-Oracle-Location` it received, and the request-target as the body; counts requests.
+pub(crate) struct Recorder {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    pub(crate) fn start(name: &str) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a recording upstream");
+        let addr = listener.local_addr().expect("its address");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (count, own) = (Arc::clone(&seen), name.to_string());
+        // The threads end with the test process.
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (count, own) = (Arc::clone(&count), own.clone());
+                thread::spawn(move || serve_upstream(&own, conn, &count));
+            }
+        });
+        Recorder {
+            name: name.to_string(),
+            addr,
+            seen,
+        }
+    }
+
+    pub(crate) fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_upstream(name: &str, conn: TcpStream, seen: &AtomicUsize) {
+    let Ok(mut out) = conn.try_clone() else { return };
+    let mut rd = BufReader::new(conn);
+    loop {
+        let mut line = Vec::new();
+        if !matches!(rd.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            return;
+        }
+        // `GET <target> HTTP/1.1`: nginx never sends a raw space inside the target.
+        let mut parts = line.trim_ascii().split(|&b| b == b' ');
+        let (Some(_method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        let target = target.to_vec();
+        let mut close = version == b"HTTP/1.0";
+        let mut location = Vec::new();
+        loop {
+            let mut h = Vec::new();
+            if !matches!(rd.read_until(b'\n', &mut h), Ok(n) if n > 0) {
+                return;
+            }
+            let h = h.trim_ascii();
+            if h.is_empty() {
+                break;
+            }
+            let Some(colon) = h.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (key, value) = (&h[..colon], h[colon + 1..].trim_ascii());
+            if key.eq_ignore_ascii_case(b"x-oracle-location") {
+                location = value.to_vec();
+            } else if key.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close") {
+                close = true;
+            }
+        }
+        // nginx sends GET requests without a body.
+        seen.fetch_add(1, Ordering::SeqCst);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Upstream: {name}\r\nX-Oracle-Location: {}\r\nContent-Length: {}\r\n",
+            String::from_utf8_lossy(&location),
+            target.len()
+        );
+        let mut response = head.into_bytes();
+        if close {
+            response.extend_from_slice(b"Connection: close\r\n");
+        }
+        response.extend_from_slice(b"\r\n");
+        response.extend_from_slice(&target);
+        if out.write_all(&response).is_err() || close {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// nginx
+
+pub(crate) const INSTALL: &str =
+    "install Debian's nginx-light (`apt-get install nginx-light`; `.ci/run` does)";
+
+pub(crate) fn nginx_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("NGINX") {
+        return PathBuf::from(p);
+    }
+    for c in ["/usr/sbin/nginx", "/usr/local/sbin/nginx"] {
+        if Path::new(c).is_file() {
+            return PathBuf::from(c);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("nginx");
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("nginx is not installed (the oracle of this test): {INSTALL}, or set NGINX");
+}
+
+/// `nginx -V`: the version and build options (nginx prints them on stderr), with a deadline.
+pub(crate) fn nginx_build(bin: &Path) -> String {
+    let mut err = tempfile::tempfile().expect("a temporary file for nginx -V");
+    let mut child = Command::new(bin)
+        .arg("-V")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.try_clone().expect("the temporary file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", bin.display()));
+    let start = Instant::now();
+    while child.try_wait().expect("waiting for nginx -V").is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{} -V` did not finish within 30 s", bin.display());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut text = Vec::new();
+    let _ = io::Seek::seek(&mut err, io::SeekFrom::Start(0));
+    let _ = err.read_to_end(&mut text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The modules whose `*_temp_path` the configuration moves into the temporary directory
+/// (a module left out of the build does not know its directive).
+pub(crate) fn temp_modules(build: &str) -> Vec<&'static str> {
+    let mut out = vec!["client_body"];
+    for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
+        if !build.contains(&format!("--without-http_{m}_module")) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// The ports and directory a configuration is written for.
+pub(crate) struct Slot<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) http_port: u16,
+    pub(crate) https_port: u16,
+    pub(crate) build: &'a str,
+}
+
+/// nginx in the foreground, one process, everything under a temporary directory; killed on
+/// drop. `https` is the port of the file's `ssl` listeners, `http` that of the others.
+pub(crate) struct NginxProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub(crate) http: SocketAddr,
+    pub(crate) https: SocketAddr,
+    pub(crate) version: String,
+}
+
+impl NginxProcess {
+    /// Writes `conf(slot)` as `nginx.conf` in a new temporary directory and starts nginx
+    /// on it; `plain`: the file has plain-HTTP servers too, wait for that port as well.
+    pub(crate) fn start(label: &str, plain: bool, conf: &dyn Fn(&Slot<'_>) -> String) -> NginxProcess {
+        let bin = nginx_binary();
+        let build = nginx_build(&bin);
+        let version = build.lines().next().unwrap_or("nginx").trim().to_string();
+        let mut last_error = String::new();
+        // A free port can be taken between probing and nginx's bind: a few attempts.
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("nginx-equivalence-")
+                .tempdir()
+                .expect("a temporary directory for nginx");
+            // Two ports, never the same one (nginx would merge the plain and TLS servers).
+            let http_port = free_port();
+            let https_port = loop {
+                let p = free_port();
+                if p != http_port {
+                    break p;
+                }
+            };
+            let slot = Slot {
+                dir: dir.path(),
+                http_port,
+                https_port,
+                build: &build,
+            };
+            let path = dir.path().join("nginx.conf");
+            std::fs::write(&path, conf(&slot)).expect("write nginx.conf");
+            let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr.log");
+            let child = Command::new(&bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(path)
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL}", bin.display()));
+            let mut nginx = NginxProcess {
+                child,
+                dir,
+                http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+                https: SocketAddr::from(([127, 0, 0, 1], https_port)),
+                version: version.clone(),
+            };
+            match nginx.wait_ready(plain) {
+                Ok(()) => return nginx,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("nginx ({label}) did not start: {last_error}");
+    }
+
+    /// Polls until nginx answers on its ports (any HTTP answer: the probe's `Host` is no
+    /// server's name), 10 ms between attempts, 10 s at most.
+    fn wait_ready(&mut self, plain: bool) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answers = |addr: SocketAddr| Client::new(addr).try_get("readiness.invalid", "/").is_ok();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("nginx exited at start ({status}):\n{}", self.logs()));
+            }
+            if answers(self.https) && (!plain || answers(self.http)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nginx did not answer on {} within 10 s:\n{}",
+                    self.https,
+                    self.logs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
+        format!(
+            "--- nginx.conf\n{}--- stderr\n{}--- error.log\n{}",
+            read("nginx.conf"),
+            read("stderr.log"),
+            read("error.log")
+        )
+    }
+}
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+/// `admin:equivalence`, the user of `tests/data/corpus/htpasswd` (bcrypt, which nginx
+/// checks with the system's crypt(3) and the gateway with its own code): every request
+/// carries it, so that `auth_basic` locations proxy instead of answering 401.
+pub(crate) const AUTHORIZATION: &str = "Basic YWRtaW46ZXF1aXZhbGVuY2U=";
+
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    /// Lower-case names.
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Raw HTTP/1.1 over one keep-alive connection, reopened after `Connection: close` (nginx
+/// closes after a 400).
+pub(crate) struct Client {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub(crate) fn new(addr: SocketAddr) -> Client {
+        Client { addr, conn: None }
+    }
+
+    pub(crate) fn get(&mut self, host: &str, target: &str) -> Response {
+        match self.try_get(host, target) {
+            Ok(r) => r,
+            // A kept-alive connection closed in between: once more on a new one.
+            Err(_) => {
+                self.conn = None;
+                self.try_get(host, target).unwrap_or_else(|e| {
+                    panic!(
+                        "GET {target:?} (Host: {host}) through nginx on {}: {e}",
+                        self.addr
+                    )
+                })
+            }
+        }
+    }
+
+    pub(crate) fn try_get(&mut self, host: &str, target: &str) -> io::Result<Response> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(self.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {AUTHORIZATION}\r\n\r\n");
+        conn.get_mut().write_all(request.as_bytes())?;
+        let mut line = Vec::new();
+        if conn.read_until(b'\n', &mut line)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        let status = line
+            .split(|&b| b == b' ')
+            .nth(1)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| io::Error::other(String::from_utf8_lossy(&line).into_owned()))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = Vec::new();
+            if conn.read_until(b'\n', &mut h)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed in the head"));
+            }
+            let h = h.trim_ascii();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(colon) = h.iter().position(|&b| b == b':') {
+                let name = String::from_utf8_lossy(&h[..colon]).to_ascii_lowercase();
+                headers.push((name, h[colon + 1..].trim_ascii().to_vec()));
+            }
+        }
+        let mut r = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let len = r
+            .header("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| io::Error::other(format!("{status} without Content-Length")))?;
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body)?;
+        r.body = body;
+        let close = r
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+        if close {
+            self.conn = None;
+        }
+        Ok(r)
+    }
+}
