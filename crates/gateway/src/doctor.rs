@@ -145,6 +145,7 @@ async fn checks(o: &Options<'_>) -> Report {
     };
     listeners(&mut r, &cfg, o.run_dir);
     dns::names(&mut r, &cfg, o.public_ip).await;
+    acme_path(&mut r, &cfg, o.public_ip).await;
     ca(&mut r, &cfg).await;
     upstreams(&mut r, &cfg).await;
     certificates(&mut r, &cfg);
@@ -179,6 +180,92 @@ fn listeners(r: &mut Report, cfg: &Config, run_dir: &Path) {
             ),
         }
     }
+}
+
+/// With an http-01 certificate: port 80 answers the ACME path itself (the gateway's 404 with
+/// its `X-Request-Id`, not a redirect or another server's page), through `--public-ip` when
+/// given (what the CA reaches), else the local HTTP listener.
+async fn acme_path(r: &mut Report, cfg: &Config, public_ip: Option<IpAddr>) {
+    let Some(acme) = &cfg.acme else { return };
+    let Some(cert) = acme
+        .certificates
+        .iter()
+        .find(|c| c.challenge == gateway_config::Challenge::Http01)
+    else {
+        return;
+    };
+    let check = "acme http-01";
+    let addr = match (public_ip, cfg.listen.http.first()) {
+        (Some(ip), _) => SocketAddr::new(ip, 80),
+        (None, Some(a)) if a.ip().is_unspecified() => {
+            let lo: IpAddr = if a.is_ipv6() {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(lo, a.port())
+        }
+        (None, Some(a)) => *a,
+        (None, None) => {
+            r.add(
+                Level::Fail,
+                check,
+                format!(
+                    "certificate `{}` uses http-01 and the HTTP listener is off",
+                    cert.name
+                ),
+                "turn `[listen] http` on, or use tls-alpn-01 or dns-01",
+            );
+            return;
+        }
+    };
+    let host = cert.names.first().cloned().unwrap_or_else(|| "localhost".into());
+    let token: u64 = rand_token();
+    let path = format!("/.well-known/acme-challenge/gateway-doctor-{token:016x}");
+    match probe(addr, &host, &path).await {
+        Ok((404, true)) => r.ok(check, format!("http://{addr}{path} is answered by the gateway (404 for an unknown token)")),
+        Ok((status, true)) if (300..400).contains(&status) => r.add(Level::Fail, check, format!("http://{addr} redirects the ACME path ({status})"), "the challenge path must be answered, not redirected: check what listens on port 80"),
+        Ok((status, ours)) => r.add(
+            if ours { Level::Warn } else { Level::Fail },
+            check,
+            format!("http://{addr}{path} answered {status}{}", if ours { "" } else { " without the gateway's X-Request-Id: another server answers port 80" }),
+            "port 80 must reach this gateway (firewall, security group, load balancer, port mapping)",
+        ),
+        Err(e) => r.add(Level::Fail, check, format!("http://{addr}: {e}"), "port 80 must reach this gateway for http-01 (firewall, security group, port mapping), or use tls-alpn-01 or dns-01"),
+    }
+}
+
+fn rand_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// `GET path` with `Host: host`: the status, and whether the gateway answered (its
+/// `X-Request-Id` on its own responses).
+async fn probe(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, bool), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "no connection within 5 s".to_owned())?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "no HTTP answer".to_owned())?;
+    let head = text.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+    Ok((status, head.contains("\r\nx-request-id:")))
 }
 
 /// The CA's directory answers within 10 s; the clock is within a minute of its `Date`.

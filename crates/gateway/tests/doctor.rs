@@ -70,6 +70,11 @@ async fn doctor_reports_the_sub_path_apps_a_dead_upstream_and_the_running_gatewa
         "{text}"
     );
     assert!(line("OK ca:").contains(&s.pebble.directory()), "{text}");
+    assert!(
+        line("acme http-01").starts_with("OK acme http-01:")
+            && line("acme http-01").contains("answered by the gateway"),
+        "{text}"
+    );
     assert!(line("clock:").starts_with("OK clock:"), "{text}");
     assert!(line("upstream dead").starts_with("FAIL upstream dead:"), "{text}");
     assert!(
