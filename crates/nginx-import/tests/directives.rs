@@ -30,7 +30,15 @@ fn listen_ssl_http2_ipv6_and_one_listener_per_kind() {
     assert!(i.toml.contains("HTTP/2 and HTTP/1.1 by ALPN"), "{}", i.toml);
     assert!(has_note(&i, 10, "listen 8443 ssl"), "{}", notes_text(&i));
     assert!(has_note(&i, 13, "listen unix:/run/x.sock"), "{}", notes_text(&i));
-    assert_eq!(i.notes.len(), 2, "{}", notes_text(&i));
+    // Every HTTPS server has names: nginx's default server is noted (names no server lists).
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.directive.contains("nginx's default server")),
+        "{}",
+        notes_text(&i)
+    );
+    assert_eq!(i.notes.len(), 3, "{}", notes_text(&i));
     // The :80 server's redirect is built in.
     assert!(
         i.toml
@@ -147,7 +155,14 @@ fn certbot_certificates_become_acme() {
         "    location / { proxy_pass http://app:3000; proxy_set_header Host $host; } }",
         "}",
     ]));
-    assert_eq!(i.notes.len(), 1, "{}", notes_text(&i));
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.directive.contains("nginx's default server")),
+        "{}",
+        notes_text(&i)
+    );
+    assert_eq!(i.notes.len(), 2, "{}", notes_text(&i));
     assert!(
         has_note(&i, 6, "ssl_certificate /etc/letsencrypt/live/example.com/"),
         "{}",

@@ -252,9 +252,17 @@ fn nginx_conf_translates_without_notes() {
 #[test]
 fn nginx_cloud_conf_translates_hosts_and_certbot() {
     let i = load("nginx-cloud.conf");
-    // One note: certbot's certificate, now ordered by the gateway.
-    assert_eq!(i.notes.len(), 1, "{}", notes_text(&i));
-    let n = &i.notes[0];
+    // Two notes: certbot's certificate, now ordered by the gateway, and nginx's default
+    // server (the first one, `demo`), which answered names no server lists.
+    assert_eq!(i.notes.len(), 2, "{}", notes_text(&i));
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.directive.contains("nginx's default server")),
+        "{}",
+        notes_text(&i)
+    );
+    let n = i.notes.iter().find(|n| n.line == 13).expect("the certbot note");
     assert_eq!(n.line, 13);
     assert!(n.file.ends_with("nginx-cloud.conf"));
     assert_eq!(

@@ -212,7 +212,32 @@ impl<'a> Tr<'a> {
             self.server_routes(http, s);
         }
         self.certificates(http, &servers);
+        self.default_server(&servers);
         self.finish_routes();
+    }
+
+    /// nginx answers a name no `server_name` lists with the port's default server (the one
+    /// with `default_server`, else the first); the gateway has no default server: a request
+    /// for a name no route lists is a 404 (the equivalence test's `DefaultServer`). Noted when
+    /// every HTTPS server has names (no route without `host` is made).
+    fn default_server(&mut self, servers: &[server::ServerInfo<'a>]) {
+        let https: Vec<&server::ServerInfo<'a>> = servers.iter().filter(|s| s.https && !s.skip).collect();
+        if https.is_empty() || https.iter().any(|s| s.hosts.is_empty()) {
+            return;
+        }
+        let Some(d) = https
+            .iter()
+            .find(|s| s.default_server)
+            .or_else(|| https.first())
+            .map(|s| s.d)
+        else {
+            return;
+        };
+        self.note_as(
+            d,
+            "server (nginx's default server for HTTPS)".into(),
+            "nginx answers requests for names no server_name lists (and clients without SNI) with this server; the gateway answers them 404: to keep that, add this server's routes once more without `host`",
+        );
     }
 
     /// The directive is translated (or deliberately consumed).
