@@ -24,6 +24,8 @@ tools=(
     "setpriv util-linux"
     "named bind9"
     "nsupdate bind9-dnsutils"
+    "node nodejs"
+    "npm npm"
 )
 missing=()
 for entry in "${tools[@]}"; do

@@ -120,3 +120,41 @@ async fn doctor_reports_the_sub_path_apps_a_dead_upstream_and_the_running_gatewa
         .count();
     assert_eq!(fails, 3, "{v:#}");
 }
+
+/// The real Node-RED (from npm, installed once under target/test-apps/) with its editor at
+/// `/`: behind a route that strips its prefix it is found and OK; behind one that keeps
+/// the prefix the editor is a 404 there, and doctor names the setting to change.
+#[tokio::test]
+async fn doctor_checks_node_red_behind_a_stripping_and_a_keeping_route() {
+    let red = harness::apps::NodeRed::start().await;
+    let routes = format!(
+        "{}{}{}",
+        upstream_at("nodered", red.addr),
+        route("nodered", "/nodered/", "nodered", "strip_prefix = true\n"),
+        route("kept", "/nr-kept/", "nodered", ""),
+    );
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&harness::gateway::simple_config(up.addr, &routes)).await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.args(["doctor", "--config"])
+        .arg(&gw.config)
+        .arg("--run-dir")
+        .arg(gw.run_dir());
+    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?}:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("app /nodered/").starts_with("OK app /nodered/: the Node-RED editor"),
+        "{text}"
+    );
+    let kept = line("app /nr-kept/");
+    assert!(
+        kept.starts_with("FAIL app /nr-kept/: Node-RED") && kept.contains("httpAdminRoot: \"/nr-kept/\""),
+        "{kept}"
+    );
+}

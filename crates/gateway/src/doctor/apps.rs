@@ -6,6 +6,9 @@
 //!   with the fix (a host route, `ai.example.com`).
 //! - Grafana under a prefix needs `root_url` ending in the prefix (its HTML's `appSubUrl`),
 //!   and `serve_from_sub_path` consistent with the route's `strip_prefix`.
+//! - Node-RED's editor must be where the route sends the prefix: its `httpAdminRoot`
+//!   equal to the prefix when the route keeps it, `/` when the route strips it. An app that
+//!   answers nothing at the route's path is looked for at `/` to name the mismatch.
 //!
 //! Other apps are reported as found, without a verdict.
 
@@ -32,6 +35,12 @@ pub(super) async fn check(r: &mut Report, cfg: &Config) {
         let Ok(page) = get(addr, &s.host, &path).await else {
             continue;
         };
+        if path != "/" && status_of(&page).is_some_and(|c| c == 404) {
+            if let Ok(root) = get(addr, &s.host, "/").await {
+                misplaced(r, route, prefix, &path, &root);
+                continue;
+            }
+        }
         verdict(r, route, prefix, &page);
     }
 }
@@ -74,10 +83,34 @@ fn verdict(r: &mut Report, route: &Route, prefix: &str, page: &str) {
         }
     } else if page.contains("n8n") {
         r.ok(check, "n8n (not checked further: N8N_PATH must match the prefix)");
-    } else if page.contains("Node-RED") {
+    } else if page.contains("<title>Node-RED</title>") {
         r.ok(
             check,
-            "Node-RED (not checked further: httpRoot and httpAdminRoot must match the prefix)",
+            format!("the Node-RED editor answers where the route sends {prefix}"),
+        );
+    }
+}
+
+fn status_of(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The route's path is a 404 but the app answers at `/`: its base path is not the prefix.
+fn misplaced(r: &mut Report, route: &Route, prefix: &str, path: &str, root: &str) {
+    let check = format!("app {prefix}");
+    if root.contains("<title>Node-RED</title>") {
+        r.add(
+            Level::Fail,
+            check,
+            format!("Node-RED behind route `{}` serves its editor at / (httpAdminRoot \"/\"), but the route sends {path}: 404", route.name),
+            format!("set httpAdminRoot: \"{prefix}\" and httpNodeRoot: \"{prefix}\" in its settings.js, or strip_prefix = true on the route"),
+        );
+    } else if root.contains("n8n") {
+        r.add(
+            Level::Fail,
+            check,
+            format!("n8n behind route `{}` answers at / but not at {path}", route.name),
+            format!("set N8N_PATH={prefix} (and WEBHOOK_URL with the prefix), or strip_prefix = true on the route"),
         );
     }
 }

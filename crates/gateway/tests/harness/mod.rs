@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod acme;
+pub mod apps;
 pub mod auth_server;
 pub mod bind;
 pub mod client;
