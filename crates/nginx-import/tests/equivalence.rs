@@ -135,7 +135,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use support::{temp_modules, Client, NginxProcess, Recorder, Slot};
+use support::{temp_modules, Client, NginxProcess, Recorder, Slot, AUTHORIZATION};
 use targets::{host_variant, plain_safe, systematic, Generator, SplitMix64};
 
 /// The files compared, under `tests/data/`: the two reference files, then the corpus.
@@ -271,9 +271,10 @@ fn compare(name: &str) {
         site: &site,
         cfg: &cfg,
     };
-    let mut to_nginx = Client::new(nginx.https);
-    let mut to_twin = Client::new(twin.https);
-    let mut to_plain = Client::new(nginx.http);
+    let credentials = format!("Authorization: {AUTHORIZATION}");
+    let mut to_nginx = Client::with_header(nginx.https, &credentials);
+    let mut to_twin = Client::with_header(twin.https, &credentials);
+    let mut to_plain = Client::with_header(nginx.http, &credentials);
     let mut tally = Tally::default();
     for (host, target) in &cases {
         let raw = answer(&to_nginx.get(host, target));

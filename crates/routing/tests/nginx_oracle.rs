@@ -62,14 +62,17 @@ use gateway_config::{PathMatch, Route};
 use gateway_routing::{Decision, RouteTable};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read, Write as _};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "nginx_oracle/common.rs"]
+mod common;
+use common::*;
 #[path = "nginx_oracle/nginx.rs"]
 mod nginx;
 use nginx::*;

@@ -97,29 +97,6 @@ pub(crate) fn serve_upstream(name: &str, conn: TcpStream, seen: &Mutex<Vec<Vec<u
 // ---------------------------------------------------------------------------------------
 // nginx
 
-pub(crate) const INSTALL: &str =
-    "install Debian's nginx-light (`apt-get install nginx-light`; `.ci/run` does)";
-
-pub(crate) fn nginx_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("NGINX") {
-        return PathBuf::from(p);
-    }
-    for c in ["/usr/sbin/nginx", "/usr/local/sbin/nginx"] {
-        if Path::new(c).is_file() {
-            return PathBuf::from(c);
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("nginx");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!("nginx is not installed (the oracle of this test): {INSTALL}, or set NGINX");
-}
-
 /// The configuration; `{DIR}`, `{TEMP_PATHS}`, `{UPSTREAMS}` and `{SERVERS}` are filled in.
 /// One process in the foreground; upstream keep-alive everywhere (the reference speaks
 /// HTTP/1.0 to `/docs/` and `/health`, which does not change the target) for speed.
@@ -191,31 +168,6 @@ pub(crate) fn server(port: u16, host: &str, default: &str, normalized: bool) -> 
         .replace("{LISTEN}", &format!("127.0.0.1:{port}{default}"))
         .replace("{HOST}", host)
         .replace("{LOCATIONS}", &locations)
-}
-
-/// `nginx -V`: the version and build options (nginx prints them on stderr), with a deadline.
-pub(crate) fn nginx_build(bin: &Path) -> String {
-    let mut err = tempfile::tempfile().expect("a temporary file for nginx -V");
-    let mut child = Command::new(bin)
-        .arg("-V")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err.try_clone().expect("the temporary file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL}", bin.display()));
-    let start = Instant::now();
-    while child.try_wait().expect("waiting for nginx -V").is_none() {
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{} -V` did not finish within 30 s", bin.display());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let mut text = Vec::new();
-    let _ = io::Seek::seek(&mut err, io::SeekFrom::Start(0));
-    let _ = err.read_to_end(&mut text);
-    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// nginx in the foreground, one process, everything under a temporary directory; killed on drop.
@@ -311,113 +263,5 @@ impl Drop for NginxProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-// ---------------------------------------------------------------------------------------
-// Client
-
-pub(crate) struct Response {
-    pub(crate) status: u16,
-    /// Lower-case names.
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
-    pub(crate) body: Vec<u8>,
-}
-
-impl Response {
-    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-/// Raw HTTP/1.1 over one keep-alive connection, reopened after `Connection: close` (nginx
-/// closes after a 400).
-pub(crate) struct Client {
-    pub(crate) addr: SocketAddr,
-    pub(crate) conn: Option<BufReader<TcpStream>>,
-}
-
-impl Client {
-    pub(crate) fn new(addr: SocketAddr) -> Client {
-        Client { addr, conn: None }
-    }
-
-    pub(crate) fn get(&mut self, host: &str, target: &str) -> Response {
-        match self.try_get(host, target) {
-            Ok(r) => r,
-            // A kept-alive connection closed in between: once more on a new one.
-            Err(_) => {
-                self.conn = None;
-                self.try_get(host, target)
-                    .unwrap_or_else(|e| panic!("GET {target:?} (Host: {host}) through nginx: {e}"))
-            }
-        }
-    }
-
-    pub(crate) fn try_get(&mut self, host: &str, target: &str) -> io::Result<Response> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect(self.addr)?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.set_nodelay(true)?;
-            self.conn = Some(BufReader::new(s));
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        conn.get_mut().write_all(request.as_bytes())?;
-        let mut line = Vec::new();
-        if conn.read_until(b'\n', &mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
-        }
-        let status = line
-            .split(|&b| b == b' ')
-            .nth(1)
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| io::Error::other(String::from_utf8_lossy(&line).into_owned()))?;
-        let mut headers = Vec::new();
-        loop {
-            let mut h = Vec::new();
-            if conn.read_until(b'\n', &mut h)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed in the head"));
-            }
-            let h = h.trim_ascii();
-            if h.is_empty() {
-                break;
-            }
-            if let Some(colon) = h.iter().position(|&b| b == b':') {
-                let name = String::from_utf8_lossy(&h[..colon]).to_ascii_lowercase();
-                headers.push((name, h[colon + 1..].trim_ascii().to_vec()));
-            }
-        }
-        let mut r = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        let len = r
-            .header("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .ok_or_else(|| io::Error::other(format!("{status} without Content-Length")))?;
-        let mut body = vec![0; len];
-        conn.read_exact(&mut body)?;
-        r.body = body;
-        let close = r
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
-        if close {
-            self.conn = None;
-        }
-        Ok(r)
     }
 }
