@@ -246,31 +246,6 @@ impl Exception {
 // ---------------------------------------------------------------------------------------
 // Targets
 
-/// SplitMix64: a small seeded generator, so that a failing run can be replayed from its seed.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn pick(&mut self, choices: &[&'static str]) -> &'static str {
-        choices[self.below(choices.len())]
-    }
-
-    fn chance(&mut self, num: usize, den: usize) -> bool {
-        self.below(den) < num
-    }
-}
-
 /// How targets start: the routes' prefixes, plain, encoded, and almost.
 #[rustfmt::skip]
 const HEADS: &[&str] = &[
@@ -289,22 +264,6 @@ const PIECES: &[&str] = &[
     "nodered", "docs", "webhook", "API", "", "%0A", "%09", "%7F", "%01", "%0d%0a",
     "%2e%2e%2f%2e%2e", "%80", "%E2%82%AC", "%2B", "~",
 ];
-
-#[rustfmt::skip]
-const SEPARATORS: &[&str] = &["/", "/", "/", "/", "/", "//", "%2F", "%2f", "\\", ";", "/./", "/../"];
-
-/// Repeated 200 to 999 times for long paths (nginx's request line limit is 8 KB).
-#[rustfmt::skip]
-const LONG: &[&str] = &["a", "ab/", "%41", "../x/", "./", "é"];
-
-#[rustfmt::skip]
-const QUERIES: &[&str] = &[
-    "", "a=1", "x=%00", "q=/../x", "a=1&b=%2F", "%zz", "?", "a=é", "x=..;/", "a=b=c&&", "%",
-    "x=%2e%2e",
-];
-
-#[rustfmt::skip]
-const FRAGMENTS: &[&str] = &["", "f", "/../x", "?q"];
 
 /// One origin-form target. Only bytes nginx accepts on a request line (no space, no control
 /// byte) appear raw; the others are percent-encoded.

@@ -2,30 +2,8 @@
 //! neighbours on every name (systematic), then targets from a seeded generator (SplitMix64,
 //! the routing oracle's, with its pieces) that start from the file's location paths.
 
-/// SplitMix64: a small seeded generator, so that a failing run can be replayed from its seed.
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    pub(crate) fn chance(&mut self, num: usize, den: usize) -> bool {
-        self.below(den) < num
-    }
-
-    fn pick<'s, S: AsRef<str>>(&mut self, choices: &'s [S]) -> &'s str {
-        choices[self.below(choices.len())].as_ref()
-    }
-}
+pub(crate) use crate::support::SplitMix64;
+use crate::support::{FRAGMENTS, LONG, QUERIES, SEPARATORS};
 
 /// The routing oracle's pieces (`crates/routing/tests/nginx_oracle.rs`): dot segments plain
 /// and encoded, `%2F`, `%00`, `%25`, invalid escapes (`%zz`, `%2`), encoded control bytes,
@@ -40,22 +18,6 @@ const PIECES: &[&str] = &[
     "+", "a+b", "~u", "@:", "!$&'()*,=", "", "%0A", "%09", "%7F", "%01", "%0d%0a",
     "%2e%2e%2f%2e%2e", "%80", "%E2%82%AC", "%2B", "~",
 ];
-
-#[rustfmt::skip]
-const SEPARATORS: &[&str] = &["/", "/", "/", "/", "/", "//", "%2F", "%2f", "\\", ";", "/./", "/../"];
-
-/// Repeated 200 to 999 times for long paths (nginx's request line limit is 8 KB).
-#[rustfmt::skip]
-const LONG: &[&str] = &["a", "ab/", "%41", "../x/", "./", "é"];
-
-#[rustfmt::skip]
-const QUERIES: &[&str] = &[
-    "", "a=1", "x=%00", "q=/../x", "a=1&b=%2F", "%zz", "?", "a=é", "x=..;/", "a=b=c&&", "%",
-    "x=%2e%2e",
-];
-
-#[rustfmt::skip]
-const FRAGMENTS: &[&str] = &["", "f", "/../x", "?q"];
 
 /// How generated targets start, besides the file's paths.
 #[rustfmt::skip]

@@ -1,6 +1,7 @@
 //! What both nginx oracles share (the routing oracle, `nginx_oracle.rs`, and the importer's
 //! equivalence test, `crates/nginx-import/tests/equivalence.rs`, which includes this file
-//! with `#[path]`): finding and asking nginx, free ports, and a raw HTTP/1.1 client.
+//! with `#[path]`): finding and asking nginx, free ports, a raw HTTP/1.1 client, and the
+//! seeded generator with the target pieces both use.
 
 use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -184,3 +185,48 @@ impl Client {
         Ok(r)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+/// SplitMix64: a small seeded generator, so that a failing run can be replayed from its seed.
+pub(crate) struct SplitMix64(pub(crate) u64);
+
+impl SplitMix64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub(crate) fn chance(&mut self, num: usize, den: usize) -> bool {
+        self.below(den) < num
+    }
+
+    pub(crate) fn pick<'s, S: AsRef<str>>(&mut self, choices: &'s [S]) -> &'s str {
+        choices[self.below(choices.len())].as_ref()
+    }
+}
+
+/// Between path pieces of generated targets.
+#[rustfmt::skip]
+pub(crate) const SEPARATORS: &[&str] = &["/", "/", "/", "/", "/", "//", "%2F", "%2f", "\\", ";", "/./", "/../"];
+
+/// Repeated 200 to 999 times for long paths (nginx's request line limit is 8 KB).
+#[rustfmt::skip]
+pub(crate) const LONG: &[&str] = &["a", "ab/", "%41", "../x/", "./", "é"];
+
+#[rustfmt::skip]
+pub(crate) const QUERIES: &[&str] = &[
+    "", "a=1", "x=%00", "q=/../x", "a=1&b=%2F", "%zz", "?", "a=é", "x=..;/", "a=b=c&&", "%",
+    "x=%2e%2e",
+];
+
+#[rustfmt::skip]
+pub(crate) const FRAGMENTS: &[&str] = &["", "f", "/../x", "?q"];
