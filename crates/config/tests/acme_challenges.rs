@@ -1,32 +1,11 @@
 //! `challenge`, `dns_provider`, `profile` and `[acme.dns_providers.NAME]`: the issue's
 //! syntax as written, and every refusal at its line.
 
-use gateway_config::{parse, Challenge, Config, ConfigErrors, DnsProviderKind, TsigAlgorithm};
-use std::path::Path;
+mod common;
+
+use common::{env, ok, one};
+use gateway_config::{parse, Challenge, DnsProviderKind, TsigAlgorithm};
 use std::time::Duration;
-
-fn env(name: &str) -> Option<String> {
-    match name {
-        "DOMAIN" => Some("example.com".into()),
-        "TSIG_SECRET" => Some("c2VjcmV0LWtleS1mb3ItdGhlLWdhdGV3YXktdGVzdHM=".into()),
-        _ => None,
-    }
-}
-
-fn ok(src: &str) -> Config {
-    parse(src, Path::new("/etc/gateway/proxy.toml"), &env).unwrap_or_else(|e| panic!("refused: {e}"))
-}
-
-fn errors(src: &str) -> ConfigErrors {
-    parse(src, Path::new("/etc/gateway/proxy.toml"), &env).expect_err("the file should be refused")
-}
-
-/// The one error of `src`: its line and message.
-fn one(src: &str) -> (usize, String) {
-    let e = errors(src);
-    assert_eq!(e.0.len(), 1, "expected one error, got: {e}");
-    (e.0[0].line, e.0[0].message.clone())
-}
 
 const ISSUE: &str = r#"
 [[acme.certificates]]

@@ -1,27 +1,10 @@
 //! `[upstreams.NAME]` groups: the syntax as written, and every refusal at its line.
 
-use gateway_config::{parse, Balance, Config, ConfigErrors, HashKey};
-use std::path::Path;
+mod common;
+
+use common::{ok, one};
+use gateway_config::{Balance, HashKey};
 use std::time::Duration;
-
-fn env(_: &str) -> Option<String> {
-    None
-}
-
-fn ok(src: &str) -> Config {
-    parse(src, Path::new("/etc/gateway/proxy.toml"), &env).unwrap_or_else(|e| panic!("refused: {e}"))
-}
-
-fn errors(src: &str) -> ConfigErrors {
-    parse(src, Path::new("/etc/gateway/proxy.toml"), &env).expect_err("the file should be refused")
-}
-
-/// The one error of `src`: its line and message.
-fn one(src: &str) -> (usize, String) {
-    let e = errors(src);
-    assert_eq!(e.0.len(), 1, "expected one error, got: {e}");
-    (e.0[0].line, e.0[0].message.clone())
-}
 
 const ROUTE: &str = "[[routes]]\nprefix = \"/\"\nupstream = \"api\"\n";
 
