@@ -64,16 +64,8 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, (usize, String)> {
                 let mut raw = String::new();
                 let mut closed = false;
                 while let Some(&ch) = chars.get(i) {
-                    if ch == '\\' {
-                        if let Some(&next) = chars.get(i + 1) {
-                            raw.push(ch);
-                            raw.push(next);
-                            if next == '\n' {
-                                line += 1;
-                            }
-                            i += 2;
-                            continue;
-                        }
+                    if take_escape(&chars, &mut i, &mut raw, &mut line) {
+                        continue;
                     }
                     i += 1;
                     if ch == c {
@@ -108,17 +100,9 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, (usize, String)> {
                 let mut raw = String::new();
                 let mut after_dollar = false;
                 while let Some(&ch) = chars.get(i) {
-                    if ch == '\\' {
-                        if let Some(&next) = chars.get(i + 1) {
-                            raw.push(ch);
-                            raw.push(next);
-                            if next == '\n' {
-                                line += 1;
-                            }
-                            i += 2;
-                            after_dollar = false;
-                            continue;
-                        }
+                    if take_escape(&chars, &mut i, &mut raw, &mut line) {
+                        after_dollar = false;
+                        continue;
                     }
                     if ch == '{' && after_dollar {
                         raw.push(ch);
@@ -141,6 +125,22 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, (usize, String)> {
         }
     }
     Ok(out)
+}
+
+/// A backslash at `chars[i]` and the character after it, kept as written in `raw` (the word's
+/// value is unescaped afterwards, [`unescape`]); an escaped newline counts as a line. `false`
+/// (nothing consumed) when `chars[i]` is no backslash or the file ends after it.
+fn take_escape(chars: &[char], i: &mut usize, raw: &mut String, line: &mut usize) -> bool {
+    let (Some('\\'), Some(&next)) = (chars.get(*i).copied(), chars.get(*i + 1)) else {
+        return false;
+    };
+    raw.push('\\');
+    raw.push(next);
+    if next == '\n' {
+        *line += 1;
+    }
+    *i += 2;
+    true
 }
 
 /// nginx's escapes in a word's value (the copy loop at the end of `ngx_conf_read_token`).
