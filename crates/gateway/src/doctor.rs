@@ -249,23 +249,46 @@ fn rand_token() -> u64 {
 /// `GET path` with `Host: host`: the status, and whether the gateway answered (its
 /// `X-Request-Id` on its own responses).
 async fn probe(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, bool), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| "no connection within 5 s".to_owned())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "no HTTP answer".to_owned())?;
+    let text = exchange(addr, &format!("GET {path}"), host, "").await?;
+    let status = status_of(&text).ok_or_else(|| "no HTTP answer".to_owned())?;
     let head = text.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
     Ok((status, head.contains("\r\nx-request-id:")))
+}
+
+/// One HTTP/1.1 request (`request` is `METHOD path`, `extra` more header lines ending in
+/// CRLF) with `Connection: close`, and the first 64 KiB of the answer as text. Each step has
+/// 5 s; errors name the step.
+pub(crate) async fn exchange(
+    addr: SocketAddr,
+    request: &str,
+    host: &str,
+    extra: &str,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let step = Duration::from_secs(5);
+    let mut s = tokio::time::timeout(step, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "no connection within 5 s".to_owned())?
+        .map_err(|e| format!("connection refused or failed: {e}"))?;
+    let req = format!("{request} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while buf.len() < 64 * 1024 {
+        match tokio::time::timeout(step, s.read(&mut chunk)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) if buf.is_empty() => return Err(e.to_string()),
+            Err(_) if buf.is_empty() => return Err(format!("no answer to {request} within 5 s")),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The status code of an answer's status line.
+pub(crate) fn status_of(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The CA's directory answers within 10 s; the clock is within a minute of its `Date`.
@@ -413,27 +436,12 @@ async fn upstreams(r: &mut Report, cfg: &Config) {
     apps::check(r, cfg).await;
 }
 
-/// `HEAD /` over HTTP/1.1: the status and the time to the status line.
+/// `HEAD /` over HTTP/1.1: the status and the time to the answer.
 async fn head(addr: SocketAddr, host: &str) -> Result<(u16, Duration), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let start = Instant::now();
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| "no connection within 5 s".to_owned())?
-        .map_err(|e| format!("connection refused or failed: {e}"))?;
-    let req = format!("HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .map_err(|_| "no answer to HEAD / within 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&buf[..n]);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {:?}", line.lines().next().unwrap_or("")))?;
+    let text = exchange(addr, "HEAD /", host, "").await?;
+    let status = status_of(&text)
+        .ok_or_else(|| format!("not an HTTP answer: {:?}", text.lines().next().unwrap_or("")))?;
     Ok((status, start.elapsed()))
 }
 

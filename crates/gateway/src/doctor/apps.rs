@@ -12,11 +12,9 @@
 //!
 //! Other apps are reported as found, without a verdict.
 
-use super::{Level, Report};
+use super::{status_of, Level, Report};
 use gateway_config::{Config, PathMatch, Route};
 use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(super) async fn check(r: &mut Report, cfg: &Config) {
     for route in &cfg.routes {
@@ -91,10 +89,6 @@ fn verdict(r: &mut Report, route: &Route, prefix: &str, page: &str) {
     }
 }
 
-fn status_of(answer: &str) -> Option<u16> {
-    answer.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The route's path is a 404 but the app answers at `/`: its base path is not the prefix.
 fn misplaced(r: &mut Report, route: &Route, prefix: &str, path: &str, root: &str) {
     let check = format!("app {prefix}");
@@ -126,21 +120,6 @@ fn grafana_sub_url(page: &str) -> Option<String> {
 }
 
 /// `GET path` over HTTP/1.1 (redirects not followed), the first 64 KiB of the answer.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<String, ()> {
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| ())?
-        .map_err(|_| ())?;
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|_| ())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    while buf.len() < 64 * 1024 {
-        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<String, String> {
+    super::exchange(addr, &format!("GET {path}"), host, "Accept: text/html\r\n").await
 }
