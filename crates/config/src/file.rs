@@ -103,6 +103,9 @@ pub struct Listen {
     pub public_https_port: Option<Spanned<i64>>,
     /// A policy whose `allow`/`deny` guard the metrics listener.
     pub metrics_policy: Option<S>,
+    /// PROXY protocol v1/v2 expected on both public listeners.
+    pub proxy_protocol: Option<Spanned<bool>>,
+    pub proxy_protocol_timeout: Option<S>,
 }
 
 /// A listen address, or a list of them (`["0.0.0.0:443", "[::]:443"]`).
@@ -166,6 +169,8 @@ pub struct Acme {
     pub connect_timeout: Option<S>,
     pub request_timeout: Option<S>,
     pub order_timeout: Option<S>,
+    pub lease_ttl: Option<S>,
+    pub poll_interval: Option<S>,
     #[serde(default)]
     pub certificates: Vec<Spanned<AcmeCert>>,
     #[serde(default)]

@@ -50,10 +50,14 @@ impl Config {
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         let (o, n) = (self, new);
         let keepalive_sum = |c: &Config| c.upstreams.iter().map(|u| u.keepalive).sum::<usize>();
-        let fields: [(&'static str, bool); 12] = [
+        let fields: [(&'static str, bool); 13] = [
             ("listen.http", o.listen.http != n.listen.http),
             ("listen.https", o.listen.https != n.listen.https),
             ("listen.metrics", o.listen.metrics != n.listen.metrics),
+            (
+                "listen.proxy_protocol",
+                o.listen.proxy_protocol != n.listen.proxy_protocol,
+            ),
             ("server.threads", o.server.threads != n.server.threads),
             (
                 "server.work_stealing",
@@ -108,6 +112,13 @@ pub struct Listen {
     pub public_https_port: u16,
     /// The policy whose `allow`/`deny` rules guard the metrics listener (403 otherwise).
     pub metrics_policy: Option<String>,
+    /// Both public listeners expect a PROXY protocol v1 or v2 header first (a layer-4 load
+    /// balancer in front), accepted only from `forwarding.trusted_proxies`; its source
+    /// address becomes the client address (HAProxy's `accept-proxy`, nginx's
+    /// `listen ... proxy_protocol`).
+    pub proxy_protocol: bool,
+    /// The deadline for the whole PROXY header (nginx's `proxy_protocol_timeout`); default 5 s.
+    pub proxy_protocol_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +195,13 @@ pub struct Acme {
     /// Longest time one whole order may take (account, order, validation, download); a
     /// stalled order counts as a failed attempt.
     pub order_timeout: Duration,
+    /// How long a certificate's lease (the right to order it, one instance at a time across
+    /// every gateway sharing the storage) lasts without renewal; the holder renews it every
+    /// third of that. An instance that dies loses it this long after its last renewal.
+    pub lease_ttl: Duration,
+    /// How often an instance looks in the storage for a certificate another one stored
+    /// (with ±20 % jitter), and how often a waiting instance checks the lease.
+    pub poll_interval: Duration,
     /// `[acme.dns_providers.NAME]`, in file order.
     pub dns_providers: Vec<DnsProvider>,
 }

@@ -270,7 +270,14 @@ pub(crate) fn convert(
         metrics: cx.addr(&f.listen.metrics, "127.0.0.1:9100"),
         public_https_port: 0,
         metrics_policy: None,
+        proxy_protocol: f.listen.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref()),
+        proxy_protocol_timeout: Duration::ZERO,
     };
+    listen.proxy_protocol_timeout = cx.positive_duration(
+        &f.listen.proxy_protocol_timeout,
+        Duration::from_secs(5),
+        "proxy_protocol_timeout",
+    );
     // Redirects name the port clients use; by default the HTTPS listener's own.
     listen.public_https_port = cx.int(
         &f.listen.public_https_port,
@@ -339,6 +346,14 @@ pub(crate) fn convert(
     let compression = compression(&mut cx, &f.compression);
     let security_headers = security(&mut cx, &f.security);
     let forwarding = forwarding(&mut cx, &f.forwarding);
+    if let Some(pp) = f.listen.proxy_protocol.as_ref().filter(|b| *b.get_ref()) {
+        if forwarding.trusted_proxies.is_empty() {
+            cx.err::<()>(
+                pp.span().start,
+                "proxy_protocol = true needs forwarding.trusted_proxies: the PROXY header is accepted only from those addresses (the load balancer's), so with none every connection would be refused",
+            );
+        }
+    }
     let logging = logging(&mut cx, &f.logging);
     let acme = f.acme.as_ref().map(|a| acme(&mut cx, a, !listen.http.is_empty()));
     let tls = tls(&mut cx, &f.tls, acme.as_ref());

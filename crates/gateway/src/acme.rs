@@ -38,6 +38,13 @@ impl Observer for MetricsObserver {
             .with_label_values(&[certificate])
             .set(i64::from(problem.is_none()));
     }
+
+    fn lease(&self, certificate: &str, held: bool) {
+        self.0
+            .acme_lease_held
+            .with_label_values(&[certificate])
+            .set(i64::from(held));
+    }
 }
 
 /// `gateway_certificate_expiry_timestamp_seconds` of every real certificate served and
@@ -119,6 +126,7 @@ fn write_acme(out: &mut String, r: &Report) {
         let _ = writeln!(out, "  propagated: {p}");
     }
     let _ = writeln!(out, "  stored:   {}", r.path.display());
+    let _ = writeln!(out, "  lease:    {}", r.lease);
     if let Some(by) = &r.status.issued_by {
         let _ = writeln!(out, "  from:     {by}");
     }

@@ -25,8 +25,10 @@ impl Challenges {
             .remove(token);
     }
 
-    /// The body for `/.well-known/acme-challenge/<token>`, from memory or the webroot.
-    pub fn answer(&self, token: &str, webroot: Option<&Path>) -> Option<Vec<u8>> {
+    /// The body for `/.well-known/acme-challenge/<token>`: from memory (an order of this
+    /// process), from the ACME storage `shared` (an order of another instance sharing it:
+    /// `<storage>/.challenges/<token>`), or from the webroot.
+    pub fn answer(&self, token: &str, shared: Option<&Path>, webroot: Option<&Path>) -> Option<Vec<u8>> {
         // A token is base64url; anything else (a `/`, `..`) is never a file name we serve.
         if token.is_empty()
             || !token
@@ -37,6 +39,11 @@ impl Challenges {
         }
         if let Some(v) = self.tokens.read().unwrap_or_else(|p| p.into_inner()).get(token) {
             return Some(v.clone().into_bytes());
+        }
+        if let Some(b) =
+            shared.and_then(|s| std::fs::read(gateway_tls::storage::challenge_path(s, token)).ok())
+        {
+            return Some(b);
         }
         let path = webroot?.join(".well-known/acme-challenge").join(token);
         std::fs::read(path).ok()

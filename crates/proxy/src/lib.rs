@@ -17,6 +17,7 @@ pub mod metrics;
 mod next_upstream;
 pub mod policy;
 mod proxy;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod respond;
 mod server;

@@ -70,6 +70,11 @@ pub struct Metrics {
     pub acme_storage_errors: IntCounterVec,
     /// 0 while something of the certificate's ACME state could not be stored.
     pub acme_storage_writable: IntGaugeVec,
+    /// 1 on the instance that holds the certificate's lease (and so orders it).
+    pub acme_lease_held: IntGaugeVec,
+    /// Connections refused by the PROXY protocol check, by `reason` (`untrusted`,
+    /// `malformed`, `timeout`).
+    pub proxy_protocol_refused: IntCounterVec,
     pub reloads: IntCounter,
     pub reload_failures: IntCounter,
     pub last_reload_success: IntGauge,
@@ -132,6 +137,12 @@ impl Metrics {
             .expect("register"),
             open_sse: register_int_gauge!("gateway_open_sse_streams", "Open Server-Sent Events streams")
                 .expect("register"),
+            proxy_protocol_refused: register_int_counter_vec!(
+                "gateway_proxy_protocol_refused_total",
+                "Connections closed before TLS or HTTP because their PROXY protocol header was missing, malformed, late, or sent by a peer outside forwarding.trusted_proxies, by reason",
+                &["reason"]
+            )
+            .expect("register"),
             tls_handshakes: register_int_counter_vec!(
                 "gateway_tls_handshakes_total",
                 "Completed TLS handshakes by version and key exchange group",
@@ -197,6 +208,12 @@ impl Metrics {
             acme_storage_writable: register_int_gauge_vec!(
                 "gateway_acme_storage_writable",
                 "1 while the certificate's ACME state is stored, 0 while it is kept in memory only (a restart orders again)",
+                &["certificate"]
+            )
+            .expect("register"),
+            acme_lease_held: register_int_gauge_vec!(
+                "gateway_acme_lease_held",
+                "1 on the instance that holds the certificate's lease in the shared ACME storage (it orders and renews the certificate; the others serve what it stores)",
                 &["certificate"]
             )
             .expect("register"),

@@ -53,11 +53,11 @@ impl ServeHttp for Redirect {
         let host = crate::headers::request_host(req).map(str::to_owned);
         let challenge = req.uri.path().starts_with(CHALLENGE_PREFIX);
         let (status, body, location) = if let Some(token) = req.uri.path().strip_prefix(CHALLENGE_PREFIX) {
-            match self
-                .shared
-                .challenges
-                .answer(token, snap.config.server.acme_webroot.as_deref())
-            {
+            match self.shared.challenges.answer(
+                token,
+                snap.config.acme.as_ref().map(|a| a.storage.as_path()),
+                snap.config.server.acme_webroot.as_deref(),
+            ) {
                 Some(body) => (StatusCode::OK, body, None),
                 None => {
                     let format = crate::error_page::Format::of(&req.headers);

@@ -186,6 +186,11 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
                     .l4_buffer(L4BufferSettings::new(0, 1460)),
             );
         }
+        if listen.proxy_protocol {
+            https
+                .endpoints()
+                .set_pre_tls_callback(crate::proxy_protocol::ProxyProtocol::new(shared.clone(), "https"));
+        }
         server.add_service(https);
     }
 
@@ -204,6 +209,10 @@ pub fn add_services(server: &mut Server, shared: Arc<Shared>) {
             let mut socket = TcpSocketOptions::default();
             socket.ipv6_only = v6only;
             http.add_tcp_with_settings(&addr.to_string(), socket);
+        }
+        if listen.proxy_protocol {
+            http.endpoints()
+                .set_pre_tls_callback(crate::proxy_protocol::ProxyProtocol::new(shared.clone(), "http"));
         }
         server.add_service(http);
     }

@@ -3,6 +3,7 @@
 //! a self-signed stand-in for the first start, and automatic issuance over ACME.
 
 pub mod acme;
+pub mod lease;
 pub mod pem;
 pub mod storage;
 pub mod store;

@@ -369,6 +369,21 @@ pub fn write_status(storage: &Path, name: &str, st: &Status) -> std::io::Result<
     write_atomic(&cert_dir(storage, name).join("status.json"), &json, 0o644)
 }
 
+/// Where an HTTP-01 key authorization is shared with the other instances:
+/// `<storage>/.challenges/<token>` (`token` is base64url: callers check it).
+pub fn challenge_path(storage: &Path, token: &str) -> PathBuf {
+    storage.join(".challenges").join(token)
+}
+
+/// Writes the answer to `token` for every instance sharing `storage` (see [`challenge_path`]).
+pub fn write_challenge(storage: &Path, token: &str, key_authorization: &str) -> std::io::Result<()> {
+    write_atomic(
+        &challenge_path(storage, token),
+        key_authorization.as_bytes(),
+        0o644,
+    )
+}
+
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)

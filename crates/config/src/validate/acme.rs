@@ -52,6 +52,22 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acm
     let connect_timeout = timeout(cx, &a.connect_timeout, Duration::from_secs(10));
     let request_timeout = timeout(cx, &a.request_timeout, Duration::from_secs(30));
     let order_timeout = timeout(cx, &a.order_timeout, Duration::from_secs(600));
+    let lease_ttl = match &a.lease_ttl {
+        Some(s) => {
+            let d = cx.duration(&a.lease_ttl, Duration::from_secs(120));
+            if d < Duration::from_secs(1) {
+                cx.err(
+                    s.span().start,
+                    "lease_ttl must be at least 1s (the holder renews it every third of it)",
+                )
+                .unwrap_or(Duration::from_secs(120))
+            } else {
+                d
+            }
+        }
+        None => Duration::from_secs(120),
+    };
+    let poll_interval = timeout(cx, &a.poll_interval, Duration::from_secs(30));
     let dns_providers: Vec<DnsProvider> = a
         .dns_providers
         .iter()
@@ -110,6 +126,8 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acm
         connect_timeout,
         request_timeout,
         order_timeout,
+        lease_ttl,
+        poll_interval,
         dns_providers,
     }
 }

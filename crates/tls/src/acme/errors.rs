@@ -104,12 +104,6 @@ pub(super) enum IssueError {
     Credentials(#[source] serde_json::Error),
     #[error("eab_hmac_key is not base64url")]
     EabKey(#[source] base64::DecodeError),
-    /// The storage lock was held by another process for the whole order timeout.
-    #[error("timed out: another process held the storage lock of `{name}` for {waited:?}")]
-    LockTimeout {
-        name: String,
-        waited: std::time::Duration,
-    },
     /// The whole order took longer than `order_timeout`.
     #[error("timed out: the order did not finish within {0:?} (a CA or proxy that accepts connections but does not answer?)")]
     OrderTimeout(std::time::Duration),

@@ -7,13 +7,17 @@
 //! the CA's `Retry-After`), back off exponentially on failure and move to the next directory
 //! in the fallback list. Every request to the CA has a connect timeout and a deadline, and
 //! every order a deadline, so a CA that stops answering is a failure like any other. One
-//! process orders a certificate at a time (a lock file in the storage directory), and each
-//! issuance is stored as one unit (see [`crate::storage`]). The certificate being served
+//! instance orders a certificate at a time among every gateway sharing the storage: the
+//! holder of its lease ([`crate::lease`], kept by `keeper`); the others serve what it stores
+//! (looked for every `poll_interval`). Each issuance is stored as one unit (see
+//! [`crate::storage`]), and HTTP-01 answers are written to the storage too, so any
+//! instance's HTTP listener answers the CA. The certificate being served
 //! never changes on a failure; new ones are swapped into the [`CertStore`] without a restart.
 
 mod client;
 mod dns;
 mod errors;
+mod keeper;
 mod names;
 mod order;
 mod persist;
@@ -51,6 +55,10 @@ pub trait Observer: Send + Sync {
     /// After each checkpoint of the certificate's loop: `failed_writes` to the storage since
     /// the last call, and what is not stored now (`None`: everything is).
     fn storage(&self, certificate: &str, failed_writes: u64, problem: Option<&str>);
+    /// This instance took (`true`) or no longer holds (`false`) the certificate's lease.
+    fn lease(&self, certificate: &str, held: bool) {
+        let _ = (certificate, held);
+    }
 }
 
 /// What one certificate's loop works with: the `[acme]` section as it was when the loop
@@ -157,16 +165,13 @@ async fn sleep_until(at: SystemTime, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// How often a loop waiting for the storage lock tries again.
-const LOCK_POLL: Duration = Duration::from_millis(250);
-
 enum Locked {
-    Held(storage::StorageLock),
-    /// The lock file cannot be opened (unwritable storage): order without it.
+    Held,
+    /// The lease cannot be read or written (unwritable storage): order without it.
     Unavailable(String),
     Stopped,
-    /// Still taken after `order_timeout`.
-    TimedOut,
+    /// Another instance stored a certificate meanwhile, now served here.
+    Adopted,
 }
 
 impl AcmeManager {
@@ -426,6 +431,13 @@ impl AcmeManager {
         let mut issued_by = stored_status.as_ref().and_then(|s| s.issued_by.clone());
         self.seed_live(&c.name, stored_status);
         let mut health = Health::default();
+        let keeper = keeper::Keeper::start(
+            cfg.storage.clone(),
+            c.name.clone(),
+            cfg.lease_ttl,
+            cfg.poll_interval,
+            self.observer.clone(),
+        );
         'run: loop {
             let directory = dirs[dir_index % dirs.len()].clone();
             let reason = if failures == 0 {
@@ -440,15 +452,28 @@ impl AcmeManager {
                         // Meanwhile, a checkpoint every STORAGE_RETRY: what could not be
                         // stored is tried again, and a storage that stops being writable is
                         // reported before the renewal needs it.
+                        // And every `poll_interval`, a look at the storage: a certificate
+                        // another instance stored is served here within that time.
+                        let mut next_checkpoint = SystemTime::now() + persist::STORAGE_RETRY;
                         loop {
-                            let at = wake.at.min(SystemTime::now() + persist::STORAGE_RETRY);
+                            let poll = SystemTime::now() + keeper::jittered(cfg.poll_interval);
+                            let at = wake.at.min(next_checkpoint).min(poll);
                             if !sleep_until(at, &mut stop).await {
                                 break 'run;
                             }
                             if at >= wake.at {
                                 break;
                             }
-                            self.checkpoint(&job, &mut health, &directory, None, None);
+                            if self.adopt_stored(&job, u) {
+                                u = rand::rng().random();
+                                issued_by =
+                                    storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
+                                continue 'run;
+                            }
+                            if at >= next_checkpoint {
+                                self.checkpoint(&job, &mut health, &directory, None, None);
+                                next_checkpoint = SystemTime::now() + persist::STORAGE_RETRY;
+                            }
                         }
                         if !wake.renew {
                             // Fetch the renewal window again (RFC 9773 section 4.3).
@@ -468,30 +493,24 @@ impl AcmeManager {
                 }
                 "retry"
             };
-            // One orderer per certificate, across processes sharing the storage; held until
-            // the outcome is recorded, so another process that takes it next sees it all.
-            let mut lock: Option<storage::StorageLock> = None;
-            let result = 'attempt: {
-                lock = match self.lock_storage(&job, &mut stop).await {
-                    Locked::Held(held) => {
+            // One orderer per certificate across the instances sharing the storage: the
+            // holder of its lease.
+            let result = {
+                let adopted = match self.wait_lease(&job, &keeper, u, &mut stop).await {
+                    Locked::Held => {
                         health.lock = None;
-                        Some(held)
+                        false
                     }
                     Locked::Unavailable(why) => {
                         health.lock = Some(why);
                         health.fresh += 1;
-                        None
+                        false
                     }
                     Locked::Stopped => break 'run,
-                    Locked::TimedOut => {
-                        break 'attempt Err(errors::IssueError::LockTimeout {
-                            name: c.name.clone(),
-                            waited: cfg.order_timeout,
-                        })
-                    }
+                    Locked::Adopted => true,
                 };
                 // Another gateway sharing the storage may have just stored one.
-                if self.adopt_stored(&job, u) {
+                if adopted || self.adopt_stored(&job, u) {
                     // What this process could not store is older than what it adopted.
                     health.pending = None;
                     health.order_error = None;
@@ -539,36 +558,45 @@ impl AcmeManager {
                     }
                 }
             }
-            drop(lock);
         }
+        drop(keeper);
         tracing::info!(certificate = %c.name, "renewal loop stopped");
     }
 
-    /// Waits for the storage lock of the certificate, up to `order_timeout`.
-    async fn lock_storage(&self, job: &Job, stop: &mut watch::Receiver<bool>) -> Locked {
+    /// Waits until this instance holds the certificate's lease, serving meanwhile what the
+    /// holder stores (checked every `poll_interval`).
+    async fn wait_lease(
+        &self,
+        job: &Job,
+        keeper: &keeper::Keeper,
+        u: f64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Locked {
         let name = &job.cert.name;
-        let deadline = tokio::time::Instant::now() + job.acme.order_timeout;
+        let mut state = keeper.state.clone();
         let mut told = false;
         loop {
-            match storage::try_lock(&job.acme.storage, name) {
-                Ok(Some(lock)) => return Locked::Held(lock),
-                Ok(None) => {}
-                Err(e) => {
-                    let why = crate::error_chain(&e);
-                    tracing::warn!(certificate = %name, error = %why, "cannot take the storage lock; ordering without it");
-                    return Locked::Unavailable(why);
+            let now = state.borrow_and_update().clone();
+            if now.held {
+                return Locked::Held;
+            }
+            if let Some(why) = now.error {
+                tracing::warn!(certificate = %name, error = %why, "cannot take the certificate's lease; ordering without it");
+                return Locked::Unavailable(why);
+            }
+            if let Some(holder) = &now.holder {
+                if !told {
+                    tracing::info!(certificate = %name, holder = %holder.owner, "another instance holds the certificate's lease and orders it; serving what it stores");
+                    told = true;
                 }
-            }
-            if !told {
-                tracing::info!(certificate = %name, "another process is ordering this certificate (storage lock taken); waiting for it");
-                told = true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Locked::TimedOut;
+                if self.adopt_stored(job, u) {
+                    return Locked::Adopted;
+                }
             }
             tokio::select! {
                 _ = stop.changed() => return Locked::Stopped,
-                _ = tokio::time::sleep(LOCK_POLL) => {}
+                _ = state.changed() => {}
+                _ = tokio::time::sleep(keeper::jittered(job.acme.poll_interval)) => {}
             }
         }
     }
@@ -612,6 +640,9 @@ pub struct Report {
     pub refused: Vec<String>,
     /// How the names are validated: `http-01`, `tls-alpn-01`, or `dns-01 via NAME (KIND)`.
     pub challenge: String,
+    /// Who holds the certificate's lease (the instance that orders it), as
+    /// [`crate::lease::describe`] words it.
+    pub lease: String,
     /// The ACME profile ordered (`None`: the CA's default).
     pub profile: Option<String>,
 }
@@ -662,10 +693,19 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
                 path: storage::cert_dir(&cfg.storage, &c.name),
                 refused: stored.refused,
                 challenge: challenge_text(cfg, c),
+                lease: lease_text(&cfg.storage, &c.name),
                 profile: c.profile.clone(),
             }
         })
         .collect()
+}
+
+/// The lease of `name` as `gateway certs` shows it.
+pub(crate) fn lease_text(storage: &std::path::Path, name: &str) -> String {
+    match crate::lease::current(storage, name) {
+        Ok(found) => crate::lease::describe(found.as_ref().map(|(_, r)| r), crate::lease::now_ms()),
+        Err(e) => format!("unknown: {}", crate::error_chain(&e)),
+    }
 }
 
 /// A wait for a log field: seconds with millisecond precision (`1.600s`), one token.

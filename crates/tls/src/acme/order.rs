@@ -57,6 +57,9 @@ struct Published {
     /// TLS-ALPN-01 answers served from the certificate store, by name.
     store: Arc<crate::store::CertStore>,
     alpn: Vec<String>,
+    /// The ACME storage: HTTP-01 answers are written there too, so that every instance
+    /// sharing it answers the CA, whichever one the load balancer sends it to.
+    storage: std::path::PathBuf,
 }
 
 impl Published {
@@ -79,6 +82,9 @@ impl Published {
     fn publish(&mut self, token: &str, key_authorization: &str) {
         if !self.list.iter().any(|t| t == token) {
             self.tokens.publish(token, key_authorization);
+            if let Err(e) = storage::write_challenge(&self.storage, token, key_authorization) {
+                tracing::warn!(token, error = %crate::error_chain(&e), "cannot write the HTTP-01 answer to the shared storage; only this instance answers it");
+            }
             self.list.push(token.to_owned());
         }
     }
@@ -88,6 +94,7 @@ impl Drop for Published {
     fn drop(&mut self) {
         for t in &self.list {
             self.tokens.withdraw(t);
+            let _ = std::fs::remove_file(storage::challenge_path(&self.storage, t));
         }
         for n in &self.alpn {
             self.store.withdraw_alpn(n);
@@ -240,6 +247,7 @@ impl AcmeManager {
             list: Vec::new(),
             store: self.store.clone(),
             alpn: Vec::new(),
+            storage: job.acme.storage.clone(),
         };
         let mut readied: Vec<String> = Vec::new();
         let mut auth_error = None;

@@ -49,7 +49,7 @@ pub(super) struct Live {
 #[derive(Default)]
 pub(super) struct Health {
     pub(super) pending: Option<Pending>,
-    /// Why the storage lock could not be taken at the last attempt.
+    /// Why the certificate's lease could not be taken at the last attempt.
     pub(super) lock: Option<String>,
     /// Failed writes not yet reported to the observer.
     pub(super) fresh: u64,
@@ -228,7 +228,7 @@ impl AcmeManager {
             ));
         }
         if let Some(why) = &h.lock {
-            parts.push(format!("cannot take the storage lock: {why}"));
+            parts.push(format!("cannot take the certificate's lease: {why}"));
         }
         let mut st = self
             .lock_live()
@@ -306,6 +306,7 @@ impl AcmeManager {
                     path: storage::cert_dir(&cfg.storage, &c.name),
                     refused: known.map(|l| l.refused.clone()).unwrap_or_default(),
                     challenge: super::challenge_text(&cfg, c),
+                    lease: super::lease_text(&cfg.storage, &c.name),
                     profile: c.profile.clone(),
                 }
             })

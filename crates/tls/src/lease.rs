@@ -1,0 +1,354 @@
+//! The lease of a certificate: the right to order it, held by one gateway at a time among
+//! every instance sharing the storage (a directory on one machine, or on a shared volume
+//! such as NFS or Alibaba Cloud NAS). No `flock(2)`: NFS does not carry it reliably.
+//!
+//! ```text
+//! <storage>/<name>/lease/<generation, 20 digits>.json   {"owner", "since", "expires"}
+//! ```
+//!
+//! The lease is the file with the highest generation. It is taken by creating the next
+//! generation with `link(2)` from a complete temporary file: the link fails when the name
+//! exists, on NFS as locally, so of two instances racing for a free or expired lease
+//! exactly one gets it. The holder renews it by replacing its own generation's file
+//! (temporary file, rename); an instance that finds a higher generation than its own has
+//! lost it. A lease whose `expires` has passed is free; so is one released (`expires` 0),
+//! and one whose owner ran on this host under a process id that no longer exists.
+//! Times are wall-clock Unix milliseconds: instances sharing a storage need clocks within a
+//! small part of the lease's lifetime of each other (NTP).
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const DIR: &str = "lease";
+
+/// What a lease file says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The holder: `host:pid:random` ([`owner_id`]).
+    pub owner: String,
+    /// When the holder took it (Unix ms).
+    pub since: u64,
+    /// When it lapses unless renewed (Unix ms); 0 once released.
+    pub expires: u64,
+}
+
+impl Record {
+    /// Free to take at `now`: expired, released, or left by a dead process of this host.
+    pub fn is_free(&self, now: u64) -> bool {
+        self.expires <= now || owner_is_dead(&self.owner)
+    }
+}
+
+/// A lease this process holds.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub name: String,
+    generation: u64,
+    pub record: Record,
+    dir: PathBuf,
+}
+
+/// The outcome of [`acquire`].
+#[derive(Debug)]
+pub enum Acquired {
+    Held(Lease),
+    /// Another live instance holds it.
+    Taken(Record),
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// This process's owner id: `host:pid:random` (the random part tells apart two processes
+/// that share a host name and a pid, such as pid 1 in two containers).
+pub fn owner_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".into());
+        format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    })
+}
+
+/// True when `owner` ran on this host (same host name) under a pid that no longer exists,
+/// and is not this process.
+fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (Some(_), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let me = owner_id();
+    if owner == me || !me.starts_with(&format!("{host}:")) {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<i32>() else { return false };
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+fn lease_dir(storage: &Path, name: &str) -> PathBuf {
+    storage.join(name).join(DIR)
+}
+
+fn file(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("{generation:020}.json"))
+}
+
+/// Generations present, highest first.
+fn generations(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut v: Vec<u64> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json")?.parse().ok())
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(v)
+}
+
+/// The lease of `name` as stored: its generation and record (`None`: never taken).
+pub fn current(storage: &Path, name: &str) -> std::io::Result<Option<(u64, Record)>> {
+    let dir = lease_dir(storage, name);
+    for generation in generations(&dir)? {
+        match std::fs::read(file(&dir, generation)) {
+            Ok(b) => {
+                let record = serde_json::from_slice(&b).map_err(std::io::Error::other)?;
+                return Ok(Some((generation, record)));
+            }
+            // Pruned by the new holder meanwhile: the next one down is older still, so
+            // read the list again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return current(storage, name),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+fn temp_file(dir: &Path, record: &Record) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec(record).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    Ok(tmp)
+}
+
+/// Takes the lease of `name` for `ttl` if it is free, or renews it if this process holds it.
+pub fn acquire(storage: &Path, name: &str, ttl: Duration) -> std::io::Result<Acquired> {
+    let dir = lease_dir(storage, name);
+    let now = now_ms();
+    let me = owner_id();
+    let found = current(storage, name)?;
+    if let Some((generation, record)) = &found {
+        if record.owner == me && record.expires > now {
+            let mut lease = Lease {
+                name: name.to_owned(),
+                generation: *generation,
+                record: record.clone(),
+                dir,
+            };
+            return if renew(&mut lease, ttl)? {
+                Ok(Acquired::Held(lease))
+            } else {
+                Ok(Acquired::Taken(
+                    current(storage, name)?.map(|(_, r)| r).unwrap_or(lease.record),
+                ))
+            };
+        }
+        if !record.is_free(now) {
+            return Ok(Acquired::Taken(record.clone()));
+        }
+    }
+    let generation = found.as_ref().map_or(1, |(g, _)| g + 1);
+    let record = Record {
+        owner: me.to_owned(),
+        since: now,
+        expires: now + ttl.as_millis() as u64,
+    };
+    let tmp = temp_file(&dir, &record)?;
+    let linked = std::fs::hard_link(&tmp, file(&dir, generation));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            // Older generations are history now.
+            for g in generations(&dir)?.into_iter().filter(|g| *g < generation) {
+                let _ = std::fs::remove_file(file(&dir, g));
+            }
+            Ok(Acquired::Held(Lease {
+                name: name.to_owned(),
+                generation,
+                record,
+                dir,
+            }))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let holder = current(storage, name)?.map(|(_, r)| r);
+            Ok(Acquired::Taken(holder.unwrap_or(record)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Extends `lease` to `ttl` from now; `false` when it was lost (a higher generation exists:
+/// another instance took it after it lapsed).
+pub fn renew(lease: &mut Lease, ttl: Duration) -> std::io::Result<bool> {
+    if generations(&lease.dir)?.first() != Some(&lease.generation) {
+        return Ok(false);
+    }
+    let record = Record {
+        expires: now_ms() + ttl.as_millis() as u64,
+        ..lease.record.clone()
+    };
+    write_own(lease, &record)?;
+    lease.record = record;
+    Ok(true)
+}
+
+/// Gives the lease up (the next instance need not wait for it to lapse).
+pub fn release(lease: &Lease) -> std::io::Result<()> {
+    if generations(&lease.dir)?.first() != Some(&lease.generation) {
+        return Ok(());
+    }
+    let record = Record {
+        expires: 0,
+        ..lease.record.clone()
+    };
+    write_own(lease, &record)
+}
+
+fn write_own(lease: &Lease, record: &Record) -> std::io::Result<()> {
+    let tmp = temp_file(&lease.dir, record)?;
+    let target = file(&lease.dir, lease.generation);
+    let r = std::fs::rename(&tmp, &target);
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// How `gateway certs` words a lease.
+pub fn describe(record: Option<&Record>, now: u64) -> String {
+    let at = |ms: u64| crate::storage::rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
+    match record {
+        None => "free (never taken)".into(),
+        Some(r) if r.expires == 0 => format!("free (released by {})", r.owner),
+        Some(r) if r.is_free(now) => format!("free (lapsed at {}, last held by {})", at(r.expires), r.owner),
+        Some(r) => {
+            let mine = if r.owner == owner_id() {
+                " (this process)"
+            } else {
+                ""
+            };
+            format!(
+                "held by {}{mine} since {}, until {}",
+                r.owner,
+                at(r.since),
+                at(r.expires)
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(storage: &Path, owner: &str, expires: u64) {
+        let dir = lease_dir(storage, "main");
+        std::fs::create_dir_all(&dir).unwrap();
+        let g = generations(&dir).unwrap().first().copied().unwrap_or(0) + 1;
+        let r = Record {
+            owner: owner.into(),
+            since: 1,
+            expires,
+        };
+        std::fs::write(file(&dir, g), serde_json::to_vec(&r).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn one_holder_then_renewal_release_and_takeover() {
+        let d = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        let Acquired::Held(mut lease) = acquire(d.path(), "main", ttl).unwrap() else {
+            panic!("a free lease is taken")
+        };
+        // Held by us: acquiring again renews.
+        assert!(matches!(
+            acquire(d.path(), "main", ttl).unwrap(),
+            Acquired::Held(_)
+        ));
+        assert!(renew(&mut lease, ttl).unwrap());
+        release(&lease).unwrap();
+        let (_, r) = current(d.path(), "main").unwrap().unwrap();
+        assert_eq!(r.expires, 0);
+        assert!(describe(Some(&r), now_ms()).starts_with("free (released by"));
+        // Another live instance holds it: taken.
+        fake(d.path(), "elsewhere:1:0", now_ms() + 60_000);
+        match acquire(d.path(), "main", ttl).unwrap() {
+            Acquired::Taken(r) => assert_eq!(r.owner, "elsewhere:1:0"),
+            other => panic!("{other:?}"),
+        }
+        // Our old lease was superseded: renewing it says so.
+        assert!(!renew(&mut lease, ttl).unwrap());
+        // Once it lapses, it is ours, and the older generations are pruned.
+        fake(d.path(), "elsewhere:1:0", now_ms() - 1);
+        let Acquired::Held(l) = acquire(d.path(), "main", ttl).unwrap() else {
+            panic!("a lapsed lease is taken over")
+        };
+        assert_eq!(
+            generations(&lease_dir(d.path(), "main")).unwrap(),
+            vec![l.generation]
+        );
+    }
+
+    #[test]
+    fn racing_instances_get_one_lease() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = lease_dir(d.path(), "main");
+        // Two takers of generation 1: the second link fails.
+        let r = Record {
+            owner: "x:1:0".into(),
+            since: 0,
+            expires: u64::MAX,
+        };
+        let t1 = temp_file(&dir, &r).unwrap();
+        let t2 = temp_file(&dir, &r).unwrap();
+        assert!(std::fs::hard_link(&t1, file(&dir, 1)).is_ok());
+        let e = std::fs::hard_link(&t2, file(&dir, 1)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn a_dead_process_of_this_host_frees_its_lease() {
+        let d = tempfile::tempdir().unwrap();
+        let host = owner_id().split(':').next().unwrap().to_owned();
+        // A pid that does not exist (above the kernel's pid_max).
+        fake(d.path(), &format!("{host}:99999999:0"), now_ms() + 60_000);
+        assert!(matches!(
+            acquire(d.path(), "main", Duration::from_secs(5)).unwrap(),
+            Acquired::Held(_)
+        ));
+    }
+}
