@@ -39,6 +39,10 @@ impl Observer for MetricsObserver {
             .set(i64::from(problem.is_none()));
     }
 
+    fn lease_error(&self, certificate: &str) {
+        self.0.acme_storage_errors.with_label_values(&[certificate]).inc();
+    }
+
     fn lease(&self, certificate: &str, held: bool) {
         self.0
             .acme_lease_held

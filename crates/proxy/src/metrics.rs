@@ -201,7 +201,7 @@ impl Metrics {
             .expect("register"),
             acme_storage_errors: register_int_counter_vec!(
                 "gateway_acme_storage_errors_total",
-                "Failed writes to the ACME storage (account, certificate, status.json, lock)",
+                "Failed reads and writes of the ACME storage (account, certificate, status.json, lease)",
                 &["certificate"]
             )
             .expect("register"),

@@ -51,6 +51,8 @@ impl Keeper {
         let keeper_observer = observer.clone();
         let task = tokio::spawn(async move {
             let mut was_held = false;
+            let mut first = true;
+            let mut failing = false;
             loop {
                 let (state, wait) = match lease::acquire(&storage, &name, ttl) {
                     Ok(Acquired::Held(l)) => {
@@ -85,6 +87,10 @@ impl Keeper {
                     Err(e) => {
                         *held.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         let why = crate::error_chain(&e);
+                        observer.lease_error(&name);
+                        if !failing {
+                            tracing::error!(certificate = %name, error = %why, retry_every = %humantime::format_duration(poll), "cannot read or write the certificate's lease in the ACME storage: serving the certificate it has, retrying");
+                        }
                         (
                             LeaseState {
                                 held: false,
@@ -95,9 +101,14 @@ impl Keeper {
                         )
                     }
                 };
-                if state.held != was_held || tx.borrow().error.is_some() != state.error.is_some() {
+                if failing && state.error.is_none() {
+                    tracing::info!(certificate = %name, "the certificate's lease in the ACME storage can be read and written again");
+                }
+                failing = state.error.is_some();
+                if first || state.held != was_held {
                     observer.lease(&name, state.held);
                 }
+                first = false;
                 was_held = state.held;
                 tx.send_replace(state);
                 tokio::time::sleep(wait).await;

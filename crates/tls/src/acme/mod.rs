@@ -59,6 +59,10 @@ pub trait Observer: Send + Sync {
     fn lease(&self, certificate: &str, held: bool) {
         let _ = (certificate, held);
     }
+    /// The lease could not be read or written (counted with the storage's failed writes).
+    fn lease_error(&self, certificate: &str) {
+        let _ = certificate;
+    }
 }
 
 /// What one certificate's loop works with: the `[acme]` section as it was when the loop

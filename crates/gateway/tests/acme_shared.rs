@@ -1,0 +1,251 @@
+//! Several gateways on one ACME storage directory (a shared volume), against Pebble: one
+//! order per certificate across three instances, all three serve it within the poll
+//! interval, and Pebble's HTTP-01 validation is answered by an instance that did not order
+//! (a relay on Pebble's validation port sends each request to a non-holder of the lease);
+//! the lease holder SIGKILLed in the middle of its order, another instance takes over and
+//! the certificate is issued without a torn pair; a storage that becomes unreachable: every
+//! instance keeps serving, retries and says so.
+
+mod harness;
+
+use harness::acme::{lines_with, pair_matches, verified, wait_issued_for, Setup, NAMES};
+use harness::scrape::scrape;
+use harness::{poll_until, Gateway};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The shared config with its own HTTP port per instance, a short lease and poll.
+fn shared_config(acme: &Setup) -> String {
+    let cfg = acme
+        .config()
+        .replace(
+            &format!("http = \"127.0.0.1:{}\"", acme.pebble.http_port),
+            "http = \"{HTTP}\"",
+        )
+        .replace(
+            "retry_max = \"2s\"\n",
+            "retry_max = \"2s\"\nlease_ttl = \"3s\"\npoll_interval = \"300ms\"\n",
+        );
+    assert!(cfg.contains("lease_ttl"), "{cfg}");
+    cfg
+}
+
+/// The pid in the owner id (`host:pid:random`) of the lease of `main` as stored.
+fn holder_pid(storage: &Path) -> Option<i32> {
+    let dir = storage.join("main/lease");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(files.last()?).ok()?).ok()?;
+    if record["expires"].as_u64()? == 0 {
+        return None;
+    }
+    record["owner"].as_str()?.rsplit(':').nth(1)?.parse().ok()
+}
+
+/// Where the relay sent each validation request: (lease holder's pid, pid answering).
+type Relayed = Arc<Mutex<Vec<(i32, i32)>>>;
+
+/// Pebble's validation port: each connection goes to the HTTP listener of an instance other
+/// than the lease holder (the holder itself only when no other one accepts). While `hold`
+/// is set, connections wait before being relayed (an order kept in the middle).
+struct Relay {
+    relayed: Relayed,
+    hold: Arc<AtomicBool>,
+    /// Connections accepted from Pebble (relayed or held).
+    accepted: Arc<AtomicUsize>,
+}
+
+async fn relay(port: u16, storage: std::path::PathBuf, http_by_pid: HashMap<i32, SocketAddr>) -> Relay {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let relayed: Relayed = Arc::default();
+    let hold = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (log, held, count) = (relayed.clone(), hold.clone(), accepted.clone());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let Some(holder) = holder_pid(&storage) else {
+                continue;
+            };
+            let mut candidates: Vec<(i32, SocketAddr)> = http_by_pid.iter().map(|(p, a)| (*p, *a)).collect();
+            candidates.sort_by_key(|(p, _)| *p == holder);
+            let (log, held) = (log.clone(), held.clone());
+            tokio::spawn(async move {
+                while held.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                for (pid, addr) in candidates {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(addr).await {
+                        log.lock().unwrap().push((holder, pid));
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Relay {
+        relayed,
+        hold,
+        accepted,
+    }
+}
+
+fn orders(acme: &Setup) -> usize {
+    acme.pebble.log().matches("Added order").count()
+}
+
+#[tokio::test]
+async fn pebble_three_gateways_order_once_and_a_non_holder_answers_the_validation() {
+    let acme = Setup::start(&[]).await;
+    let cfg = shared_config(&acme);
+    let (a, b, c) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg), Gateway::start(&cfg));
+    let gws = [a, b, c];
+    let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
+    let relayed = relay(acme.pebble.http_port, acme.storage.path().to_owned(), http_by_pid).await;
+    // Every instance serves the issued chain (the non-holders within the poll interval).
+    let mut root = String::new();
+    for gw in &gws {
+        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
+    }
+    for gw in &gws {
+        for name in NAMES {
+            if let Err(e) = verified(gw.https, name, &root).await {
+                panic!("instance {} does not serve {name}: {e}", gw.pid());
+            }
+        }
+    }
+    assert_eq!(
+        orders(&acme),
+        1,
+        "one order across the three:\n{}",
+        acme.pebble.log()
+    );
+    let logs: Vec<String> = gws.iter().map(|g| g.stderr()).collect();
+    let issued: usize = logs
+        .iter()
+        .map(|l| lines_with(l, &["certificate issued and now served"]).len())
+        .sum();
+    assert_eq!(issued, 1, "{logs:#?}");
+    // The CA's requests were answered by instances that did not order.
+    let seen = relayed.relayed.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "Pebble validated through the relay");
+    assert!(seen.iter().all(|(holder, pid)| holder != pid), "{seen:?}");
+    // The holder is visible: `gateway certs` on each instance, and the gauge on one.
+    let holder = holder_pid(acme.storage.path()).expect("the holder keeps its lease");
+    let mut held = 0.0;
+    for gw in &gws {
+        let listing = harness::gateway::text(
+            &harness::gateway::cli(gw, &["certs", "--config", gw.config.to_str().unwrap()]).await,
+        );
+        assert!(
+            listing.contains(&format!(":{holder}:")) && listing.contains("lease:    held by"),
+            "{listing}"
+        );
+        let value = scrape(gw.metrics)
+            .await
+            .value("gateway_acme_lease_held", &[("certificate", "main")]);
+        assert_eq!(value == 1.0, gw.pid() == holder, "instance {}: {value}", gw.pid());
+        held += value;
+    }
+    assert_eq!(held, 1.0);
+}
+
+#[tokio::test]
+async fn pebble_the_lease_holder_killed_mid_order_is_replaced_and_the_certificate_issued() {
+    let acme = Setup::start(&[]).await;
+    let cfg = shared_config(&acme);
+    let (a, b) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg));
+    let mut gws = [a, b];
+    let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
+    let storage = acme.storage.path().to_owned();
+    let relay = relay(acme.pebble.http_port, storage.clone(), http_by_pid).await;
+    // Pebble's validation request is held at the relay: the holder's order is pending when
+    // the holder is killed.
+    relay.hold.store(true, Ordering::SeqCst);
+    poll_until(
+        Duration::from_secs(30),
+        "Pebble validating the first order",
+        || {
+            let asked = relay.accepted.load(Ordering::SeqCst);
+            async move { (asked >= 1).then_some(()) }
+        },
+    )
+    .await;
+    let first = holder_pid(&storage).expect("a holder");
+    let victim = gws.iter().position(|g| g.pid() == first).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = gws[victim].take_child().map(|mut c| c.wait());
+    assert!(
+        lines_with(&gws[victim].stderr(), &["certificate issued and now served"]).is_empty(),
+        "killed before its order finished"
+    );
+    relay.hold.store(false, Ordering::SeqCst);
+    let survivor = &gws[1 - victim];
+    wait_issued_for(survivor.https, &acme.pebble, &NAMES).await;
+    assert_eq!(
+        holder_pid(&storage),
+        Some(survivor.pid()),
+        "the survivor took the lease"
+    );
+    assert!(
+        !lines_with(&survivor.stderr(), &["took the certificate's lease"]).is_empty(),
+        "{}",
+        survivor.stderr()
+    );
+    // One matching pair on disk, the one served; no debris of the killed order.
+    assert!(pair_matches(&storage.join("main")));
+    assert!(orders(&acme) >= 2, "the survivor placed an order of its own");
+}
+
+#[tokio::test]
+async fn pebble_an_unreachable_storage_keeps_every_instance_serving_and_reported() {
+    let acme = Setup::start(&[]).await;
+    let cfg = shared_config(&acme);
+    let (a, b) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg));
+    let gws = [a, b];
+    let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
+    let storage = acme.storage.path().to_owned();
+    let _relayed = relay(acme.pebble.http_port, storage.clone(), http_by_pid).await;
+    let mut root = String::new();
+    for gw in &gws {
+        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
+    }
+    // The volume goes away: a file where the certificate's directory was.
+    let moved = storage.with_extension("moved");
+    std::fs::rename(storage.join("main"), &moved).unwrap();
+    std::fs::write(storage.join("main"), "not a directory").unwrap();
+    for gw in &gws {
+        gw.wait_log(Duration::from_secs(20), "the lease error", |l| {
+            l.contains("cannot read or write the certificate's lease")
+        })
+        .await;
+        poll_until(Duration::from_secs(20), "storage errors counted", || async {
+            let n = scrape(gw.metrics)
+                .await
+                .value("gateway_acme_storage_errors_total", &[("certificate", "main")]);
+            (n >= 2.0).then_some(())
+        })
+        .await;
+        for name in NAMES {
+            if let Err(e) = verified(gw.https, name, &root).await {
+                panic!("instance {} stopped serving {name}: {e}", gw.pid());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(storage.join("main"));
+    let _ = std::fs::remove_dir_all(&moved);
+}
