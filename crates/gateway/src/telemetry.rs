@@ -102,9 +102,17 @@ impl log::Log for CountingLogger {
         }
         if record.level() <= log::Level::Warn
             && record.target().starts_with("pingora_core::services::listening")
-            && record.args().to_string().contains("handshake")
         {
-            self.handshake_failures.inc();
+            let message = record.args().to_string();
+            // A connection refused by the PROXY protocol check reaches Pingora as a failed
+            // handshake; the gateway already logged and counted it once, with its reason
+            // (crates/proxy/src/proxy_protocol.rs).
+            if message.contains("PROXY protocol") {
+                return;
+            }
+            if message.contains("handshake") {
+                self.handshake_failures.inc();
+            }
         }
         // Pingora logs a pooled upstream connection lost to a race in its pool ("failed to
         // acquire reusable stream") as an error; a new connection is opened and nothing

@@ -87,12 +87,20 @@ pub fn parse(bytes: &[u8]) -> Result<Source, String> {
     })
 }
 
+/// The text of a connection closed before its first byte: a load balancer's TCP health check
+/// (connect, then close), not worth a log line.
+pub const CLOSED_BEFORE_HEADER: &str = "closed before sending anything";
+
 /// Reads exactly one header from `stream` (see the module comment); the bytes that follow
 /// it are left unread.
 pub async fn read_header<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; 16];
     let eof = |e: std::io::Error| format!("the connection ended inside the header ({e})");
-    stream.read_exact(&mut buf[..12]).await.map_err(eof)?;
+    let first = stream.read(&mut buf[..12]).await.map_err(eof)?;
+    if first == 0 {
+        return Err(CLOSED_BEFORE_HEADER.into());
+    }
+    stream.read_exact(&mut buf[first..12]).await.map_err(eof)?;
     if buf[..12] == V2_SIGNATURE {
         stream.read_exact(&mut buf[12..16]).await.map_err(eof)?;
         let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
@@ -190,6 +198,13 @@ impl PreTlsProcess for ProxyProtocol {
                 );
                 return Err(self.refuse(Refusal::Timeout, peer, &why));
             }
+            Ok(Err(why)) if why == CLOSED_BEFORE_HEADER => {
+                tracing::debug!(listener = self.listener, peer = %real, "PROXY protocol: {why}");
+                return Err(pingora_core::Error::explain(
+                    pingora_core::ErrorType::AcceptError,
+                    "PROXY protocol: a health check",
+                ));
+            }
             Ok(Err(why)) => return Err(self.refuse(Refusal::Malformed, peer, &why)),
             Ok(Ok(h)) => h,
         };
@@ -262,6 +277,34 @@ mod tests {
         .build()
         .unwrap();
         assert_eq!(parse(&local).unwrap(), None, "LOCAL keeps the peer's address");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_at_once_is_a_health_check_and_one_byte_at_a_time_is_read() {
+        let (h, _) = read(b"").await;
+        assert_eq!(h.unwrap_err(), CLOSED_BEFORE_HEADER);
+        // A header that arrives one byte per read is read whole.
+        let mut slow = tokio_test_slow(b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\nGET");
+        let h = read_header(&mut slow).await.unwrap();
+        assert_eq!(parse(&h).unwrap(), Some("203.0.113.7:51000".parse().unwrap()));
+    }
+
+    /// A reader that returns one byte per read.
+    fn tokio_test_slow(bytes: &[u8]) -> impl tokio::io::AsyncRead + Unpin {
+        struct OneByte(std::collections::VecDeque<u8>);
+        impl tokio::io::AsyncRead for OneByte {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                if let Some(b) = self.0.pop_front() {
+                    buf.put_slice(&[b]);
+                }
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        OneByte(bytes.iter().copied().collect())
     }
 
     #[tokio::test]
