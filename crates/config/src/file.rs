@@ -170,6 +170,7 @@ pub struct Acme {
     pub request_timeout: Option<S>,
     pub order_timeout: Option<S>,
     pub lease_ttl: Option<S>,
+    pub local_storage: Option<S>,
     pub poll_interval: Option<S>,
     #[serde(default)]
     pub certificates: Vec<Spanned<AcmeCert>>,

@@ -179,7 +179,12 @@ pub struct Acme {
     pub directory: String,
     pub fallback_directories: Vec<String>,
     pub email: Option<String>,
+    /// The directory the certificates are kept in: `storage`, or with an `s3://` storage
+    /// this instance's own copy (`local_storage`).
     pub storage: PathBuf,
+    /// `s3://bucket/prefix` when `storage` names object storage (OSS, S3, MinIO): the
+    /// shared state (certificates, leases, HTTP-01 answers); `None` for a directory.
+    pub object_storage: Option<String>,
     pub ca_root: Option<PathBuf>,
     pub https_proxy: Option<String>,
     pub eab: Option<(String, String)>,

@@ -10,12 +10,11 @@ mod harness;
 
 use harness::acme::{lines_with, pair_matches, verified, wait_issued_for, Setup, NAMES};
 use harness::scrape::scrape;
+use harness::several::{holder_pid, relay, LeaseAt};
 use harness::{poll_until, Gateway};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// The shared config with its own HTTP port per instance, a short lease and poll.
@@ -34,72 +33,6 @@ fn shared_config(acme: &Setup) -> String {
     cfg
 }
 
-/// The pid in the owner id (`host:pid:random`) of the lease of `main` as stored.
-fn holder_pid(storage: &Path) -> Option<i32> {
-    let dir = storage.join("main/lease");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(files.last()?).ok()?).ok()?;
-    if record["expires"].as_u64()? == 0 {
-        return None;
-    }
-    record["owner"].as_str()?.rsplit(':').nth(1)?.parse().ok()
-}
-
-/// Where the relay sent each validation request: (lease holder's pid, pid answering).
-type Relayed = Arc<Mutex<Vec<(i32, i32)>>>;
-
-/// Pebble's validation port: each connection goes to the HTTP listener of an instance other
-/// than the lease holder (the holder itself only when no other one accepts). While `hold`
-/// is set, connections wait before being relayed (an order kept in the middle).
-struct Relay {
-    relayed: Relayed,
-    hold: Arc<AtomicBool>,
-    /// Connections accepted from Pebble (relayed or held).
-    accepted: Arc<AtomicUsize>,
-}
-
-async fn relay(port: u16, storage: std::path::PathBuf, http_by_pid: HashMap<i32, SocketAddr>) -> Relay {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let relayed: Relayed = Arc::default();
-    let hold = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (log, held, count) = (relayed.clone(), hold.clone(), accepted.clone());
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let Some(holder) = holder_pid(&storage) else {
-                continue;
-            };
-            let mut candidates: Vec<(i32, SocketAddr)> = http_by_pid.iter().map(|(p, a)| (*p, *a)).collect();
-            candidates.sort_by_key(|(p, _)| *p == holder);
-            let (log, held) = (log.clone(), held.clone());
-            tokio::spawn(async move {
-                while held.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                for (pid, addr) in candidates {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(addr).await {
-                        log.lock().unwrap().push((holder, pid));
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    Relay {
-        relayed,
-        hold,
-        accepted,
-    }
-}
-
 fn orders(acme: &Setup) -> usize {
     acme.pebble.log().matches("Added order").count()
 }
@@ -111,7 +44,12 @@ async fn pebble_three_gateways_order_once_and_a_non_holder_answers_the_validatio
     let (a, b, c) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg), Gateway::start(&cfg));
     let gws = [a, b, c];
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
-    let relayed = relay(acme.pebble.http_port, acme.storage.path().to_owned(), http_by_pid).await;
+    let relayed = relay(
+        acme.pebble.http_port,
+        LeaseAt::Dir(acme.storage.path().to_owned()),
+        http_by_pid,
+    )
+    .await;
     // Every instance serves the issued chain (the non-holders within the poll interval).
     let mut root = String::new();
     for gw in &gws {
@@ -168,7 +106,7 @@ async fn pebble_the_lease_holder_killed_mid_order_is_replaced_and_the_certificat
     let mut gws = [a, b];
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
     let storage = acme.storage.path().to_owned();
-    let relay = relay(acme.pebble.http_port, storage.clone(), http_by_pid).await;
+    let relay = relay(acme.pebble.http_port, LeaseAt::Dir(storage.clone()), http_by_pid).await;
     // Pebble's validation request is held at the relay: the holder's order is pending when
     // the holder is killed.
     relay.hold.store(true, Ordering::SeqCst);
@@ -219,7 +157,7 @@ async fn pebble_an_unreachable_storage_keeps_every_instance_serving_and_reported
     let gws = [a, b];
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
     let storage = acme.storage.path().to_owned();
-    let _relayed = relay(acme.pebble.http_port, storage.clone(), http_by_pid).await;
+    let _relayed = relay(acme.pebble.http_port, LeaseAt::Dir(storage.clone()), http_by_pid).await;
     let mut root = String::new();
     for gw in &gws {
         root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;

@@ -46,7 +46,7 @@ fn toml_value(text: &str, section: &str, key: &str) -> Option<String> {
             continue;
         }
         if line.starts_with('[') {
-            current = line.trim_matches(|c| c == '[' || c == ']').to_owned();
+            current = line.trim_matches(['[', ']']).to_owned();
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
@@ -244,7 +244,10 @@ fn the_compose_example_runs_two_instances_of_the_image_with_one_read_only_config
         .expect("docker-compose.prod.yml names the gateway's image");
     let config = config_path(&c.image, None);
     let (config_dir, config_file) = config.rsplit_once('/').unwrap();
-    assert!(c.doc["volumes"].is_null(), "no named volume: the storage is a bucket");
+    assert!(
+        c.doc["volumes"].is_null(),
+        "no named volume: the storage is a bucket"
+    );
     assert!(
         toml_required(&c.proxy_toml, "proxy.toml", "acme", "storage").starts_with("s3://"),
         "the example stores in a bucket, so that no volume is shared"
@@ -267,7 +270,10 @@ fn the_compose_example_runs_two_instances_of_the_image_with_one_read_only_config
             Some(format!("{}:{}", c.image.uid, c.image.gid).as_str()),
             "{name}: the image's user"
         );
-        assert!(svc["container_name"].is_null(), "{name}: two instances, two names");
+        assert!(
+            svc["container_name"].is_null(),
+            "{name}: two instances, two names"
+        );
         let ms = mounts(svc);
         for m in &ms {
             assert!(
@@ -283,7 +289,11 @@ fn the_compose_example_runs_two_instances_of_the_image_with_one_read_only_config
             .unwrap_or_else(|| panic!("{name}: nothing is mounted at {config_dir}"));
         assert!(m.read_only, "{name}: the configuration is read-only: {m:?}");
         let source = repo_path(COMPOSE_DIR).join(&m.source);
-        let file = if m.target == config { source } else { source.join(config_file) };
+        let file = if m.target == config {
+            source
+        } else {
+            source.join(config_file)
+        };
         assert_eq!(
             std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{name}: {}: {e}", file.display())),
             c.proxy_toml,
@@ -304,7 +314,7 @@ fn the_compose_example_runs_two_instances_of_the_image_with_one_read_only_config
         let files = strings(&svc["env_file"]);
         for f in &files {
             assert!(
-                Path::new(&repo_path(COMPOSE_DIR)).join(format!("{f}.example")).exists(),
+                repo_path(COMPOSE_DIR).join(format!("{f}.example")).exists(),
                 "{name}: env_file {f} has a {f}.example to copy"
             );
         }
@@ -322,13 +332,21 @@ fn the_compose_example_runs_two_instances_of_the_image_with_one_read_only_config
     let (_, svc) = &services[0];
     let env = c.container_env(svc);
     for var in required_vars(&c.proxy_toml) {
-        assert!(env.contains_key(&var), "proxy.toml reads ${{{var}}}, which the container lacks");
+        assert!(
+            env.contains_key(&var),
+            "proxy.toml reads ${{{var}}}, which the container lacks"
+        );
     }
     for f in &env_files[0] {
         let example = repo(&format!("{COMPOSE_DIR}/{f}.example"));
         all_read(env_file(&example).into_iter().map(|(k, _)| k), &c.proxy_toml, f);
     }
-    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL"] {
+    for key in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
+    ] {
         assert!(env.contains_key(key), "the container gets {key}");
     }
 }
@@ -417,7 +435,11 @@ impl Manifests {
     }
 
     fn ports(&self) -> Vec<&Value> {
-        self.container()["ports"].as_sequence().into_iter().flatten().collect()
+        self.container()["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// What the pod's process gets: the image's ENV, the Secret (envFrom), the container's
@@ -451,10 +473,19 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
         .as_mapping()
         .expect("the Secret's values are in stringData");
     for (k, v) in data {
-        assert!(v.is_string(), "stringData {}: a string (quoted in YAML)", yaml_text(k));
+        assert!(
+            v.is_string(),
+            "stringData {}: a string (quoted in YAML)",
+            yaml_text(k)
+        );
     }
     let keys: BTreeSet<String> = data.keys().map(yaml_text).collect();
-    for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"] {
+    for key in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+    ] {
         assert!(keys.contains(key), "the Secret has {key}: {keys:?}");
     }
     let secret_name = m.secret["metadata"]["name"].as_str().unwrap();
@@ -464,7 +495,11 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
         .flatten()
         .filter_map(|e| e["secretRef"]["name"].as_str())
         .collect();
-    assert_eq!(env_from, [secret_name], "the container's environment comes from the Secret");
+    assert_eq!(
+        env_from,
+        [secret_name],
+        "the container's environment comes from the Secret"
+    );
 
     // The selector selects the pods.
     let labels = &ds["spec"]["template"]["metadata"]["labels"];
@@ -472,7 +507,11 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
         .as_mapping()
         .expect("the DaemonSet has matchLabels");
     for (k, v) in selector {
-        assert_eq!(&labels[yaml_text(k).as_str()], v, "the pods carry the selector's labels");
+        assert_eq!(
+            &labels[yaml_text(k).as_str()],
+            v,
+            "the pods carry the selector's labels"
+        );
     }
 
     // The ConfigMap where the image reads proxy.toml: the whole directory (a subPath mount
@@ -487,7 +526,10 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
         .flatten()
         .find(|v| v["configMap"]["name"].as_str() == Some(cm_name))
         .expect("a volume of the ConfigMap");
-    assert!(volume["configMap"]["items"].is_null(), "every key, under its own name");
+    assert!(
+        volume["configMap"]["items"].is_null(),
+        "every key, under its own name"
+    );
     let volume_name = volume["name"].as_str().unwrap();
     let mount = c["volumeMounts"]
         .as_sequence()
@@ -495,7 +537,10 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
         .flatten()
         .find(|v| v["name"].as_str() == Some(volume_name))
         .expect("the ConfigMap's volume is mounted");
-    assert!(mount["subPath"].is_null(), "the directory is mounted, not a subPath");
+    assert!(
+        mount["subPath"].is_null(),
+        "the directory is mounted, not a subPath"
+    );
     assert_eq!(mount["readOnly"].as_bool(), Some(true), "read-only");
     let mount_path = mount["mountPath"].as_str().unwrap().trim_end_matches('/');
     let (config_dir, config_file) = config.rsplit_once('/').unwrap();
@@ -546,7 +591,11 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
     for probe in ["readinessProbe", "livenessProbe"] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some("/healthz"), "{probe}");
-        assert_eq!(m.port_named(&get["port"]), metrics, "{probe} on the metrics listener");
+        assert_eq!(
+            m.port_named(&get["port"]),
+            metrics,
+            "{probe} on the metrics listener"
+        );
     }
 
     // The image's user; a capability only for a port below 1024.
@@ -555,7 +604,10 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
     assert_eq!(m.security("runAsNonRoot").as_bool(), Some(true));
     let caps = &c["securityContext"]["capabilities"];
     let added = strings(&caps["add"]);
-    let privileged = m.ports().iter().any(|p| p["containerPort"].as_u64().is_some_and(|n| n < 1024));
+    let privileged = m
+        .ports()
+        .iter()
+        .any(|p| p["containerPort"].as_u64().is_some_and(|n| n < 1024));
     if privileged {
         // The binary's file capability: kept in the bounding set, and not disabled by
         // no_new_privs.
@@ -569,7 +621,10 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
             "no_new_privs would disable the binary's cap_net_bind_service"
         );
     } else {
-        assert!(added.is_empty(), "no listener below 1024, no capability: {added:?}");
+        assert!(
+            added.is_empty(),
+            "no listener below 1024, no capability: {added:?}"
+        );
     }
 
     // Resources requested; SIGKILL after the gateway's grace period.
@@ -578,13 +633,19 @@ fn the_kubernetes_manifests_fit_together_and_fit_the_image() {
     }
     let grace = seconds(&toml_required(&toml, "ConfigMap", "server", "grace_period"));
     let kill = m.pod()["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
-    assert!(kill > grace, "the kubelet's SIGKILL ({kill} s) after grace_period ({grace} s)");
+    assert!(
+        kill > grace,
+        "the kubelet's SIGKILL ({kill} s) after grace_period ({grace} s)"
+    );
 
     // The pod's environment provides every variable the ConfigMap's proxy.toml reads; the
     // Secret sets nothing it does not read (the AWS_* variables are object_store's).
     let env = m.pod_env();
     for var in required_vars(&toml) {
-        assert!(env.contains_key(&var), "proxy.toml reads ${{{var}}}, which the pod lacks");
+        assert!(
+            env.contains_key(&var),
+            "proxy.toml reads ${{{var}}}, which the pod lacks"
+        );
     }
     all_read(keys, &toml, "the Secret");
 }
@@ -607,9 +668,16 @@ fn the_compose_and_kubernetes_configurations_share_the_same_acme_and_balancer_se
         let b = toml_required(&pod, "the ConfigMap", section, key);
         assert_eq!(a, b, "[{section}] {key}");
     }
-    assert_eq!(toml_value(&compose, "listen", "proxy_protocol").as_deref(), Some("true"));
+    assert_eq!(
+        toml_value(&compose, "listen", "proxy_protocol").as_deref(),
+        Some("true")
+    );
     let trusted = toml_required(&compose, "proxy.toml", "forwarding", "trusted_proxies");
-    assert_ne!(trusted.replace(' ', ""), "[]", "PROXY headers are accepted from someone");
+    assert_ne!(
+        trusted.replace(' ', ""),
+        "[]",
+        "PROXY headers are accepted from someone"
+    );
     assert_eq!(
         toml_value(&compose, "acme.certificates", "challenge").as_deref(),
         Some("dns-01"),
@@ -644,7 +712,8 @@ fn assert_checked(what: &str, out: &Output) {
 #[test]
 fn both_configurations_pass_gateway_check_with_the_environment_they_get() {
     let c = compose();
-    let (name, svc) = &c.services()[0];
+    let services = c.services();
+    let (name, svc) = &services[0];
     let file = repo_path(&format!("{COMPOSE_DIR}/proxy.toml"));
     assert_checked(
         &format!("{COMPOSE_DIR}/proxy.toml as {name}"),
@@ -655,5 +724,41 @@ fn both_configurations_pass_gateway_check_with_the_environment_they_get() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.toml");
     std::fs::write(&file, m.proxy_toml()).unwrap();
-    assert_checked("the ConfigMap's proxy.toml in the pod", &check(&file, &m.pod_env()));
+    assert_checked(
+        "the ConfigMap's proxy.toml in the pod",
+        &check(&file, &m.pod_env()),
+    );
+}
+
+/// Depends on `s3://` storage being implemented. Without it `storage =
+/// "s3://my-bucket/gateway-acme"` is an ordinary relative path, a directory
+/// `s3:/my-bucket/gateway-acme` next to proxy.toml: `gateway check` accepts it (so the test
+/// above proves nothing about the bucket), and `gateway run` cannot create it on the
+/// read-only configuration mount.
+#[test]
+fn the_s3_storage_is_a_bucket_not_a_directory_next_to_proxy_toml() {
+    let c = compose();
+    let services = c.services();
+    let m = manifests();
+    for (what, text, env) in [
+        (
+            "several-instances/proxy.toml",
+            c.proxy_toml.clone(),
+            c.container_env(services[0].1),
+        ),
+        ("the ConfigMap's proxy.toml", m.proxy_toml(), m.pod_env()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy.toml");
+        std::fs::write(&file, text).unwrap();
+        let cfg = gateway_config::load_with_env(&file, &|name: &str| env.get(name).cloned())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let acme = format!("{:?}", cfg.acme.expect("an [acme] section"));
+        // The failure: the URL joined onto the file's directory, `<dir>/s3://my-bucket/...`.
+        let joined = dir.path().join("s3:").display().to_string();
+        assert!(
+            !acme.contains(&joined),
+            "{what}: `s3://` storage is read as a directory next to proxy.toml: {acme}"
+        );
+    }
 }

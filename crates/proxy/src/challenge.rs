@@ -1,13 +1,25 @@
-//! ACME HTTP-01 answers: an in-memory token store, falling back to a certbot webroot.
+//! ACME HTTP-01 answers: an in-memory token store, then the shared ACME storage (the
+//! answers of another instance's order), then a certbot webroot.
 
+use gateway_tls::remote::Remote;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long an answer read from the object storage is reused: a CA validates from several
+/// vantage points within seconds.
+const REMOTE_CACHE: Duration = Duration::from_secs(30);
+/// At most this many answers are cached.
+const REMOTE_CACHE_MAX: usize = 256;
 
 /// Tokens published by the ACME client while an order is pending.
 #[derive(Default, Debug)]
 pub struct Challenges {
     tokens: RwLock<HashMap<String, String>>,
+    /// The object storage (`s3://` storage), for the answers of other instances.
+    remote: RwLock<Option<Arc<Remote>>>,
+    cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
 }
 
 impl Challenges {
@@ -25,16 +37,43 @@ impl Challenges {
             .remove(token);
     }
 
+    /// A token published by another instance in the object storage, if it has one (read
+    /// through a small cache). `token` must have passed [`Challenges::answer`]'s check.
+    pub async fn answer_remote(&self, token: &str) -> Option<Vec<u8>> {
+        if !is_token(token) {
+            return None;
+        }
+        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((b, at)) = cache.get(token) {
+                if at.elapsed() < REMOTE_CACHE {
+                    return Some(b.clone());
+                }
+            }
+        }
+        match remote.challenge(token).await {
+            Ok(Some(b)) => {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.retain(|_, (_, at)| at.elapsed() < REMOTE_CACHE);
+                if cache.len() < REMOTE_CACHE_MAX {
+                    cache.insert(token.to_owned(), (b.clone(), Instant::now()));
+                }
+                Some(b)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(token, error = %gateway_tls::error_chain(&e), "cannot read the HTTP-01 answer from the object storage");
+                None
+            }
+        }
+    }
+
     /// The body for `/.well-known/acme-challenge/<token>`: from memory (an order of this
     /// process), from the ACME storage `shared` (an order of another instance sharing it:
     /// `<storage>/.challenges/<token>`), or from the webroot.
     pub fn answer(&self, token: &str, shared: Option<&Path>, webroot: Option<&Path>) -> Option<Vec<u8>> {
-        // A token is base64url; anything else (a `/`, `..`) is never a file name we serve.
-        if token.is_empty()
-            || !token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !is_token(token) {
             return None;
         }
         if let Some(v) = self.tokens.read().unwrap_or_else(|p| p.into_inner()).get(token) {
@@ -50,7 +89,20 @@ impl Challenges {
     }
 }
 
+/// A token is base64url; anything else (a `/`, `..`) is never a file or object name we read.
+fn is_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 128
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl gateway_tls::acme::ChallengeTokens for Challenges {
+    fn shared(&self, remote: Option<Arc<Remote>>) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = remote;
+    }
+
     fn publish(&self, token: &str, key_authorization: &str) {
         self.insert(token, key_authorization);
     }

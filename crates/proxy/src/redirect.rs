@@ -52,12 +52,21 @@ impl ServeHttp for Redirect {
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let host = crate::headers::request_host(req).map(str::to_owned);
         let challenge = req.uri.path().starts_with(CHALLENGE_PREFIX);
-        let (status, body, location) = if let Some(token) = req.uri.path().strip_prefix(CHALLENGE_PREFIX) {
-            match self.shared.challenges.answer(
-                token,
-                snap.config.acme.as_ref().map(|a| a.storage.as_path()),
-                snap.config.server.acme_webroot.as_deref(),
-            ) {
+        let answer = match req.uri.path().strip_prefix(CHALLENGE_PREFIX) {
+            Some(token) => Some(
+                match self.shared.challenges.answer(
+                    token,
+                    snap.config.acme.as_ref().map(|a| a.storage.as_path()),
+                    snap.config.server.acme_webroot.as_deref(),
+                ) {
+                    Some(b) => Some(b),
+                    None => self.shared.challenges.answer_remote(token).await,
+                },
+            ),
+            None => None,
+        };
+        let (status, body, location) = if let Some(answer) = answer {
+            match answer {
                 Some(body) => (StatusCode::OK, body, None),
                 None => {
                     let format = crate::error_page::Format::of(&req.headers);

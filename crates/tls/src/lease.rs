@@ -32,13 +32,45 @@ pub struct Record {
     pub since: u64,
     /// When it lapses unless renewed (Unix ms); 0 once released.
     pub expires: u64,
+    /// The holder's pid namespace (the inode of `/proc/self/ns/pid`; 0 when unknown): a pid
+    /// says whether the holder still runs only to a process of the same namespace.
+    #[serde(default)]
+    pub pid_namespace: u64,
 }
 
 impl Record {
-    /// Free to take at `now`: expired, released, or left by a dead process of this host.
-    pub fn is_free(&self, now: u64) -> bool {
-        self.expires <= now || owner_is_dead(&self.owner)
+    /// A record of this process.
+    pub fn mine(since: u64, expires: u64) -> Record {
+        Record {
+            owner: owner_id().to_owned(),
+            since,
+            expires,
+            pid_namespace: pid_namespace(),
+        }
     }
+
+    /// Free to take at `now`: expired, released, or left by a dead process of this host and
+    /// pid namespace.
+    pub fn is_free(&self, now: u64) -> bool {
+        self.expires <= now
+            || (self.pid_namespace != 0
+                && self.pid_namespace == pid_namespace()
+                && owner_is_dead(&self.owner))
+    }
+}
+
+/// The inode of this process's pid namespace (`pid:[4026531836]`), 0 when unknown.
+pub fn pid_namespace() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| {
+        std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .and_then(|t| {
+                let t = t.to_string_lossy().into_owned();
+                t.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+            })
+            .unwrap_or(0)
+    })
 }
 
 /// A lease this process holds.
@@ -78,7 +110,7 @@ pub fn owner_id() -> &'static str {
 }
 
 /// True when `owner` ran on this host (same host name) under a pid that no longer exists,
-/// and is not this process.
+/// and is not this process (the caller checks the pid namespace).
 fn owner_is_dead(owner: &str) -> bool {
     let mut parts = owner.rsplitn(3, ':');
     let (Some(_), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
@@ -182,11 +214,7 @@ pub fn acquire(storage: &Path, name: &str, ttl: Duration) -> std::io::Result<Acq
         }
     }
     let generation = found.as_ref().map_or(1, |(g, _)| g + 1);
-    let record = Record {
-        owner: me.to_owned(),
-        since: now,
-        expires: now + ttl.as_millis() as u64,
-    };
+    let record = Record::mine(now, now + ttl.as_millis() as u64);
     let tmp = temp_file(&dir, &record)?;
     let linked = std::fs::hard_link(&tmp, file(&dir, generation));
     let _ = std::fs::remove_file(&tmp);
@@ -283,6 +311,7 @@ mod tests {
             owner: owner.into(),
             since: 1,
             expires,
+            pid_namespace: pid_namespace(),
         };
         std::fs::write(file(&dir, g), serde_json::to_vec(&r).unwrap()).unwrap();
     }
@@ -332,6 +361,7 @@ mod tests {
             owner: "x:1:0".into(),
             since: 0,
             expires: u64::MAX,
+            pid_namespace: 0,
         };
         let t1 = temp_file(&dir, &r).unwrap();
         let t2 = temp_file(&dir, &r).unwrap();
@@ -350,5 +380,22 @@ mod tests {
             acquire(d.path(), "main", Duration::from_secs(5)).unwrap(),
             Acquired::Held(_)
         ));
+    }
+
+    #[test]
+    fn a_pid_of_another_pid_namespace_says_nothing() {
+        let host = owner_id().split(':').next().unwrap().to_owned();
+        let r = Record {
+            owner: format!("{host}:99999999:0"),
+            since: 1,
+            expires: now_ms() + 60_000,
+            pid_namespace: pid_namespace() + 1,
+        };
+        assert!(!r.is_free(now_ms()), "another container with the same host name");
+        let unknown = Record {
+            pid_namespace: 0,
+            ..r
+        };
+        assert!(!unknown.is_free(now_ms()));
     }
 }

@@ -5,6 +5,7 @@
 pub mod acme;
 pub mod lease;
 pub mod pem;
+pub mod remote;
 pub mod storage;
 pub mod store;
 
@@ -41,6 +42,14 @@ pub enum TlsError {
     Generate(#[source] rcgen::Error),
     #[error("the generated key is unusable: {0}")]
     GeneratedKey(&'static str),
+    /// A request to the object storage (`s3://`) failed: what it was for, and where.
+    #[error("{what} ({url})")]
+    Remote {
+        what: String,
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
 }
 
 /// An error with every cause under it (`source()`), joined by ": ", so a log line or

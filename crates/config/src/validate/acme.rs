@@ -5,6 +5,7 @@ use super::{cert_name, closest, valid_hostname, Ctx};
 use crate::file::{self, S};
 use crate::model::*;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `http_listener`: `[listen] http` is not `off` (HTTP-01 needs it).
@@ -100,15 +101,13 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acm
         }
         certificates.push(cert);
     }
+    let (storage, object_storage) = storage(cx, a);
     Acme {
         directory,
         fallback_directories,
         email,
-        storage: a
-            .storage
-            .as_ref()
-            .and_then(|s| cx.path(s))
-            .unwrap_or_else(|| cx.base.join("certs")),
+        storage,
+        object_storage,
         ca_root: a
             .ca_root
             .as_ref()
@@ -129,6 +128,47 @@ pub(super) fn acme(cx: &mut Ctx<'_>, a: &file::Acme, http_listener: bool) -> Acm
         lease_ttl,
         poll_interval,
         dns_providers,
+    }
+}
+
+/// `storage` and `local_storage`: a directory, or `s3://bucket/prefix` with this instance's
+/// copy in `local_storage` (default `$GATEWAY_STATE_DIR/certs`, else `certs` beside the
+/// file).
+fn storage(cx: &mut Ctx<'_>, a: &file::Acme) -> (PathBuf, Option<String>) {
+    let default_dir = |cx: &mut Ctx<'_>| match (cx.env)("GATEWAY_STATE_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("certs"),
+        None => cx.base.join("certs"),
+    };
+    let text = a.storage.as_ref().and_then(|s| cx.text(s).map(|t| (s, t)));
+    let url = match &text {
+        Some((s, t)) if t.contains("://") => {
+            let rest = t.strip_prefix("s3://");
+            let bucket = rest.map(|r| r.split('/').next().unwrap_or(""));
+            match bucket {
+                Some(b) if !b.is_empty() => Some(t.trim_end_matches('/').to_owned()),
+                Some(_) => cx.err(s.span().start, format!("`{t}` names no bucket: write s3://BUCKET/PREFIX")),
+                None => cx.err(
+                    s.span().start,
+                    format!("`{t}`: storage is a directory or an s3://bucket/prefix URL (OSS, S3, MinIO; endpoint and credentials from the AWS_* environment variables)"),
+                ),
+            }
+        }
+        _ => None,
+    };
+    let local = a.local_storage.as_ref().and_then(|s| cx.path(s).map(|p| (s, p)));
+    if let (Some((s, _)), None) = (&local, &url) {
+        cx.err::<()>(
+            s.span().start,
+            "local_storage is the instance's own copy of an s3:// storage; with a directory as storage, it has no use",
+        );
+    }
+    match (url, local) {
+        (Some(u), Some((_, dir))) => (dir, Some(u)),
+        (Some(u), None) => (default_dir(cx), Some(u)),
+        (None, _) => {
+            let dir = a.storage.as_ref().and_then(|s| cx.path(s));
+            (dir.unwrap_or_else(|| cx.base.join("certs")), None)
+        }
     }
 }
 

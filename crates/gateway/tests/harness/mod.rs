@@ -18,7 +18,9 @@ pub mod process;
 pub mod profiles_proxy;
 pub mod promises;
 pub mod recorder;
+pub mod s3;
 pub mod scrape;
+pub mod several;
 pub mod upstream;
 pub mod wire;
 

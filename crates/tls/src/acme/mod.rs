@@ -22,6 +22,7 @@ mod names;
 mod order;
 mod persist;
 pub mod schedule;
+mod shared;
 
 pub use client::{RequestTimeout, Timeouts};
 pub use names::{held_back, is_public_name, not_public};
@@ -43,6 +44,11 @@ use tokio::sync::watch;
 pub trait ChallengeTokens: Send + Sync {
     fn publish(&self, token: &str, key_authorization: &str);
     fn withdraw(&self, token: &str);
+    /// The object storage other instances publish their answers in (`s3://` storage), to
+    /// look in for a token not published here.
+    fn shared(&self, remote: Option<Arc<crate::remote::Remote>>) {
+        let _ = remote;
+    }
 }
 
 /// ACME events the binary turns into metrics.
@@ -158,6 +164,12 @@ pub struct AcmeManager {
     live: Mutex<HashMap<String, Live>>,
     /// Accounts created here whose credentials could not be stored, by file.
     unsaved_accounts: Mutex<HashMap<PathBuf, UnsavedAccount>>,
+    /// Object storage clients by `s3://` URL (or why one cannot be configured).
+    remotes: Mutex<HashMap<String, Result<Arc<crate::remote::Remote>, String>>>,
+    /// Per certificate: the version of the object-storage unit last read or written here.
+    pulled: Mutex<HashMap<String, String>>,
+    /// Per certificate: a certificate issued here not yet written to the object storage.
+    unpushed: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// Sleeps until `at` (wall clock); `false` when the loop is told to stop first.
@@ -198,6 +210,9 @@ impl AcmeManager {
             }),
             live: Mutex::default(),
             unsaved_accounts: Mutex::default(),
+            remotes: Mutex::default(),
+            pulled: Mutex::default(),
+            unpushed: Mutex::default(),
         }
     }
 
@@ -435,13 +450,24 @@ impl AcmeManager {
         let mut issued_by = stored_status.as_ref().and_then(|s| s.issued_by.clone());
         self.seed_live(&c.name, stored_status);
         let mut health = Health::default();
+        let backend = match &cfg.object_storage {
+            None => keeper::Backend::Dir(cfg.storage.clone()),
+            Some(url) => match self.remote(url) {
+                Ok(r) => {
+                    self.tokens.shared(Some(r.clone()));
+                    keeper::Backend::Remote(r)
+                }
+                Err(why) => keeper::Backend::Broken(why),
+            },
+        };
         let keeper = keeper::Keeper::start(
-            cfg.storage.clone(),
+            backend,
             c.name.clone(),
             cfg.lease_ttl,
             cfg.poll_interval,
             self.observer.clone(),
         );
+        self.lock_live().entry(c.name.clone()).or_default().lease = Some(keeper.state.clone());
         'run: loop {
             let directory = dirs[dir_index % dirs.len()].clone();
             let reason = if failures == 0 {
@@ -468,7 +494,7 @@ impl AcmeManager {
                             if at >= wake.at {
                                 break;
                             }
-                            if self.adopt_stored(&job, u) {
+                            if self.refresh(&job, u).await {
                                 u = rand::rng().random();
                                 issued_by =
                                     storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
@@ -514,7 +540,7 @@ impl AcmeManager {
                     Locked::Adopted => true,
                 };
                 // Another gateway sharing the storage may have just stored one.
-                if adopted || self.adopt_stored(&job, u) {
+                if adopted || self.refresh(&job, u).await {
                     // What this process could not store is older than what it adopted.
                     health.pending = None;
                     health.order_error = None;
@@ -538,6 +564,9 @@ impl AcmeManager {
                     issued_by = Some(directory.clone());
                     let loaded = issued.loaded;
                     tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = %humantime::format_rfc3339_seconds(loaded.not_after), directory = %directory, "certificate issued and now served");
+                    self.lock_unpushed()
+                        .insert(c.name.clone(), (issued.chain_pem, issued.key_pem));
+                    self.push(&job).await;
                     self.store.install(&c.name, &c.names, loaded);
                     self.observer.order(&c.name, true);
                     self.observer.installed(&c.name, &self.store.snapshot());
@@ -585,17 +614,21 @@ impl AcmeManager {
                 return Locked::Held;
             }
             if let Some(why) = now.error {
-                tracing::warn!(certificate = %name, error = %why, "cannot take the certificate's lease; ordering without it");
-                return Locked::Unavailable(why);
+                // A directory of this machine: order anyway, served from memory (one
+                // instance). Object storage: every instance would order; wait for it.
+                if job.acme.object_storage.is_none() {
+                    tracing::warn!(certificate = %name, error = %why, "cannot take the certificate's lease; ordering without it");
+                    return Locked::Unavailable(why);
+                }
             }
-            if let Some(holder) = &now.holder {
+            if let Some(holder) = now.holder.as_ref().filter(|_| !now.held) {
                 if !told {
                     tracing::info!(certificate = %name, holder = %holder.owner, "another instance holds the certificate's lease and orders it; serving what it stores");
                     told = true;
                 }
-                if self.adopt_stored(job, u) {
-                    return Locked::Adopted;
-                }
+            }
+            if self.refresh(job, u).await {
+                return Locked::Adopted;
             }
             tokio::select! {
                 _ = stop.changed() => return Locked::Stopped,
@@ -697,16 +730,19 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
                 path: storage::cert_dir(&cfg.storage, &c.name),
                 refused: stored.refused,
                 challenge: challenge_text(cfg, c),
-                lease: lease_text(&cfg.storage, &c.name),
+                lease: lease_text(cfg, &c.name),
                 profile: c.profile.clone(),
             }
         })
         .collect()
 }
 
-/// The lease of `name` as `gateway certs` shows it.
-pub(crate) fn lease_text(storage: &std::path::Path, name: &str) -> String {
-    match crate::lease::current(storage, name) {
+/// The lease of `name` as `gateway certs` shows it, read from the storage.
+pub(crate) fn lease_text(cfg: &Acme, name: &str) -> String {
+    if let Some(url) = &cfg.object_storage {
+        return format!("in {url}: see `gateway certs` of a running instance");
+    }
+    match crate::lease::current(&cfg.storage, name) {
         Ok(found) => crate::lease::describe(found.as_ref().map(|(_, r)| r), crate::lease::now_ms()),
         Err(e) => format!("unknown: {}", crate::error_chain(&e)),
     }

@@ -38,6 +38,9 @@ macro_rules! retry_bad_nonce {
 pub(super) struct Issued {
     pub(super) loaded: Loaded,
     pub(super) unsaved: Option<Pending>,
+    /// The PEM texts, for the object storage (`s3://`), if any.
+    pub(super) chain_pem: String,
+    pub(super) key_pem: String,
 }
 
 /// Whether a new order may name the served certificate in `replaces` (RFC 9773 section 5):
@@ -60,6 +63,8 @@ struct Published {
     /// The ACME storage: HTTP-01 answers are written there too, so that every instance
     /// sharing it answers the CA, whichever one the load balancer sends it to.
     storage: std::path::PathBuf,
+    /// The object storage, when `storage` is `s3://`: the answers go there instead.
+    remote: Option<Arc<crate::remote::Remote>>,
 }
 
 impl Published {
@@ -79,11 +84,19 @@ impl Published {
         Ok(())
     }
 
-    fn publish(&mut self, token: &str, key_authorization: &str) {
+    async fn publish(&mut self, token: &str, key_authorization: &str) {
         if !self.list.iter().any(|t| t == token) {
             self.tokens.publish(token, key_authorization);
-            if let Err(e) = storage::write_challenge(&self.storage, token, key_authorization) {
-                tracing::warn!(token, error = %crate::error_chain(&e), "cannot write the HTTP-01 answer to the shared storage; only this instance answers it");
+            let shared = match &self.remote {
+                Some(r) => r
+                    .put_challenge(token, key_authorization)
+                    .await
+                    .map_err(|e| crate::error_chain(&e)),
+                None => storage::write_challenge(&self.storage, token, key_authorization)
+                    .map_err(|e| crate::error_chain(&e)),
+            };
+            if let Err(why) = shared {
+                tracing::warn!(token, error = %why, "cannot write the HTTP-01 answer to the shared storage; only this instance answers it");
             }
             self.list.push(token.to_owned());
         }
@@ -94,7 +107,19 @@ impl Drop for Published {
     fn drop(&mut self) {
         for t in &self.list {
             self.tokens.withdraw(t);
-            let _ = std::fs::remove_file(storage::challenge_path(&self.storage, t));
+            match &self.remote {
+                Some(r) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let (r, t) = (r.clone(), t.clone());
+                        rt.spawn(async move {
+                            let _ = r.delete_challenge(&t).await;
+                        });
+                    }
+                }
+                None => {
+                    let _ = std::fs::remove_file(storage::challenge_path(&self.storage, t));
+                }
+            }
         }
         for n in &self.alpn {
             self.store.withdraw_alpn(n);
@@ -248,6 +273,7 @@ impl AcmeManager {
             store: self.store.clone(),
             alpn: Vec::new(),
             storage: job.acme.storage.clone(),
+            remote: self.remote_of(job),
         };
         let mut readied: Vec<String> = Vec::new();
         let mut auth_error = None;
@@ -304,7 +330,7 @@ impl AcmeManager {
                     continue;
                 }
                 match c.challenge {
-                    Challenge::Http01 => published.publish(&token, ch.key_authorization().as_str()),
+                    Challenge::Http01 => published.publish(&token, ch.key_authorization().as_str()).await,
                     Challenge::TlsAlpn01 => {
                         if let Err(e) =
                             published.publish_alpn(&name, ch.key_authorization().digest().as_ref())
@@ -363,14 +389,19 @@ impl AcmeManager {
                 tracing::error!(certificate = %c.name, error = %why, "cannot store the new certificate; the old files are left intact");
                 Some(Pending {
                     not_after: loaded.not_after,
-                    chain: chain_pem,
-                    key: key_pem,
+                    chain: chain_pem.clone(),
+                    key: key_pem.clone(),
                     why,
                     retry_at: std::time::SystemTime::now() + STORAGE_RETRY,
                 })
             }
         };
-        Ok(Issued { loaded, unsaved })
+        Ok(Issued {
+            loaded,
+            unsaved,
+            chain_pem,
+            key_pem,
+        })
     }
 
     /// The CA's words on why validation failed, per name.

@@ -43,6 +43,8 @@ pub(super) struct UnsavedAccount {
 pub(super) struct Live {
     pub(super) status: Status,
     pub(super) refused: Vec<String>,
+    /// The keeper's view of the lease, while the loop runs.
+    pub(super) lease: Option<tokio::sync::watch::Receiver<super::keeper::LeaseState>>,
 }
 
 /// One loop's storage state between checkpoints.
@@ -306,7 +308,10 @@ impl AcmeManager {
                     path: storage::cert_dir(&cfg.storage, &c.name),
                     refused: known.map(|l| l.refused.clone()).unwrap_or_default(),
                     challenge: super::challenge_text(&cfg, c),
-                    lease: super::lease_text(&cfg.storage, &c.name),
+                    lease: match known.and_then(|l| l.lease.as_ref()) {
+                        Some(state) => super::keeper::describe(&state.borrow()),
+                        None => super::lease_text(&cfg, &c.name),
+                    },
                     profile: c.profile.clone(),
                 }
             })

@@ -1,0 +1,308 @@
+//! ACME state in S3-compatible object storage (`[acme] storage = "s3://bucket/prefix"`):
+//! Alibaba Cloud OSS, AWS S3, MinIO, through the `object_store` crate, with the endpoint and
+//! credentials from the usual environment variables (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
+//! `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`: `AmazonS3Builder::from_env`).
+//!
+//! ```text
+//! <prefix>/<name>/v-<unix ns>-<random>/privkey.pem, fullchain.pem   one issuance
+//! <prefix>/<name>/current                                          "v-...": the unit in use
+//! <prefix>/<name>/lease.json                                       {"owner", "since", "expires"}
+//! <prefix>/.challenges/<token>                                     an HTTP-01 key authorization
+//! ```
+//!
+//! An issuance is written as one unit: both objects of a new version, then the small
+//! `current` pointer (one PUT, atomic in S3), so a reader sees the old pair or the new one.
+//! The lease is one object taken with a conditional write: `If-None-Match: *` when absent,
+//! `If-Match: <ETag>` to renew, to release and to take over one that lapsed (RFC 9110
+//! section 13.1; S3 answers 412 Precondition Failed to the loser), so two instances never
+//! both get it. Each instance keeps its own copy of the certificates in its local
+//! directory ([`crate::storage`]), from which it serves after a restart even when the
+//! object storage cannot be reached.
+
+use crate::lease::{now_ms, owner_id, Record};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::TlsError as RemoteError;
+
+/// One `s3://bucket/prefix`.
+#[derive(Debug)]
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+}
+
+/// A lease held in the object storage: its record and the ETag that must still match.
+#[derive(Debug, Clone)]
+pub struct RemoteLease {
+    pub name: String,
+    pub record: Record,
+    e_tag: Option<String>,
+    version: Option<String>,
+}
+
+/// The outcome of [`Remote::acquire`].
+#[derive(Debug)]
+pub enum RemoteAcquired {
+    Held(RemoteLease),
+    Taken(Record),
+}
+
+/// An issuance read from the object storage.
+#[derive(Debug)]
+pub struct Unit {
+    pub version: String,
+    pub chain: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+/// `s3://bucket/prefix` split into the bucket and the prefix (no slashes at its ends);
+/// `None` when it is not such a URL.
+pub fn parse_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then_some((bucket, prefix.trim_matches('/')))
+}
+
+impl Remote {
+    /// A client for `url` (`s3://bucket/prefix`) configured from the environment.
+    pub fn from_url(url: &str) -> Result<Remote, RemoteError> {
+        let (bucket, prefix) = parse_url(url).ok_or_else(|| RemoteError::Remote {
+            what: "not an s3://bucket/prefix URL".into(),
+            url: url.to_owned(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "bad URL".into(),
+            },
+        })?;
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .build()
+            .map_err(|source| RemoteError::Remote {
+                what: "cannot configure the S3 client from the environment".into(),
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(Remote {
+            store: Arc::new(store),
+            prefix: prefix.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, rel: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(rel)
+        } else {
+            ObjectPath::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    fn err(&self, what: impl Into<String>) -> impl FnOnce(object_store::Error) -> RemoteError + '_ {
+        let what = what.into();
+        move |source| RemoteError::Remote {
+            what,
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// The object at `rel` with its ETag and version; `None` when absent.
+    async fn get(&self, rel: &str) -> Result<Option<(Vec<u8>, UpdateVersion)>, RemoteError> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => {
+                let version = UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
+                let bytes = r.bytes().await.map_err(self.err(format!("cannot read {rel}")))?;
+                Ok(Some((bytes.to_vec(), version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(format!("cannot read {rel}"))(e)),
+        }
+    }
+
+    async fn put(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<UpdateVersion, object_store::Error> {
+        let opts = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        let r = self
+            .store
+            .put_opts(&self.path(rel), PutPayload::from(bytes), opts)
+            .await?;
+        Ok(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        })
+    }
+
+    /// Stores one issuance of `name` (both objects, then the pointer); returns its version.
+    pub async fn push_unit(&self, name: &str, chain: &[u8], key: &[u8]) -> Result<String, RemoteError> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let version = format!("v-{nanos:020}-{:08x}", rand::random::<u32>());
+        for (file, bytes) in [("privkey.pem", key), ("fullchain.pem", chain)] {
+            let rel = format!("{name}/{version}/{file}");
+            self.put(&rel, bytes.to_vec(), PutMode::Overwrite)
+                .await
+                .map_err(self.err(format!("cannot write {rel}")))?;
+        }
+        let rel = format!("{name}/current");
+        self.put(&rel, version.clone().into_bytes(), PutMode::Overwrite)
+            .await
+            .map_err(self.err(format!("cannot write {rel}")))?;
+        Ok(version)
+    }
+
+    /// The unit `current` points at, unless it is `known` (the version read last time).
+    pub async fn pull_unit(&self, name: &str, known: Option<&str>) -> Result<Option<Unit>, RemoteError> {
+        let Some((pointer, _)) = self.get(&format!("{name}/current")).await? else {
+            return Ok(None);
+        };
+        let version = String::from_utf8_lossy(&pointer).trim().to_owned();
+        if known == Some(version.as_str()) || !version.starts_with("v-") || version.contains('/') {
+            return Ok(None);
+        }
+        let chain = self.get(&format!("{name}/{version}/fullchain.pem")).await?;
+        let key = self.get(&format!("{name}/{version}/privkey.pem")).await?;
+        match (chain, key) {
+            (Some((chain, _)), Some((key, _))) => Ok(Some(Unit { version, chain, key })),
+            _ => Err(self
+                .err(format!("{name}/current names {version}, which is incomplete"))(
+                object_store::Error::NotFound {
+                    path: format!("{name}/{version}"),
+                    source: "missing object".into(),
+                },
+            )),
+        }
+    }
+
+    /// Publishes an HTTP-01 key authorization for every instance.
+    pub async fn put_challenge(&self, token: &str, key_authorization: &str) -> Result<(), RemoteError> {
+        let rel = format!(".challenges/{token}");
+        self.put(&rel, key_authorization.as_bytes().to_vec(), PutMode::Overwrite)
+            .await
+            .map(|_| ())
+            .map_err(self.err(format!("cannot write {rel}")))
+    }
+
+    pub async fn delete_challenge(&self, token: &str) -> Result<(), RemoteError> {
+        let rel = format!(".challenges/{token}");
+        match self.store.delete(&self.path(&rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(format!("cannot delete {rel}"))(e)),
+        }
+    }
+
+    /// The key authorization of `token` published by any instance.
+    pub async fn challenge(&self, token: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        Ok(self.get(&format!(".challenges/{token}")).await?.map(|(b, _)| b))
+    }
+
+    /// The lease of `name` as stored.
+    pub async fn lease(&self, name: &str) -> Result<Option<(Record, UpdateVersion)>, RemoteError> {
+        let rel = format!("{name}/lease.json");
+        let Some((bytes, version)) = self.get(&rel).await? else {
+            return Ok(None);
+        };
+        // A record that does not parse counts as lapsed: it is replaced under If-Match.
+        let record = serde_json::from_slice(&bytes).unwrap_or(Record {
+            owner: String::new(),
+            since: 0,
+            expires: 0,
+            pid_namespace: 0,
+        });
+        Ok(Some((record, version)))
+    }
+
+    /// Takes the lease of `name` if it is free (absent, released or lapsed), renews it if
+    /// this process holds it.
+    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<RemoteAcquired, RemoteError> {
+        let now = now_ms();
+        let me = owner_id();
+        let found = self.lease(name).await?;
+        let since = match &found {
+            Some((r, _)) if r.owner == me && r.expires > now => r.since,
+            Some((r, _)) if !r.is_free(now) => return Ok(RemoteAcquired::Taken(r.clone())),
+            _ => now,
+        };
+        let record = Record::mine(since, now + ttl.as_millis() as u64);
+        let mode = match found {
+            Some((_, v)) => PutMode::Update(v),
+            None => PutMode::Create,
+        };
+        let rel = format!("{name}/lease.json");
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        match self.put(&rel, body, mode).await {
+            Ok(v) => Ok(RemoteAcquired::Held(RemoteLease {
+                name: name.to_owned(),
+                record,
+                e_tag: v.e_tag,
+                version: v.version,
+            })),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                let holder = self.lease(name).await?.map(|(r, _)| r);
+                Ok(RemoteAcquired::Taken(holder.unwrap_or(record)))
+            }
+            Err(e) => Err(self.err(format!("cannot write {rel}"))(e)),
+        }
+    }
+
+    /// Extends `lease` to `ttl` from now (`expires` 0: releases it); `false` when another
+    /// instance replaced the object meanwhile.
+    pub async fn renew(&self, lease: &mut RemoteLease, ttl: Option<Duration>) -> Result<bool, RemoteError> {
+        let record = Record {
+            expires: ttl.map_or(0, |t| now_ms() + t.as_millis() as u64),
+            ..lease.record.clone()
+        };
+        let rel = format!("{}/lease.json", lease.name);
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: lease.e_tag.clone(),
+            version: lease.version.clone(),
+        });
+        match self
+            .put(&rel, serde_json::to_vec(&record).unwrap_or_default(), mode)
+            .await
+        {
+            Ok(v) => {
+                lease.record = record;
+                lease.e_tag = v.e_tag;
+                lease.version = v.version;
+                Ok(true)
+            }
+            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(format!("cannot write {rel}"))(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_a_prefix() {
+        assert_eq!(parse_url("s3://b/p/q/"), Some(("b", "p/q")));
+        assert_eq!(parse_url("s3://b"), Some(("b", "")));
+        assert_eq!(parse_url("s3:///p"), None);
+        assert_eq!(parse_url("/var/lib/gateway"), None);
+    }
+}
