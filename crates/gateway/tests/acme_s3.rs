@@ -201,3 +201,92 @@ async fn s3_a_stopped_storage_keeps_every_instance_serving_and_reported() {
     }
     assert_eq!(orders(&acme), 1, "nobody orders while the storage is away");
 }
+
+/// An "S3" that answers 200 to everything: it ignores `If-None-Match` and `If-Match`.
+async fn lenient_s3() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // One answer per request head (bodies are a byte or two, sent with it).
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                        let body_len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if seen.len() < end + 4 + body_len {
+                            break;
+                        }
+                        seen.drain(..end + 4 + body_len);
+                        let answer = "HTTP/1.1 200 OK\r\nETag: \"1\"\r\nContent-Length: 0\r\n\r\n";
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn s3_a_storage_that_ignores_conditional_writes_is_reported_and_never_ordered_through() {
+    let s3 = lenient_s3().await;
+    let cfg = r#"
+[listen]
+https = "{HTTPS}"
+http = "{HTTP}"
+metrics = "{METRICS}"
+[acme]
+directory = "https://127.0.0.1:1/directory"
+storage = "s3://lenient/acme"
+local_storage = "{DIR}/certs"
+poll_interval = "200ms"
+[[acme.certificates]]
+name = "main"
+names = ["a.example.com"]
+[upstreams.echo]
+address = "127.0.0.1:1"
+[[routes]]
+prefix = "/"
+upstream = "echo"
+"#;
+    let endpoint = format!("http://{s3}");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let gw = Gateway::start_with_env(cfg, &env).await;
+    gw.wait_log(Duration::from_secs(20), "the probe's verdict", |l| {
+        l.contains("does not enforce conditional writes")
+    })
+    .await;
+    let listing = harness::gateway::text(
+        &harness::gateway::cli(&gw, &["certs", "--config", gw.config.to_str().unwrap()]).await,
+    );
+    assert!(
+        listing.contains("does not enforce conditional writes"),
+        "{listing}"
+    );
+    assert!(
+        lines_with(&gw.stderr(), &["ordering certificate"]).is_empty(),
+        "{}",
+        gw.stderr()
+    );
+}

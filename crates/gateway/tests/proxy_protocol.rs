@@ -557,6 +557,17 @@ async fn untrusted_peers_and_malformed_headers_are_refused_at_once_without_an_an
         s.text
     );
     one_line_each(&gw, &peers);
+    // A balancer's TCP health check (connect, then close) is neither logged nor counted.
+    let stderr_before = gw.stderr().len();
+    for addr in [gw.https, gw.http] {
+        let mut probe = connect_from(TRUSTED, addr).await.expect("connect");
+        probe.shutdown().await.unwrap();
+        assert!(until_closed(&mut probe, b"").await.is_empty());
+    }
+    let s = scrape(gw.metrics).await;
+    assert_eq!(refused(&s), want, "health checks are not refusals:\n{}", s.text);
+    let after = gw.stderr()[stderr_before..].to_string();
+    assert!(!after.contains("PROXY protocol"), "{after}");
     // The listener goes on serving.
     let r = over_tls(gw.https, V1.as_bytes(), true, &get("/after/refusals", "")).await;
     assert_eq!(r.status, 200, "{}", r.head);

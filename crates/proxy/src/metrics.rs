@@ -245,6 +245,11 @@ impl Metrics {
     /// result and storage errors (ACME). Existing series keep their values; series of names
     /// no longer configured stay until the restart.
     pub fn init_series(&self, cfg: &gateway_config::Config) {
+        for reason in crate::proxy_protocol::Refusal::ALL {
+            self.proxy_protocol_refused
+                .with_label_values(&[reason.label()])
+                .inc_by(0);
+        }
         for version in crate::tls_names::VERSIONS {
             for group in crate::tls_names::GROUPS {
                 self.tls_handshakes.with_label_values(&[version, group]).inc_by(0);

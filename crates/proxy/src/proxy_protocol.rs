@@ -52,6 +52,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::Untrusted, Refusal::Malformed, Refusal::Timeout];
+
     pub fn label(self) -> &'static str {
         match self {
             Refusal::Untrusted => "untrusted",

@@ -195,6 +195,53 @@ impl Remote {
         }
     }
 
+    /// Checks that the storage enforces conditional writes, which the lease relies on: a
+    /// second create of one object and an update under a stale ETag must both be refused
+    /// (S3 since 2024, MinIO, moto do; a store that ignores the headers would let two
+    /// instances hold a lease). Run once per client, on a probe object of this process.
+    pub async fn check_conditional_writes(&self) -> Result<(), RemoteError> {
+        let rel = format!(".probe/{}", owner_id().replace(':', "-"));
+        let what = "conditional write probe";
+        let _ = self.store.delete(&self.path(&rel)).await;
+        self.put(&rel, b"1".to_vec(), PutMode::Create)
+            .await
+            .map_err(self.err(format!("{what}: cannot create {rel}")))?;
+        let second = self.put(&rel, b"2".to_vec(), PutMode::Create).await;
+        let stale = self
+            .put(
+                &rel,
+                b"3".to_vec(),
+                PutMode::Update(UpdateVersion {
+                    e_tag: Some("\"00000000000000000000000000000000\"".into()),
+                    version: None,
+                }),
+            )
+            .await;
+        let _ = self.store.delete(&self.path(&rel)).await;
+        let refused = |r: &Result<UpdateVersion, object_store::Error>| {
+            matches!(
+                r,
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
+            )
+        };
+        if refused(&second) && refused(&stale) {
+            return Ok(());
+        }
+        let which = if refused(&second) {
+            "If-Match"
+        } else {
+            "If-None-Match: *"
+        };
+        Err(RemoteError::Remote {
+            what: format!("the object storage does not enforce conditional writes ({which} on PutObject was ignored), so two instances could both hold a certificate's lease: no certificate is ordered through it; use a storage that does (AWS S3, MinIO) or a shared directory"),
+            url: self.url.clone(),
+            source: object_store::Error::NotImplemented {
+                operation: "conditional PutObject".into(),
+                implementer: "this storage".into(),
+            },
+        })
+    }
+
     /// Publishes an HTTP-01 key authorization for every instance.
     pub async fn put_challenge(&self, token: &str, key_authorization: &str) -> Result<(), RemoteError> {
         let rel = format!(".challenges/{token}");

@@ -86,8 +86,18 @@ impl Keeper {
             let mut was_held = false;
             let mut first = true;
             let mut failing = false;
+            let mut probed = !matches!(backend, Backend::Remote(_));
             loop {
-                let found = acquire(&backend, &name, ttl).await;
+                let found = match (&backend, probed) {
+                    (Backend::Remote(remote), false) => match remote.check_conditional_writes().await {
+                        Ok(()) => {
+                            probed = true;
+                            acquire(&backend, &name, ttl).await
+                        }
+                        Err(e) => Err(crate::error_chain(&e)),
+                    },
+                    _ => acquire(&backend, &name, ttl).await,
+                };
                 let (state, wait) = match found {
                     Ok((record, Some(l))) => {
                         *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
