@@ -156,19 +156,21 @@ fn generations(dir: &Path) -> std::io::Result<Vec<u64>> {
 /// The lease of `name` as stored: its generation and record (`None`: never taken).
 pub fn current(storage: &Path, name: &str) -> std::io::Result<Option<(u64, Record)>> {
     let dir = lease_dir(storage, name);
-    for generation in generations(&dir)? {
+    // A file pruned by a new holder between the listing and the read: list again.
+    for _ in 0..8 {
+        let Some(generation) = generations(&dir)?.first().copied() else {
+            return Ok(None);
+        };
         match std::fs::read(file(&dir, generation)) {
             Ok(b) => {
                 let record = serde_json::from_slice(&b).map_err(std::io::Error::other)?;
                 return Ok(Some((generation, record)));
             }
-            // Pruned by the new holder meanwhile: the next one down is older still, so
-            // read the list again.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return current(storage, name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
     }
-    Ok(None)
+    Err(std::io::Error::other("the lease directory keeps changing"))
 }
 
 fn temp_file(dir: &Path, record: &Record) -> std::io::Result<PathBuf> {
