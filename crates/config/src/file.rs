@@ -288,6 +288,7 @@ pub struct Upstream {
     pub read_timeout: Option<S>,
     pub write_timeout: Option<S>,
     pub idle_timeout: Option<S>,
+    pub proxy_protocol: Option<S>,
 }
 
 /// One entry of `servers`: `"host:port"` or `{ address = "host:port", weight = 2, backup = true }`.

@@ -668,3 +668,110 @@ fn check_refuses_proxy_protocol_without_trusted_proxies() {
     let shown = harness::gateway::text(&out);
     assert!(out.status.success(), "with a trusted proxy: {shown}");
 }
+
+/// An upstream that expects a PROXY v2 header first on each connection (as behind HAProxy's
+/// `send-proxy-v2`) and answers each request on it with the source address the header gave
+/// (`ip:port`); `headers` has one entry per connection, the source it announced.
+async fn proxy_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let headers: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = headers.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut fixed = [0u8; 16];
+                if s.read_exact(&mut fixed).await.is_err() || &fixed[..12] != b"\r\n\r\n\0\r\nQUIT\n" {
+                    seen.lock().unwrap().push("no PROXY v2 header".into());
+                    return;
+                }
+                let mut block = vec![0u8; u16::from_be_bytes([fixed[14], fixed[15]]) as usize];
+                if s.read_exact(&mut block).await.is_err() {
+                    return;
+                }
+                let source = match fixed[13] {
+                    0x11 => SocketAddr::new(
+                        IpAddr::from(<[u8; 4]>::try_from(&block[..4]).unwrap()),
+                        u16::from_be_bytes([block[8], block[9]]),
+                    ),
+                    0x21 => SocketAddr::new(
+                        IpAddr::from(<[u8; 16]>::try_from(&block[..16]).unwrap()),
+                        u16::from_be_bytes([block[32], block[33]]),
+                    ),
+                    other => {
+                        seen.lock().unwrap().push(format!("family {other:#x}"));
+                        return;
+                    }
+                }
+                .to_string();
+                seen.lock().unwrap().push(source.clone());
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{source}",
+                            source.len()
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, headers)
+}
+
+/// `proxy_protocol = "v2"` on an upstream: each connection to it starts with a header that
+/// announces the client (the address the inbound PROXY header gave), and a pooled
+/// connection is only reused for the client it announced.
+#[tokio::test]
+async fn an_upstream_with_proxy_protocol_v2_is_told_each_client() {
+    let (up, headers) = proxy_upstream().await;
+    let toml = config(up, None, TRUSTS).replace(
+        &format!("address = \"{up}\"\n"),
+        &format!("address = \"{up}\"\nproxy_protocol = \"v2\"\n"),
+    );
+    assert!(toml.contains("proxy_protocol = \"v2\""), "{toml}");
+    let gw = Gateway::start(&toml).await;
+    let https = gw.https;
+    harness::poll_until(
+        secs(30),
+        "the HTTPS listener after a PROXY header",
+        || async move {
+            let r = over_tls(https, V1.as_bytes(), true, &get("/ready", "")).await;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let other = "PROXY TCP4 198.51.100.9 10.0.0.1 40000 443\r\n";
+    for (header, client) in [
+        (V1, "203.0.113.7:51000"),
+        (other, "198.51.100.9:40000"),
+        (V1, "203.0.113.7:51000"),
+        (other, "198.51.100.9:40000"),
+    ] {
+        let r = over_tls(gw.https, header.as_bytes(), true, &get("/who", "")).await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(
+            text(&r.body),
+            client,
+            "the upstream connection announced this client"
+        );
+    }
+    let seen = headers.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .all(|h| h == "203.0.113.7:51000" || h == "198.51.100.9:40000"),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"198.51.100.9:40000".to_string()), "{seen:?}");
+}

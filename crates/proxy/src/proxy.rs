@@ -408,6 +408,40 @@ impl ProxyHttp for Gateway {
         } else {
             up.timeouts.idle
         });
+        if let Some(version) = up.proxy_protocol {
+            // HAProxy's send-proxy: the header announces this client, so a pooled connection
+            // serves this client's address and port only.
+            let port = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(0, |a| a.port());
+            if ctx.client.is_none() {
+                let peer = crate::state::client_addr(session.client_addr()).map(|a| a.ip());
+                ctx.client = headers::client_ip(peer, session.req_header(), &snap.config.forwarding);
+            }
+            let client = std::net::SocketAddr::new(
+                ctx.client
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                port,
+            );
+            let local = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .copied()
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            peer.options.custom_l4 = Some(Arc::new(crate::proxy_protocol::SendProxyConnect {
+                version,
+                client: Some(client),
+                local,
+                timeout: route.timeouts.connect,
+            }));
+            peer.group_key = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                client.hash(&mut h);
+                h.finish() & !1
+            };
+        }
         if again {
             // The first attempt met a pooled connection the upstream had closed; the other
             // idle ones are likely closed too (upstreams close them at their own keepalive

@@ -221,6 +221,133 @@ impl PreTlsProcess for ProxyProtocol {
     }
 }
 
+/// The header sent first on a connection to an upstream with `proxy_protocol = "v1"|"v2"`:
+/// `client` as the source, `local` (the gateway's address the client reached) as the
+/// destination. Two addresses of different families are both written as IPv6 (an IPv4
+/// address as IPv4-mapped), which both versions can carry.
+pub fn header(version: gateway_config::SendProxy, client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let (src, dst) = match (canonical_addr(client), canonical_addr(local)) {
+        (a @ SocketAddr::V4(_), b @ SocketAddr::V4(_)) | (a @ SocketAddr::V6(_), b @ SocketAddr::V6(_)) => {
+            (a, b)
+        }
+        (a, b) => (as_v6(a), as_v6(b)),
+    };
+    match version {
+        gateway_config::SendProxy::V1 => {
+            let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!(
+                "PROXY {family} {} {} {} {}\r\n",
+                src.ip(),
+                dst.ip(),
+                src.port(),
+                dst.port()
+            )
+            .into_bytes()
+        }
+        gateway_config::SendProxy::V2 => ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (src, dst),
+        )
+        .build()
+        .unwrap_or_default(),
+    }
+}
+
+fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
+}
+
+fn as_v6(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+        IpAddr::V6(_) => a,
+    }
+}
+
+/// The header of a connection the gateway opens on its own behalf (a health check): v2
+/// `LOCAL` without addresses, v1 `PROXY UNKNOWN` (the specification's words for "not
+/// relayed"); the server then uses the connection's own addresses.
+pub fn local_header(version: gateway_config::SendProxy) -> Vec<u8> {
+    match version {
+        gateway_config::SendProxy::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        gateway_config::SendProxy::V2 => ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Local,
+            ppp::v2::Protocol::Unspecified,
+            ppp::v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap_or_default(),
+    }
+}
+
+/// The connector of an upstream with `proxy_protocol`: a TCP connection (within the
+/// route's connect timeout), then [`header`] before anything else ([`local_header`] when
+/// `client` is `None`: a health check). Pingora pools the
+/// connection under the peer's `group_key`, which the caller derives from the client's
+/// address and port, so a connection is reused only for the client it announced.
+#[derive(Debug)]
+pub struct SendProxyConnect {
+    pub version: gateway_config::SendProxy,
+    pub client: Option<SocketAddr>,
+    pub local: SocketAddr,
+    pub timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl pingora_core::connectors::L4Connect for SendProxyConnect {
+    async fn connect(
+        &self,
+        addr: &pingora_core::protocols::l4::socket::SocketAddr,
+    ) -> pingora_core::Result<L4Stream> {
+        use pingora_core::{Error, ErrorType};
+        use tokio::io::AsyncWriteExt;
+        let Some(inet) = addr.as_inet().copied() else {
+            return Err(Error::explain(
+                ErrorType::ConnectError,
+                "PROXY protocol to a non-TCP address",
+            ));
+        };
+        let tcp = match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(inet)).await {
+            Err(_) => {
+                return Err(Error::explain(
+                    ErrorType::ConnectTimedout,
+                    format!("timeout {:?} connecting to server {inet}", self.timeout),
+                ))
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(Error::because(
+                    ErrorType::ConnectRefused,
+                    format!("connecting to {inet}"),
+                    e,
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(Error::because(
+                    ErrorType::ConnectError,
+                    format!("connecting to {inet}"),
+                    e,
+                ))
+            }
+            Ok(Ok(t)) => t,
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut tcp = tcp;
+        let bytes = match self.client {
+            Some(client) => header(self.version, client, self.local),
+            None => local_header(self.version),
+        };
+        if let Err(e) = tcp.write_all(&bytes).await {
+            return Err(Error::because(
+                ErrorType::ConnectError,
+                format!("sending the PROXY protocol header to {inet}"),
+                e,
+            ));
+        }
+        Ok(L4Stream::from(tcp))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +434,30 @@ mod tests {
             }
         }
         OneByte(bytes.iter().copied().collect())
+    }
+
+    #[test]
+    fn headers_sent_upstream_parse_back_to_the_client() {
+        use gateway_config::SendProxy;
+        let client: SocketAddr = "203.0.113.7:51000".parse().unwrap();
+        let local: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        for v in [SendProxy::V1, SendProxy::V2] {
+            assert_eq!(parse(&header(v, client, local)).unwrap(), Some(client), "{v:?}");
+        }
+        assert_eq!(
+            header(SendProxy::V1, client, local),
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n"
+        );
+        // A dual-stack listener: the local address is IPv4-mapped, the client IPv4.
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:443".parse().unwrap();
+        assert!(header(SendProxy::V1, client, mapped).starts_with(b"PROXY TCP4 "));
+        let v6: SocketAddr = "[2001:db8::7]:51000".parse().unwrap();
+        let text = String::from_utf8(header(SendProxy::V1, v6, local)).unwrap();
+        assert_eq!(text, "PROXY TCP6 2001:db8::7 ::ffff:10.0.0.1 51000 443\r\n");
+        assert_eq!(parse(&header(SendProxy::V2, v6, local)).unwrap(), Some(v6));
+        for v in [SendProxy::V1, SendProxy::V2] {
+            assert_eq!(parse(&local_header(v)).unwrap(), None, "{v:?}");
+        }
     }
 
     #[tokio::test]

@@ -32,6 +32,18 @@ pub struct Upstream {
     /// Idle connections kept per upstream.
     pub keepalive: usize,
     pub timeouts: Timeouts,
+    /// A PROXY protocol header sent first on every connection to the servers, carrying the
+    /// client's address and port (HAProxy's `send-proxy` / `send-proxy-v2`); `None`: none.
+    pub proxy_protocol: Option<SendProxy>,
+}
+
+/// The PROXY protocol version sent to an upstream (haproxy.org `proxy-protocol.txt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendProxy {
+    /// The text header, `PROXY TCP4 ...\r\n` (section 2.1).
+    V1,
+    /// The binary header (section 2.2).
+    V2,
 }
 
 impl Upstream {

@@ -80,6 +80,18 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, ups: &BTreeMap<String, Spanned<file::U
             next_upstream_tries: tries,
             next_upstream_timeout: cx.duration(&u.next_upstream_timeout, Duration::ZERO),
             keepalive: cx.int(&u.keepalive, 0, 100_000, "keepalive", 32) as usize,
+            proxy_protocol: match &u.proxy_protocol {
+                None => None,
+                Some(s) => match cx.text(s).as_deref() {
+                    Some("v1") => Some(SendProxy::V1),
+                    Some("v2") => Some(SendProxy::V2),
+                    Some(other) => cx.err(
+                        s.span().start,
+                        format!("proxy_protocol is \"v1\" or \"v2\" (the header sent to the servers, HAProxy's send-proxy and send-proxy-v2), not `{other}`"),
+                    ),
+                    None => None,
+                },
+            },
             timeouts: Timeouts {
                 connect: cx.duration(&u.connect_timeout, Duration::from_secs(10)),
                 read: cx.duration(&u.read_timeout, Duration::from_secs(60)),

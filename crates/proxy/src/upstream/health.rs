@@ -47,6 +47,16 @@ impl Probe {
             o.write_timeout = Some(hc.timeout);
             o.idle_timeout = Some(up.timeouts.idle);
             check.reuse_connection = up.keepalive > 0;
+            if let Some(version) = up.proxy_protocol {
+                // HAProxy's `check-send-proxy`: a server that expects the header gets one
+                // on its checks too, saying the connection is the gateway's own.
+                o.custom_l4 = Some(std::sync::Arc::new(crate::proxy_protocol::SendProxyConnect {
+                    version,
+                    client: None,
+                    local: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                    timeout: up.timeouts.connect.min(hc.timeout),
+                }));
+            }
             let expect = hc.clone();
             check.validator = Some(Box::new(move |resp: &ResponseHeader| {
                 let status = resp.status.as_u16();

@@ -26,6 +26,7 @@ fn upstream(servers: &[(&str, u32, bool)], balance: Balance) -> Upstream {
         next_upstream_tries: None,
         next_upstream_timeout: Duration::ZERO,
         keepalive: 8,
+        proxy_protocol: None,
         timeouts: Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
