@@ -102,7 +102,12 @@ async fn pebble_three_gateways_order_once_and_a_non_holder_answers_the_validatio
 async fn pebble_the_lease_holder_killed_mid_order_is_replaced_and_the_certificate_issued() {
     let acme = Setup::start(&[]).await;
     let cfg = shared_config(&acme);
-    let (a, b) = tokio::join!(Gateway::start(&cfg), Gateway::start(&cfg));
+    // Two instance names (GATEWAY_INSTANCE), as on two machines: the survivor cannot see
+    // that the holder's process is gone and must wait for the lease to lapse.
+    let (a, b) = tokio::join!(
+        Gateway::start_with_env(&cfg, &[("GATEWAY_INSTANCE", "node-a")]),
+        Gateway::start_with_env(&cfg, &[("GATEWAY_INSTANCE", "node-b")])
+    );
     let mut gws = [a, b];
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
     let storage = acme.storage.path().to_owned();
@@ -126,6 +131,7 @@ async fn pebble_the_lease_holder_killed_mid_order_is_replaced_and_the_certificat
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    let killed = std::time::Instant::now();
     let _ = gws[victim].take_child().map(|mut c| c.wait());
     assert!(
         lines_with(&gws[victim].stderr(), &["certificate issued and now served"]).is_empty(),
@@ -133,6 +139,25 @@ async fn pebble_the_lease_holder_killed_mid_order_is_replaced_and_the_certificat
     );
     relay.hold.store(false, Ordering::SeqCst);
     let survivor = &gws[1 - victim];
+    survivor
+        .wait_log(Duration::from_secs(20), "the survivor taking the lease", |l| {
+            l.contains("took the certificate's lease")
+        })
+        .await;
+    // The lease (3 s, renewed every second) lapsed before it was taken over.
+    let waited = killed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800),
+        "taken over after {waited:?}, before it lapsed"
+    );
+    let listing = harness::gateway::text(
+        &harness::gateway::cli(
+            survivor,
+            &["certs", "--config", survivor.config.to_str().unwrap()],
+        )
+        .await,
+    );
+    assert!(listing.contains("lease:    held by node-"), "{listing}");
     wait_issued_for(survivor.https, &acme.pebble, &NAMES).await;
     assert_eq!(
         holder_pid(&storage),

@@ -96,15 +96,22 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// This process's owner id: `host:pid:random` (the random part tells apart two processes
-/// that share a host name and a pid, such as pid 1 in two containers).
+/// The environment variable that names this instance in lease records (a pod or container
+/// name); the host name when unset.
+pub const INSTANCE_ENV: &str = "GATEWAY_INSTANCE";
+
+/// This process's owner id: `instance:pid:random`, the instance being `GATEWAY_INSTANCE` or
+/// the host name (the random part tells apart two processes that share a name and a pid,
+/// such as pid 1 in two containers).
 pub fn owner_id() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
-        let host = nix::unistd::gethostname()
+        let host = std::env::var(INSTANCE_ENV)
             .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "unknown".into());
+            .filter(|v| !v.is_empty())
+            .or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()))
+            .unwrap_or_else(|| "unknown".into())
+            .replace(':', "-");
         format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
     })
 }
