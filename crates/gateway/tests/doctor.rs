@@ -158,3 +158,51 @@ async fn doctor_checks_node_red_behind_a_stripping_and_a_keeping_route() {
         "{kept}"
     );
 }
+
+/// The real n8n with `N8N_PATH=/n8n/` (it serves at `/` and links its pages to `/n8n/`):
+/// a route that strips the prefix is right; one that keeps it, and one under another
+/// prefix, get a FAIL naming the setting.
+#[tokio::test]
+async fn doctor_checks_n8n_behind_a_stripping_a_keeping_and_a_wrong_route() {
+    let n8n = harness::apps::N8n::start("/n8n/", "https://example.com/n8n/").await;
+    let routes = format!(
+        "{}{}{}{}",
+        upstream_at("n8n", n8n.addr),
+        route("n8n", "/n8n/", "n8n", "strip_prefix = true\n"),
+        route("n8n-kept", "/n8n-kept/", "n8n", ""),
+        route("flows", "/flows/", "n8n", "strip_prefix = true\n"),
+    );
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&harness::gateway::simple_config(up.addr, &routes)).await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.args(["doctor", "--config"])
+        .arg(&gw.config)
+        .arg("--run-dir")
+        .arg(gw.run_dir());
+    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?}:\n{text}"))
+            .to_owned()
+    };
+    let ok = line("app /n8n/:");
+    assert!(
+        ok.starts_with("OK app /n8n/: n8n with N8N_PATH=/n8n/") && ok.contains("https://example.com/n8n/"),
+        "{ok}"
+    );
+    let kept = line("app /n8n-kept/");
+    assert!(
+        kept.starts_with("FAIL app /n8n-kept/: n8n") && kept.contains("N8N_PATH=/n8n-kept/"),
+        "{kept}"
+    );
+    let flows = line("app /flows/");
+    assert!(
+        flows.starts_with("FAIL app /flows/: n8n")
+            && flows.contains("links its pages to /n8n/")
+            && flows.contains("N8N_PATH=/flows/"),
+        "{flows}"
+    );
+    assert!(!out.status.success(), "a FAIL exits 1");
+}

@@ -6,6 +6,11 @@
 //!   with the fix (a host route, `ai.example.com`).
 //! - Grafana under a prefix needs `root_url` ending in the prefix (its HTML's `appSubUrl`),
 //!   and `serve_from_sub_path` consistent with the route's `strip_prefix`.
+//! - n8n serves its files and API at `/` whatever `N8N_PATH` says; `N8N_PATH` is only the
+//!   path its pages link to (`<prefix>static/base-path.js`, `window.BASE_PATH`). Under a
+//!   prefix it needs `N8N_PATH` equal to the prefix and a route that strips it; the URLs it
+//!   announces (webhooks, the editor: `WEBHOOK_URL`, `N8N_EDITOR_BASE_URL`, read back from
+//!   the public `/rest/settings`) must be `https://` and end in the prefix.
 //! - Node-RED's editor must be where the route sends the prefix: its `httpAdminRoot`
 //!   equal to the prefix when the route keeps it, `/` when the route strips it. An app that
 //!   answers nothing at the route's path is looked for at `/` to name the mismatch.
@@ -33,6 +38,10 @@ pub(super) async fn check(r: &mut Report, cfg: &Config) {
         let Ok(page) = get(addr, &s.host, &path).await else {
             continue;
         };
+        if is_n8n(&page) {
+            n8n(r, route, prefix, &page, addr, &s.host).await;
+            continue;
+        }
         if path != "/" && status_of(&page).is_some_and(|c| c == 404) {
             if let Ok(root) = get(addr, &s.host, "/").await {
                 misplaced(r, route, prefix, &path, &root);
@@ -79,8 +88,6 @@ fn verdict(r: &mut Report, route: &Route, prefix: &str, page: &str) {
         } else {
             r.ok(check, format!("Grafana with root_url under {want}/"));
         }
-    } else if page.contains("n8n") {
-        r.ok(check, "n8n (not checked further: N8N_PATH must match the prefix)");
     } else if page.contains("<title>Node-RED</title>") {
         r.ok(
             check,
@@ -99,13 +106,63 @@ fn misplaced(r: &mut Report, route: &Route, prefix: &str, path: &str, root: &str
             format!("Node-RED behind route `{}` serves its editor at / (httpAdminRoot \"/\"), but the route sends {path}: 404", route.name),
             format!("set httpAdminRoot: \"{prefix}\" and httpNodeRoot: \"{prefix}\" in its settings.js, or strip_prefix = true on the route"),
         );
-    } else if root.contains("n8n") {
+    }
+}
+
+fn is_n8n(page: &str) -> bool {
+    page.contains("n8n:config:rest-endpoint") || page.contains("n8n.io - Workflow Automation")
+}
+
+/// The path n8n's pages link to (its `N8N_PATH`): where they load `static/base-path.js`.
+fn n8n_base_path(page: &str) -> Option<String> {
+    let end = page.find("static/base-path.js")?;
+    let start = page[..end].rfind('"')? + 1;
+    Some(page[start..end].to_owned())
+}
+
+/// The base URL n8n announces (`N8N_EDITOR_BASE_URL`, else `WEBHOOK_URL`), as its public
+/// settings show it in the OIDC login URL: `https://example.com/n8n/`.
+fn n8n_announced_url(settings: &str) -> Option<String> {
+    let key = "\"loginUrl\":\"";
+    let i = settings.find(key)? + key.len();
+    let end = settings[i..].find('"')?;
+    let url = settings[i..i + end].replace("\\/", "/");
+    Some(url.strip_suffix("rest/sso/oidc/login")?.to_owned())
+}
+
+/// n8n behind `route` (see the module comment).
+async fn n8n(r: &mut Report, route: &Route, prefix: &str, page: &str, addr: SocketAddr, host: &str) {
+    let check = format!("app {prefix}");
+    let base = n8n_base_path(page).unwrap_or_else(|| "/".into());
+    let strips = route.rewrite.is_some();
+    if base != prefix {
         r.add(
             Level::Fail,
             check,
-            format!("n8n behind route `{}` answers at / but not at {path}", route.name),
-            format!("set N8N_PATH={prefix} (and WEBHOOK_URL with the prefix), or strip_prefix = true on the route"),
+            format!("n8n behind route `{}` links its pages to {base} (N8N_PATH), but the route serves it under {prefix}: the editor loads nothing", route.name),
+            format!("set N8N_PATH={prefix} in n8n's environment{}", if prefix != "/" && !strips { ", and strip_prefix = true on the route (n8n serves at / whatever N8N_PATH says)" } else { "" }),
         );
+        return;
+    }
+    if prefix != "/" && !strips {
+        r.add(
+            Level::Fail,
+            check,
+            format!("n8n behind route `{}` serves its files at / (N8N_PATH={prefix} only changes its links), but the route sends {prefix}...: its scripts come back as HTML", route.name),
+            "set strip_prefix = true on the route",
+        );
+        return;
+    }
+    let settings = get(addr, host, "/rest/settings").await.unwrap_or_default();
+    match n8n_announced_url(&settings) {
+        Some(url) if !url.starts_with("https://") || !url.ends_with(prefix) => r.add(
+            Level::Warn,
+            check,
+            format!("n8n announces its URLs (webhooks, the editor) as {url}, not https://<host>{prefix}: the webhook URLs it shows do not go through this route"),
+            format!("set WEBHOOK_URL=https://<your host>{prefix} (and N8N_EDITOR_BASE_URL the same) in n8n's environment"),
+        ),
+        Some(url) => r.ok(check, format!("n8n with N8N_PATH={prefix}, the prefix stripped, URLs announced as {url}")),
+        None => r.ok(check, format!("n8n with N8N_PATH={prefix}, the prefix stripped (its announced URL could not be read)")),
     }
 }
 

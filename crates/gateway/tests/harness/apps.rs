@@ -106,3 +106,116 @@ impl NodeRed {
         }
     }
 }
+
+/// n8n from npm, `n8n@1.123.81` (the last 1.x), installed once under `target/test-apps/n8n`:
+/// its `xlsx` dependency is a tarball on cdn.sheetjs.com, outside the registries, so the
+/// registry's `xlsx@0.18.5` stands in (npm `overrides`; only the spreadsheet nodes use it);
+/// install scripts are skipped (they fetch prebuilt binaries from GitHub) and `sqlite3`, its
+/// database driver, is built from source with node-gyp against Debian's node headers. The
+/// `vm` expression engine needs `isolated-vm`, which does not build against Debian's node
+/// 20: n8n runs with `N8N_EXPRESSION_ENGINE=legacy`, which serves the same pages.
+pub struct N8n {
+    _process: ProcessGuard,
+    _dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+const N8N: &str = "1.123.81";
+
+fn n8n_installed() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-apps/n8n");
+    let bin = root.join("node_modules/.bin/n8n");
+    let driver = root.join("node_modules/sqlite3/build/Release/node_sqlite3.node");
+    if bin.exists() && driver.exists() {
+        return bin;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("package.json"),
+        format!("{{\"name\":\"gateway-test-n8n\",\"private\":true,\"dependencies\":{{\"n8n\":\"{N8N}\"}},\"overrides\":{{\"xlsx\":\"0.18.5\"}}}}\n"),
+    )
+    .unwrap();
+    let npm = require_tool("npm", "npm");
+    let mut cmd = Command::new(&npm);
+    cmd.args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        "--ignore-scripts",
+    ])
+    .current_dir(&root);
+    let out = super::run_cmd(&mut cmd, Duration::from_secs(900));
+    assert!(
+        out.status.success(),
+        "npm install n8n@{N8N}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = Command::new(root.join("node_modules/.bin/node-gyp"));
+    cmd.args(["rebuild", "--nodedir=/usr"])
+        .current_dir(root.join("node_modules/sqlite3"));
+    let out = super::run_cmd(&mut cmd, Duration::from_secs(600));
+    assert!(
+        out.status.success() && driver.exists(),
+        "node-gyp rebuild of sqlite3 (Debian's nodejs headers in /usr/include/node, g++, make, python3): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+impl N8n {
+    /// n8n on a free loopback port with `N8N_PATH` and `WEBHOOK_URL` as given.
+    pub async fn start(n8n_path: &str, webhook_url: &str) -> N8n {
+        require_tool("node", "nodejs");
+        let bin = tokio::task::spawn_blocking(n8n_installed).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let addr = super::free_addr();
+        let log_path = dir.path().join("n8n.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("start")
+            .env("N8N_USER_FOLDER", dir.path())
+            .env("N8N_PORT", addr.port().to_string())
+            .env("N8N_LISTEN_ADDRESS", "127.0.0.1")
+            .env("N8N_PATH", n8n_path)
+            .env("WEBHOOK_URL", webhook_url)
+            .env("N8N_EXPRESSION_ENGINE", "legacy")
+            .env("N8N_RUNNERS_ENABLED", "false")
+            .env("N8N_DIAGNOSTICS_ENABLED", "false")
+            .env("N8N_PERSONALIZATION_ENABLED", "false")
+            .env("N8N_VERSION_NOTIFICATIONS_ENABLED", "false")
+            .env("N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut process = ProcessGuard::spawn(&mut cmd, "n8n");
+        let client = reqwest::Client::new();
+        super::poll_until(Duration::from_secs(180), "n8n's editor", || {
+            let exited = process.try_wait();
+            let (client, log_path) = (client.clone(), log_path.clone());
+            async move {
+                if let Ok(Some(status)) = exited {
+                    panic!(
+                        "n8n exited ({status}):\n{}",
+                        std::fs::read_to_string(log_path).unwrap_or_default()
+                    );
+                }
+                let page = client
+                    .get(format!("http://{addr}/"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                page.contains("n8n:config:rest-endpoint").then_some(())
+            }
+        })
+        .await;
+        N8n {
+            _process: process,
+            _dir: dir,
+            addr,
+        }
+    }
+}
