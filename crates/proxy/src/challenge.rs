@@ -20,6 +20,25 @@ pub struct Challenges {
     /// The object storage (`s3://` storage), for the answers of other instances.
     remote: RwLock<Option<Arc<Remote>>>,
     cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    /// Tokens the object storage did not have, for [`MISS_CACHE`]: a client asking for
+    /// random tokens costs one request per token and period, not one per request.
+    misses: Mutex<HashMap<String, Instant>>,
+    /// Object storage lookups in flight; beyond [`MAX_LOOKUPS`] the answer is a 404.
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+/// How long a token the object storage does not have is answered 404 without asking again.
+const MISS_CACHE: Duration = Duration::from_secs(2);
+/// Object storage lookups at once, at most.
+const MAX_LOOKUPS: usize = 16;
+
+/// Decrements the lookup count when a lookup ends, however it ends.
+struct Lookup<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Lookup<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Challenges {
@@ -52,6 +71,21 @@ impl Challenges {
                 }
             }
         }
+        {
+            let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+            if misses.get(token).is_some_and(|at| at.elapsed() < MISS_CACHE) {
+                return None;
+            }
+            if misses.len() > 1024 {
+                misses.retain(|_, at| at.elapsed() < MISS_CACHE);
+            }
+        }
+        use std::sync::atomic::Ordering;
+        if self.lookups.fetch_add(1, Ordering::SeqCst) >= MAX_LOOKUPS {
+            self.lookups.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let _lookup = Lookup(&self.lookups);
         match remote.challenge(token).await {
             Ok(Some(b)) => {
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -61,9 +95,15 @@ impl Challenges {
                 }
                 Some(b)
             }
-            Ok(None) => None,
+            Ok(None) => {
+                let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+                if misses.len() <= 1024 {
+                    misses.insert(token.to_owned(), Instant::now());
+                }
+                None
+            }
             Err(e) => {
-                tracing::warn!(token, error = %gateway_tls::error_chain(&e), "cannot read the HTTP-01 answer from the object storage");
+                tracing::debug!(token, error = %gateway_tls::error_chain(&e), "cannot read the HTTP-01 answer from the object storage");
                 None
             }
         }

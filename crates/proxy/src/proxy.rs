@@ -419,11 +419,8 @@ impl ProxyHttp for Gateway {
                 let peer = crate::state::client_addr(session.client_addr()).map(|a| a.ip());
                 ctx.client = headers::client_ip(peer, session.req_header(), &snap.config.forwarding);
             }
-            let client = std::net::SocketAddr::new(
-                ctx.client
-                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-                port,
-            );
+            // No known client (no peer address): the header says so (LOCAL / UNKNOWN).
+            let client = ctx.client.map(|ip| std::net::SocketAddr::new(ip, port));
             let local = session
                 .server_addr()
                 .and_then(|a| a.as_inet())
@@ -431,14 +428,14 @@ impl ProxyHttp for Gateway {
                 .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
             peer.options.custom_l4 = Some(Arc::new(crate::proxy_protocol::SendProxyConnect {
                 version,
-                client: Some(client),
+                client,
                 local,
                 timeout: route.timeouts.connect,
             }));
             peer.group_key = {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
-                client.hash(&mut h);
+                (client, local).hash(&mut h);
                 h.finish() & !1
             };
         }

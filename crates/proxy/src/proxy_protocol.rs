@@ -140,6 +140,23 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// At most [`LINES_PER_SECOND`] refusal lines a second (scanners on a public port would
+/// flood the log); the metric counts every refusal.
+const LINES_PER_SECOND: u64 = 10;
+
+fn log_budget() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SECOND: AtomicU64 = AtomicU64::new(0);
+    static LINES: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if SECOND.swap(now, Ordering::Relaxed) != now {
+        LINES.store(0, Ordering::Relaxed);
+    }
+    LINES.fetch_add(1, Ordering::Relaxed) < LINES_PER_SECOND
+}
+
 /// The pre-TLS hook of the public listeners.
 pub struct ProxyProtocol {
     shared: Arc<Shared>,
@@ -164,7 +181,11 @@ impl ProxyProtocol {
             .with_label_values(&[reason.label()])
             .inc();
         let peer = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
-        tracing::warn!(listener = self.listener, peer = %peer, reason = reason.label(), error = %why, "PROXY protocol: connection refused");
+        if log_budget() {
+            tracing::warn!(listener = self.listener, peer = %peer, reason = reason.label(), error = %why, "PROXY protocol: connection refused");
+        } else {
+            tracing::debug!(listener = self.listener, peer = %peer, reason = reason.label(), error = %why, "PROXY protocol: connection refused");
+        }
         pingora_core::Error::explain(
             pingora_core::ErrorType::AcceptError,
             format!("PROXY protocol: {why}"),

@@ -36,27 +36,66 @@ pub struct Record {
     /// says whether the holder still runs only to a process of the same namespace.
     #[serde(default)]
     pub pid_namespace: u64,
+    /// The holder's boot (`/proc/sys/kernel/random/boot_id`): two machines may share a host
+    /// name and a pid namespace inode, never a boot id.
+    #[serde(default)]
+    pub boot_id: String,
+    /// Which keeper of the holder's process holds it (a reload starts a new one before the
+    /// old one has released the lease).
+    #[serde(default)]
+    pub nonce: u64,
 }
 
 impl Record {
-    /// A record of this process.
-    pub fn mine(since: u64, expires: u64) -> Record {
+    /// A record of this process, for the keeper `nonce`.
+    pub fn mine(since: u64, expires: u64, nonce: u64) -> Record {
         Record {
             owner: owner_id().to_owned(),
             since,
             expires,
             pid_namespace: pid_namespace(),
+            boot_id: boot_id().to_owned(),
+            nonce,
         }
     }
 
-    /// Free to take at `now`: expired, released, or left by a dead process of this host and
-    /// pid namespace.
+    /// A record that stands for an unreadable one: lapsed, so it is taken over.
+    pub fn lapsed() -> Record {
+        Record {
+            owner: String::new(),
+            since: 0,
+            expires: 0,
+            pid_namespace: 0,
+            boot_id: String::new(),
+            nonce: 0,
+        }
+    }
+
+    /// Held by the keeper `nonce` of this process, and not lapsed at `now`.
+    pub fn is_ours(&self, nonce: u64, now: u64) -> bool {
+        self.owner == owner_id() && self.nonce == nonce && self.expires > now
+    }
+
+    /// Free to take at `now`: expired, released, or left by a dead process of this machine
+    /// (same boot) and pid namespace.
     pub fn is_free(&self, now: u64) -> bool {
         self.expires <= now
-            || (self.pid_namespace != 0
+            || (!self.boot_id.is_empty()
+                && self.boot_id == boot_id()
+                && self.pid_namespace != 0
                 && self.pid_namespace == pid_namespace()
                 && owner_is_dead(&self.owner))
     }
+}
+
+/// This machine's boot id, empty when unknown.
+pub fn boot_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// The inode of this process's pid namespace (`pid:[4026531836]`), 0 when unknown.
@@ -170,7 +209,8 @@ pub fn current(storage: &Path, name: &str) -> std::io::Result<Option<(u64, Recor
         };
         match std::fs::read(file(&dir, generation)) {
             Ok(b) => {
-                let record = serde_json::from_slice(&b).map_err(std::io::Error::other)?;
+                // An unreadable record counts as lapsed: the next generation replaces it.
+                let record = serde_json::from_slice(&b).unwrap_or_else(|_| Record::lapsed());
                 return Ok(Some((generation, record)));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -196,14 +236,14 @@ fn temp_file(dir: &Path, record: &Record) -> std::io::Result<PathBuf> {
     Ok(tmp)
 }
 
-/// Takes the lease of `name` for `ttl` if it is free, or renews it if this process holds it.
-pub fn acquire(storage: &Path, name: &str, ttl: Duration) -> std::io::Result<Acquired> {
+/// Takes the lease of `name` for `ttl` if it is free, or renews it if the keeper `nonce` of
+/// this process holds it.
+pub fn acquire(storage: &Path, name: &str, ttl: Duration, nonce: u64) -> std::io::Result<Acquired> {
     let dir = lease_dir(storage, name);
     let now = now_ms();
-    let me = owner_id();
     let found = current(storage, name)?;
     if let Some((generation, record)) = &found {
-        if record.owner == me && record.expires > now {
+        if record.is_ours(nonce, now) {
             let mut lease = Lease {
                 name: name.to_owned(),
                 generation: *generation,
@@ -223,12 +263,12 @@ pub fn acquire(storage: &Path, name: &str, ttl: Duration) -> std::io::Result<Acq
         }
     }
     let generation = found.as_ref().map_or(1, |(g, _)| g + 1);
-    let record = Record::mine(now, now + ttl.as_millis() as u64);
+    let record = Record::mine(now, now + ttl.as_millis() as u64, nonce);
     let tmp = temp_file(&dir, &record)?;
     let linked = std::fs::hard_link(&tmp, file(&dir, generation));
     let _ = std::fs::remove_file(&tmp);
     match linked {
-        Ok(()) => {
+        Ok(()) if is_newest(&dir, generation)? => {
             // Older generations are history now.
             for g in generations(&dir)?.into_iter().filter(|g| *g < generation) {
                 let _ = std::fs::remove_file(file(&dir, g));
@@ -240,6 +280,13 @@ pub fn acquire(storage: &Path, name: &str, ttl: Duration) -> std::io::Result<Acq
                 dir,
             }))
         }
+        // Linked a generation others had already gone past (this process stalled between
+        // reading and linking): not ours.
+        Ok(()) => {
+            let _ = std::fs::remove_file(file(&dir, generation));
+            let holder = current(storage, name)?.map(|(_, r)| r);
+            Ok(Acquired::Taken(holder.unwrap_or(record)))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let holder = current(storage, name)?.map(|(_, r)| r);
             Ok(Acquired::Taken(holder.unwrap_or(record)))
@@ -248,24 +295,57 @@ pub fn acquire(storage: &Path, name: &str, ttl: Duration) -> std::io::Result<Acq
     }
 }
 
-/// Extends `lease` to `ttl` from now; `false` when it was lost (a higher generation exists:
-/// another instance took it after it lapsed).
+/// `generation` is the newest one and nothing above it exists.
+fn is_newest(dir: &Path, generation: u64) -> std::io::Result<bool> {
+    Ok(generations(dir)?.first() == Some(&generation) && !file(dir, generation + 1).exists())
+}
+
+/// The stored lease is still exactly `lease` (no newer generation, not rewritten by another
+/// keeper).
+fn unchanged(lease: &Lease) -> std::io::Result<bool> {
+    let storage = lease
+        .dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    Ok(current(storage, &lease.name)?.is_some_and(|(g, r)| g == lease.generation && r == lease.record))
+}
+
+/// Extends `lease` to `ttl` from now; `false` when it was lost: a newer generation exists
+/// (another instance took it after it lapsed), the record was rewritten by another keeper,
+/// or it lapsed already (then it is taken anew, as a new generation, by [`acquire`]).
 pub fn renew(lease: &mut Lease, ttl: Duration) -> std::io::Result<bool> {
-    if generations(&lease.dir)?.first() != Some(&lease.generation) {
+    let now = now_ms();
+    if lease.record.expires <= now || !unchanged(lease)? {
         return Ok(false);
     }
     let record = Record {
-        expires: now_ms() + ttl.as_millis() as u64,
+        expires: now + ttl.as_millis() as u64,
         ..lease.record.clone()
     };
     write_own(lease, &record)?;
+    if !is_newest(&lease.dir, lease.generation)? {
+        // Another instance linked the next generation meanwhile (and may have pruned ours,
+        // which the rename then recreated): ours is history.
+        let _ = std::fs::remove_file(file(&lease.dir, lease.generation));
+        return Ok(false);
+    }
     lease.record = record;
+    // Leftovers: older generations recreated by a late renewal elsewhere, temporary files
+    // of a process that died.
+    for g in generations(&lease.dir)?
+        .into_iter()
+        .filter(|g| *g < lease.generation)
+    {
+        let _ = std::fs::remove_file(file(&lease.dir, g));
+    }
     Ok(true)
 }
 
-/// Gives the lease up (the next instance need not wait for it to lapse).
+/// Gives the lease up (the next instance need not wait for it to lapse); nothing is written
+/// when it is no longer exactly ours.
 pub fn release(lease: &Lease) -> std::io::Result<()> {
-    if generations(&lease.dir)?.first() != Some(&lease.generation) {
+    if !unchanged(lease)? {
         return Ok(());
     }
     let record = Record {
@@ -320,7 +400,7 @@ mod tests {
             owner: owner.into(),
             since: 1,
             expires,
-            pid_namespace: pid_namespace(),
+            ..Record::mine(0, 0, 0)
         };
         std::fs::write(file(&dir, g), serde_json::to_vec(&r).unwrap()).unwrap();
     }
@@ -329,14 +409,24 @@ mod tests {
     fn one_holder_then_renewal_release_and_takeover() {
         let d = tempfile::tempdir().unwrap();
         let ttl = Duration::from_secs(60);
-        let Acquired::Held(mut lease) = acquire(d.path(), "main", ttl).unwrap() else {
+        let Acquired::Held(mut lease) = acquire(d.path(), "main", ttl, 7).unwrap() else {
             panic!("a free lease is taken")
         };
-        // Held by us: acquiring again renews.
+        // Held by this keeper: acquiring again renews; another keeper of this process (a
+        // reload's new loop) waits for it.
+        let Acquired::Held(again) = acquire(d.path(), "main", ttl, 7).unwrap() else {
+            panic!("renewed")
+        };
         assert!(matches!(
-            acquire(d.path(), "main", ttl).unwrap(),
-            Acquired::Held(_)
+            acquire(d.path(), "main", ttl, 8).unwrap(),
+            Acquired::Taken(_)
         ));
+        // The first handle is stale now (the record was rewritten): it neither renews nor
+        // releases over the newer record.
+        assert!(!renew(&mut lease, ttl).unwrap());
+        release(&lease).unwrap();
+        assert!(current(d.path(), "main").unwrap().unwrap().1.expires > now_ms());
+        let mut lease = again;
         assert!(renew(&mut lease, ttl).unwrap());
         release(&lease).unwrap();
         let (_, r) = current(d.path(), "main").unwrap().unwrap();
@@ -344,7 +434,7 @@ mod tests {
         assert!(describe(Some(&r), now_ms()).starts_with("free (released by"));
         // Another live instance holds it: taken.
         fake(d.path(), "elsewhere:1:0", now_ms() + 60_000);
-        match acquire(d.path(), "main", ttl).unwrap() {
+        match acquire(d.path(), "main", ttl, 7).unwrap() {
             Acquired::Taken(r) => assert_eq!(r.owner, "elsewhere:1:0"),
             other => panic!("{other:?}"),
         }
@@ -352,7 +442,7 @@ mod tests {
         assert!(!renew(&mut lease, ttl).unwrap());
         // Once it lapses, it is ours, and the older generations are pruned.
         fake(d.path(), "elsewhere:1:0", now_ms() - 1);
-        let Acquired::Held(l) = acquire(d.path(), "main", ttl).unwrap() else {
+        let Acquired::Held(l) = acquire(d.path(), "main", ttl, 7).unwrap() else {
             panic!("a lapsed lease is taken over")
         };
         assert_eq!(
@@ -362,15 +452,65 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_that_recreates_a_pruned_generation_is_lost_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        let Acquired::Held(mut lease) = acquire(d.path(), "main", ttl, 1).unwrap() else {
+            panic!("taken")
+        };
+        let dir = lease_dir(d.path(), "main");
+        // Another instance took the next generation and pruned ours, after our check.
+        let next = file(&dir, lease.generation + 1);
+        std::fs::write(
+            &next,
+            serde_json::to_vec(&Record {
+                owner: "b:1:0".into(),
+                ..Record::mine(1, now_ms() + 60_000, 0)
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        write_own(&lease, &lease.record).unwrap();
+        assert!(!is_newest(&dir, lease.generation).unwrap());
+        assert!(
+            !renew(&mut lease, ttl).unwrap(),
+            "a newer generation exists: lost"
+        );
+        // The holder of the newer one prunes the recreated file at its next renewal.
+        let mut theirs = Lease {
+            name: "main".into(),
+            generation: lease.generation + 1,
+            record: current(d.path(), "main").unwrap().unwrap().1,
+            dir: dir.clone(),
+        };
+        assert!(renew(&mut theirs, ttl).unwrap());
+        assert_eq!(
+            generations(&dir).unwrap(),
+            vec![lease.generation + 1],
+            "our recreated file is pruned"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_taken_over() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = lease_dir(d.path(), "main");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(file(&dir, 3), "{ torn").unwrap();
+        let Acquired::Held(l) = acquire(d.path(), "main", Duration::from_secs(5), 1).unwrap() else {
+            panic!("an unreadable lease is lapsed")
+        };
+        assert_eq!(l.generation, 4);
+    }
+
+    #[test]
     fn racing_instances_get_one_lease() {
         let d = tempfile::tempdir().unwrap();
         let dir = lease_dir(d.path(), "main");
         // Two takers of generation 1: the second link fails.
         let r = Record {
             owner: "x:1:0".into(),
-            since: 0,
-            expires: u64::MAX,
-            pid_namespace: 0,
+            ..Record::mine(0, u64::MAX, 0)
         };
         let t1 = temp_file(&dir, &r).unwrap();
         let t2 = temp_file(&dir, &r).unwrap();
@@ -380,29 +520,46 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_process_of_this_host_frees_its_lease() {
+    fn a_dead_process_of_this_machine_frees_its_lease() {
         let d = tempfile::tempdir().unwrap();
         let host = owner_id().split(':').next().unwrap().to_owned();
         // A pid that does not exist (above the kernel's pid_max).
         fake(d.path(), &format!("{host}:99999999:0"), now_ms() + 60_000);
         assert!(matches!(
-            acquire(d.path(), "main", Duration::from_secs(5)).unwrap(),
+            acquire(d.path(), "main", Duration::from_secs(5), 1).unwrap(),
             Acquired::Held(_)
         ));
     }
 
     #[test]
-    fn a_pid_of_another_pid_namespace_says_nothing() {
+    fn a_pid_of_another_machine_or_pid_namespace_says_nothing() {
         let host = owner_id().split(':').next().unwrap().to_owned();
         let r = Record {
             owner: format!("{host}:99999999:0"),
-            since: 1,
-            expires: now_ms() + 60_000,
-            pid_namespace: pid_namespace() + 1,
+            ..Record::mine(1, now_ms() + 60_000, 0)
         };
-        assert!(!r.is_free(now_ms()), "another container with the same host name");
+        assert!(
+            r.is_free(now_ms()) || boot_id().is_empty(),
+            "this machine, a dead pid"
+        );
+        let other_ns = Record {
+            pid_namespace: pid_namespace() + 1,
+            ..r.clone()
+        };
+        assert!(
+            !other_ns.is_free(now_ms()),
+            "another container with the same host name"
+        );
+        let other_boot = Record {
+            boot_id: "another-machine".into(),
+            ..r.clone()
+        };
+        assert!(
+            !other_boot.is_free(now_ms()),
+            "another machine with the same host name"
+        );
         let unknown = Record {
-            pid_namespace: 0,
+            boot_id: String::new(),
             ..r
         };
         assert!(!unknown.is_free(now_ms()));

@@ -35,6 +35,8 @@ pub struct Remote {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     url: String,
+    /// The outcome of [`Remote::check_conditional_writes`], run once.
+    probed: tokio::sync::OnceCell<Result<(), String>>,
 }
 
 /// A lease held in the object storage: its record and the ETag that must still match.
@@ -80,9 +82,27 @@ impl Remote {
                 source: "bad URL".into(),
             },
         })?;
+        // Short deadlines and few retries: a lease is renewed every third of its lifetime,
+        // and a request that hangs in retries must not outlive it (the keeper also bounds
+        // each call).
+        let retry = object_store::RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+            ..object_store::RetryConfig::default()
+        };
         let store = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(retry)
+            // Merged into the options read from the environment (AWS_ALLOW_HTTP...).
+            .with_config(
+                object_store::aws::AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+                "10s",
+            )
+            .with_config(
+                object_store::aws::AmazonS3ConfigKey::Client(object_store::ClientConfigKey::ConnectTimeout),
+                "5s",
+            )
             .build()
             .map_err(|source| RemoteError::Remote {
                 what: "cannot configure the S3 client from the environment".into(),
@@ -93,6 +113,7 @@ impl Remote {
             store: Arc::new(store),
             prefix: prefix.to_owned(),
             url: url.to_owned(),
+            probed: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -169,7 +190,43 @@ impl Remote {
         self.put(&rel, version.clone().into_bytes(), PutMode::Overwrite)
             .await
             .map_err(self.err(format!("cannot write {rel}")))?;
+        self.prune(name, &version).await;
         Ok(version)
+    }
+
+    /// Deletes the versions of `name` older than the newest two (`current` and the one
+    /// before it): they hold old private keys. Best effort.
+    async fn prune(&self, name: &str, current: &str) {
+        use futures_util::StreamExt;
+        let prefix = self.path(&format!("{name}/"));
+        let mut versions: Vec<String> = Vec::new();
+        let mut objects = Vec::new();
+        let mut list = self.store.list(Some(&prefix));
+        while let Some(Ok(meta)) = list.next().await {
+            let rel = meta
+                .location
+                .as_ref()
+                .strip_prefix(prefix.as_ref())
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_owned();
+            if let Some((v, _)) = rel.split_once('/') {
+                if v.starts_with("v-") {
+                    if !versions.iter().any(|x| x == v) {
+                        versions.push(v.to_owned());
+                    }
+                    objects.push((v.to_owned(), meta.location.clone()));
+                }
+            }
+        }
+        versions.sort_unstable();
+        versions.reverse();
+        let keep: Vec<&String> = versions.iter().take(2).collect();
+        for (v, location) in objects {
+            if v != current && !keep.contains(&&v) {
+                let _ = self.store.delete(&location).await;
+            }
+        }
     }
 
     /// The unit `current` points at, unless it is `known` (the version read last time).
@@ -178,7 +235,16 @@ impl Remote {
             return Ok(None);
         };
         let version = String::from_utf8_lossy(&pointer).trim().to_owned();
-        if known == Some(version.as_str()) || !version.starts_with("v-") || version.contains('/') {
+        if !version.starts_with("v-") || version.contains('/') {
+            return Err(self
+                .err(format!("{name}/current does not name a version (`{version}`)"))(
+                object_store::Error::Generic {
+                    store: "S3",
+                    source: "bad pointer".into(),
+                },
+            ));
+        }
+        if known == Some(version.as_str()) {
             return Ok(None);
         }
         let chain = self.get(&format!("{name}/{version}/fullchain.pem")).await?;
@@ -199,8 +265,19 @@ impl Remote {
     /// second create of one object and an update under a stale ETag must both be refused
     /// (S3 since 2024, MinIO, moto do; a store that ignores the headers would let two
     /// instances hold a lease). Run once per client, on a probe object of this process.
-    pub async fn check_conditional_writes(&self) -> Result<(), RemoteError> {
-        let rel = format!(".probe/{}", owner_id().replace(':', "-"));
+    pub async fn check_conditional_writes(&self) -> Result<(), String> {
+        self.probed
+            .get_or_init(|| async { self.probe().await.map_err(|e| crate::error_chain(&e)) })
+            .await
+            .clone()
+    }
+
+    async fn probe(&self) -> Result<(), RemoteError> {
+        let rel = format!(
+            ".probe/{}-{:016x}",
+            owner_id().replace(':', "-"),
+            rand::random::<u64>()
+        );
         let what = "conditional write probe";
         let _ = self.store.delete(&self.path(&rel)).await;
         self.put(&rel, b"1".to_vec(), PutMode::Create)
@@ -271,27 +348,26 @@ impl Remote {
             return Ok(None);
         };
         // A record that does not parse counts as lapsed: it is replaced under If-Match.
-        let record = serde_json::from_slice(&bytes).unwrap_or(Record {
-            owner: String::new(),
-            since: 0,
-            expires: 0,
-            pid_namespace: 0,
-        });
+        let record = serde_json::from_slice(&bytes).unwrap_or_else(|_| Record::lapsed());
         Ok(Some((record, version)))
     }
 
     /// Takes the lease of `name` if it is free (absent, released or lapsed), renews it if
-    /// this process holds it.
-    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<RemoteAcquired, RemoteError> {
+    /// the keeper `nonce` of this process holds it.
+    pub async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        nonce: u64,
+    ) -> Result<RemoteAcquired, RemoteError> {
         let now = now_ms();
-        let me = owner_id();
         let found = self.lease(name).await?;
         let since = match &found {
-            Some((r, _)) if r.owner == me && r.expires > now => r.since,
+            Some((r, _)) if r.is_ours(nonce, now) => r.since,
             Some((r, _)) if !r.is_free(now) => return Ok(RemoteAcquired::Taken(r.clone())),
             _ => now,
         };
-        let record = Record::mine(since, now + ttl.as_millis() as u64);
+        let record = Record::mine(since, now + ttl.as_millis() as u64, nonce);
         let mode = match found {
             Some((_, v)) => PutMode::Update(v),
             None => PutMode::Create,

@@ -107,6 +107,10 @@ pub(super) enum IssueError {
     /// The whole order took longer than `order_timeout`.
     #[error("timed out: the order did not finish within {0:?} (a CA or proxy that accepts connections but does not answer?)")]
     OrderTimeout(std::time::Duration),
+    /// The certificate's lease passed to another instance (or could not be confirmed in
+    /// time) while the order ran: it is given up, the holder orders.
+    #[error("the certificate's lease was lost during the order; the instance holding it now orders")]
+    LeaseLost,
 }
 
 impl IssueError {

@@ -131,13 +131,16 @@ fn covers_all(cert: &Loaded, names: &[String]) -> bool {
 struct Slot {
     job: Job,
     stop: Option<watch::Sender<bool>>,
+    /// The loop's task, awaited at shutdown (it releases the certificate's lease).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Slot {
-    fn stop_loop(self) {
+    fn stop_loop(self) -> Option<tokio::task::JoinHandle<()>> {
         if let Some(tx) = self.stop {
             let _ = tx.send(true);
         }
+        self.task
     }
 }
 
@@ -170,6 +173,8 @@ pub struct AcmeManager {
     pulled: Mutex<HashMap<String, String>>,
     /// Per certificate: a certificate issued here not yet written to the object storage.
     unpushed: Mutex<HashMap<String, (String, String)>>,
+    /// Certificates whose object storage fails now (logged once per episode).
+    remote_failing: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Sleeps until `at` (wall clock); `false` when the loop is told to stop first.
@@ -213,6 +218,7 @@ impl AcmeManager {
             remotes: Mutex::default(),
             pulled: Mutex::default(),
             unpushed: Mutex::default(),
+            remote_failing: Mutex::default(),
         }
     }
 
@@ -296,11 +302,17 @@ impl AcmeManager {
                 break;
             }
         }
-        let mut st = self.lock_state();
-        st.runtime = None;
-        for (_, slot) in st.slots.drain() {
-            slot.stop_loop();
-        }
+        let tasks: Vec<_> = {
+            let mut st = self.lock_state();
+            st.runtime = None;
+            st.slots
+                .drain()
+                .filter_map(|(_, slot)| slot.stop_loop())
+                .collect()
+        };
+        // Each loop releases its lease as it stops; a storage that does not answer costs
+        // at most this long (the lease then lapses on its own).
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(tasks)).await;
     }
 
     /// Applies a reloaded `[acme]` section: a certificate added starts its loop, a removed
@@ -325,7 +337,7 @@ impl AcmeManager {
             if let Some(slot) = st.slots.remove(&name) {
                 let files = storage::cert_dir(&slot.job.acme.storage, &name);
                 tracing::info!(certificate = %name, files = %files.display(), "certificate removed from [acme]: its renewal loop stops; its files stay");
-                slot.stop_loop();
+                let _ = slot.stop_loop();
             }
         }
         for job in wanted {
@@ -339,7 +351,7 @@ impl AcmeManager {
             match st.slots.remove(&job.cert.name) {
                 Some(old) => {
                     tracing::info!(certificate = %job.cert.name, names = %job.cert.names.join(","), "certificate settings changed in [acme]: its loop restarts with them");
-                    old.stop_loop();
+                    let _ = old.stop_loop();
                 }
                 None => {
                     tracing::info!(certificate = %job.cert.name, names = %job.cert.names.join(","), "certificate added to [acme]: starting its loop")
@@ -359,7 +371,14 @@ impl AcmeManager {
             self.lock_live().entry(name.clone()).or_default().status.last_error = Some(format!(
                 "not ordered: `{n}` is {why}, which no public CA validates (use a public name or address, or set ca_root for a private CA)"
             ));
-            st.slots.insert(name, Slot { job, stop: None });
+            st.slots.insert(
+                name,
+                Slot {
+                    job,
+                    stop: None,
+                    task: None,
+                },
+            );
             return;
         }
         let Some(runtime) = st.runtime.clone() else {
@@ -368,8 +387,15 @@ impl AcmeManager {
         let (tx, rx) = watch::channel(false);
         let me = self.clone();
         let loop_job = job.clone();
-        runtime.spawn(async move { me.manage(loop_job, rx).await });
-        st.slots.insert(name, Slot { job, stop: Some(tx) });
+        let task = runtime.spawn(async move { me.manage(loop_job, rx).await });
+        st.slots.insert(
+            name,
+            Slot {
+                job,
+                stop: Some(tx),
+                task: Some(task),
+            },
+        );
     }
 
     fn current(&self, name: &str) -> Option<Loaded> {
@@ -494,7 +520,7 @@ impl AcmeManager {
                             if at >= wake.at {
                                 break;
                             }
-                            if self.refresh(&job, u).await {
+                            if self.refresh(&job, u, keeper.holds()).await {
                                 u = rand::rng().random();
                                 issued_by =
                                     storage::read_status(&cfg.storage, &c.name).and_then(|s| s.issued_by);
@@ -540,7 +566,7 @@ impl AcmeManager {
                     Locked::Adopted => true,
                 };
                 // Another gateway sharing the storage may have just stored one.
-                if adopted || self.refresh(&job, u).await {
+                if adopted || self.refresh(&job, u, keeper.holds()).await {
                     // What this process could not store is older than what it adopted.
                     health.pending = None;
                     health.order_error = None;
@@ -552,8 +578,11 @@ impl AcmeManager {
                 tracing::info!(certificate = %c.name, names = %c.names.join(","), reason, directory = %directory, "ordering certificate");
                 let replace = order::may_replace(issued_by.as_deref(), &directory);
                 let attempt = tokio::time::timeout(cfg.order_timeout, self.obtain(&job, &directory, replace));
+                // Given up when the lease is lost meanwhile (unless ordering without it).
+                let leased = health.lock.is_none();
                 tokio::select! {
                     _ = stop.changed() => break 'run,
+                    _ = lease_lost(&keeper), if leased => Err(errors::IssueError::LeaseLost),
                     r = attempt => r.unwrap_or_else(|_| Err(errors::IssueError::OrderTimeout(cfg.order_timeout))),
                 }
             };
@@ -564,10 +593,10 @@ impl AcmeManager {
                     issued_by = Some(directory.clone());
                     let loaded = issued.loaded;
                     tracing::info!(certificate = %c.name, issuer = %loaded.issuer, not_after = %humantime::format_rfc3339_seconds(loaded.not_after), directory = %directory, "certificate issued and now served");
+                    self.store.install(&c.name, &c.names, loaded);
                     self.lock_unpushed()
                         .insert(c.name.clone(), (issued.chain_pem, issued.key_pem));
-                    self.push(&job).await;
-                    self.store.install(&c.name, &c.names, loaded);
+                    self.push(&job, keeper.holds()).await;
                     self.observer.order(&c.name, true);
                     self.observer.installed(&c.name, &self.store.snapshot());
                     health.order_error = None;
@@ -585,6 +614,12 @@ impl AcmeManager {
                     tracing::error!(certificate = %c.name, attempt = failures, error = %msg, "could not obtain certificate; still serving the current one");
                     health.order_error = Some(msg);
                     self.checkpoint(&job, &mut health, &directory, None, None);
+                    if failures.is_multiple_of(3) && cfg.object_storage.is_some() {
+                        // Another instance may succeed where this one keeps failing.
+                        let aside = schedule::backoff(cfg.retry_min, cfg.retry_max, failures);
+                        tracing::warn!(certificate = %c.name, period = %seconds(aside), "orders keep failing here: leaving the certificate's lease to the other instances for a while");
+                        keeper.step_aside(aside);
+                    }
                     if failures.is_multiple_of(3) && dirs.len() > 1 {
                         dir_index = (dir_index + 1) % dirs.len();
                         tracing::warn!(certificate = %c.name, directory = %dirs[dir_index], "switching to the next ACME directory");
@@ -592,7 +627,7 @@ impl AcmeManager {
                 }
             }
         }
-        drop(keeper);
+        keeper.release().await;
         tracing::info!(certificate = %c.name, "renewal loop stopped");
     }
 
@@ -610,10 +645,10 @@ impl AcmeManager {
         let mut told = false;
         loop {
             let now = state.borrow_and_update().clone();
-            if now.held {
+            if now.holds() {
                 return Locked::Held;
             }
-            if let Some(why) = now.error {
+            if let Some(why) = now.error.clone() {
                 // A directory of this machine: order anyway, served from memory (one
                 // instance). Object storage: every instance would order; wait for it.
                 if job.acme.object_storage.is_none() {
@@ -621,13 +656,13 @@ impl AcmeManager {
                     return Locked::Unavailable(why);
                 }
             }
-            if let Some(holder) = now.holder.as_ref().filter(|_| !now.held) {
+            if let Some(holder) = now.holder.as_ref().filter(|_| !now.holds()) {
                 if !told {
                     tracing::info!(certificate = %name, holder = %holder.owner, "another instance holds the certificate's lease and orders it; serving what it stores");
                     told = true;
                 }
             }
-            if self.refresh(job, u).await {
+            if self.refresh(job, u, false).await {
                 return Locked::Adopted;
             }
             tokio::select! {
@@ -735,6 +770,20 @@ pub fn report(cfg: &Acme) -> Vec<Report> {
             }
         })
         .collect()
+}
+
+/// Resolves once the keeper no longer confirms the lease (lost, or not renewed in time).
+async fn lease_lost(keeper: &keeper::Keeper) {
+    let mut state = keeper.state.clone();
+    loop {
+        if !state.borrow_and_update().holds() {
+            return;
+        }
+        tokio::select! {
+            _ = state.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
 }
 
 /// The lease of `name` as `gateway certs` shows it, read from the storage.

@@ -1,15 +1,19 @@
 //! The object storage side of a certificate's loop (`[acme] storage = "s3://..."`, see
-//! [`crate::remote`]): a certificate issued here is written there as one unit; the
-//! certificates other instances wrote there are copied into this instance's directory,
-//! from which [`AcmeManager::adopt_stored`] serves them. A failure is logged when it starts
-//! and when it ends, counted in the storage errors, and tried again at the next poll; the
-//! certificate being served never changes because of it.
+//! [`crate::remote`]): a certificate issued here is written there as one unit, by the lease
+//! holder only; the certificates other instances wrote there are copied into this
+//! instance's directory (never one older than the copy it has), from which
+//! [`AcmeManager::adopt_stored`] serves them. The holder also writes its local certificate
+//! when it is newer than the stored one (issued here while the bucket was unreachable, and
+//! the process restarted since). A failure is logged when it starts and when it ends,
+//! counted in the storage errors, and tried again at the next poll; the certificate being
+//! served never changes because of it.
 
 use super::{AcmeManager, Job};
 use crate::remote::Remote;
 use crate::storage;
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
+use std::time::SystemTime;
 
 impl AcmeManager {
     /// The client of `url`, made once (or why it cannot be configured).
@@ -35,13 +39,43 @@ impl AcmeManager {
         self.unpushed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the certificate issued here to the object storage, if not done yet.
-    pub(super) async fn push(&self, job: &Job) {
+    fn set_pulled(&self, name: &str, version: String) {
+        self.pulled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), version);
+    }
+
+    /// Logs a failure of the object storage once when it starts, and once when it ends.
+    fn note_remote(&self, name: &str, failure: Option<String>) {
+        let mut failing = self.remote_failing.lock().unwrap_or_else(|p| p.into_inner());
+        match failure {
+            Some(why) => {
+                self.observer.lease_error(name);
+                if failing.insert(name.to_owned()) {
+                    tracing::error!(certificate = %name, error = %why, "cannot read or write the certificate in the object storage: serving the one this instance has, retrying");
+                }
+            }
+            None => {
+                if failing.remove(name) {
+                    tracing::info!(certificate = %name, "the certificate in the object storage can be read and written again");
+                }
+            }
+        }
+    }
+
+    /// Writes the certificate issued here to the object storage, if not done yet and this
+    /// instance holds the lease (`holds`): a former holder never overwrites the unit of the
+    /// current one.
+    pub(super) async fn push(&self, job: &Job, holds: bool) {
         let name = &job.cert.name;
         let Some(remote) = self.remote_of(job) else {
             self.lock_unpushed().remove(name);
             return;
         };
+        if !holds {
+            return;
+        }
         let Some((chain, key)) = self.lock_unpushed().get(name).cloned() else {
             return;
         };
@@ -49,25 +83,29 @@ impl AcmeManager {
             Ok(version) => {
                 tracing::info!(certificate = %name, storage = %remote.url(), version = %version, "certificate written to the object storage for the other instances");
                 self.lock_unpushed().remove(name);
-                self.pulled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), version);
+                self.set_pulled(name, version);
+                self.note_remote(name, None);
             }
-            Err(e) => {
-                self.observer.lease_error(name);
-                tracing::error!(certificate = %name, error = %crate::error_chain(&e), "cannot write the new certificate to the object storage: it is served here, and written at the next poll");
-            }
+            Err(e) => self.note_remote(name, Some(crate::error_chain(&e))),
         }
     }
 
-    /// Copies a certificate another instance wrote to the object storage into this
-    /// instance's directory (a newer unit than the one read last), then serves the stored
-    /// certificate when it is newer than the served one ([`AcmeManager::adopt_stored`]).
-    /// Without object storage, only the latter.
-    pub(super) async fn refresh(&self, job: &Job, u: f64) -> bool {
+    /// The local copy of `name` as PEM texts, with its expiry, when it loads.
+    fn local_unit(job: &Job) -> Option<(String, String, SystemTime)> {
+        let dir = storage::cert_dir(&job.acme.storage, &job.cert.name);
+        let chain = std::fs::read_to_string(dir.join("fullchain.pem")).ok()?;
+        let key = std::fs::read_to_string(dir.join("privkey.pem")).ok()?;
+        let loaded = crate::pem::from_pem(chain.as_bytes(), key.as_bytes()).ok()?;
+        (!loaded.self_signed).then_some((chain, key, loaded.not_after))
+    }
+
+    /// Copies a newer certificate another instance wrote to the object storage into this
+    /// instance's directory, then serves the stored certificate when it is newer than the
+    /// served one ([`AcmeManager::adopt_stored`]). The holder (`holds`) writes its local
+    /// copy when that one is the newer. Without object storage, only the adoption.
+    pub(super) async fn refresh(&self, job: &Job, u: f64, holds: bool) -> bool {
         if let Some(remote) = self.remote_of(job) {
-            self.push(job).await;
+            self.push(job, holds).await;
             let name = &job.cert.name;
             let known = self
                 .pulled
@@ -75,31 +113,47 @@ impl AcmeManager {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(name)
                 .cloned();
+            let local = Self::local_unit(job);
             match remote.pull_unit(name, known.as_deref()).await {
-                Ok(None) => {}
-                Ok(Some(unit)) => match crate::pem::from_pem(&unit.chain, &unit.key) {
-                    Ok(_) => {
-                        if let Err(e) = storage::save(&job.acme.storage, name, &unit.chain, &unit.key) {
-                            tracing::warn!(certificate = %name, error = %crate::error_chain(&e), "cannot copy the certificate from the object storage into the local directory");
-                        } else {
-                            self.pulled
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(name.clone(), unit.version);
+                Ok(None) if known.is_none() && holds => {
+                    // Nothing stored yet: the holder's own certificate is the first unit.
+                    if let Some((chain, key, _)) = local {
+                        self.lock_unpushed().insert(name.clone(), (chain, key));
+                        self.push(job, holds).await;
+                    }
+                    self.note_remote(name, None);
+                }
+                Ok(None) => self.note_remote(name, None),
+                Ok(Some(unit)) => {
+                    self.note_remote(name, None);
+                    match crate::pem::from_pem(&unit.chain, &unit.key) {
+                        Ok(pulled) => {
+                            let older = local.as_ref().is_some_and(|(_, _, na)| pulled.not_after <= *na);
+                            if older {
+                                if holds && local.as_ref().is_some_and(|(_, _, na)| pulled.not_after < *na) {
+                                    tracing::info!(certificate = %name, "the object storage holds an older certificate than this instance: writing this one");
+                                    if let Some((chain, key, _)) = local {
+                                        self.lock_unpushed().insert(name.clone(), (chain, key));
+                                    }
+                                    self.push(job, holds).await;
+                                } else {
+                                    self.set_pulled(name, unit.version);
+                                }
+                            } else if let Err(e) =
+                                storage::save(&job.acme.storage, name, &unit.chain, &unit.key)
+                            {
+                                tracing::warn!(certificate = %name, error = %crate::error_chain(&e), "cannot copy the certificate from the object storage into the local directory");
+                            } else {
+                                self.set_pulled(name, unit.version);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(certificate = %name, version = %unit.version, error = %crate::error_chain(&e), "the object storage holds a pair that does not load; not served");
+                            self.set_pulled(name, unit.version);
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(certificate = %name, version = %unit.version, error = %crate::error_chain(&e), "the object storage holds a pair that does not load; not served");
-                        self.pulled
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(name.clone(), unit.version);
-                    }
-                },
-                Err(e) => {
-                    self.observer.lease_error(name);
-                    tracing::debug!(certificate = %name, error = %crate::error_chain(&e), "cannot read the object storage");
                 }
+                Err(e) => self.note_remote(name, Some(crate::error_chain(&e))),
             }
         }
         self.adopt_stored(job, u)
