@@ -11,7 +11,7 @@ mod harness;
 use harness::acme::{lines_with, verified, wait_issued_for, Setup, NAMES};
 use harness::s3::Moto;
 use harness::scrape::scrape;
-use harness::several::{holder, relay, LeaseAt};
+use harness::several::{holder, one_order_served_by_all, relay, LeaseAt};
 use harness::{poll_until, Gateway};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,31 +65,7 @@ async fn s3_three_gateways_order_once_and_a_non_holder_answers_from_the_bucket()
     let gws = [a, b, c];
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
     let relay = relay(acme.pebble.http_port, lease_at(&moto), http_by_pid).await;
-    let mut root = String::new();
-    for gw in &gws {
-        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
-    }
-    for gw in &gws {
-        for name in NAMES {
-            if let Err(e) = verified(gw.https, name, &root).await {
-                panic!("instance {} does not serve {name}: {e}", gw.pid());
-            }
-        }
-    }
-    assert_eq!(
-        orders(&acme),
-        1,
-        "one order across the three:\n{}",
-        acme.pebble.log()
-    );
-    let issued: usize = gws
-        .iter()
-        .map(|g| lines_with(&g.stderr(), &["certificate issued and now served"]).len())
-        .sum();
-    assert_eq!(issued, 1);
-    let seen = relay.relayed.lock().unwrap().clone();
-    assert!(!seen.is_empty(), "Pebble validated through the relay");
-    assert!(seen.iter().all(|(holder, pid)| holder != pid), "{seen:?}");
+    one_order_served_by_all(&acme, &gws, &relay).await;
     // The bucket holds one unit behind `current`: a key and a chain that match, the chain
     // the instances serve.
     let version = String::from_utf8(

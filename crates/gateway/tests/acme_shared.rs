@@ -10,7 +10,7 @@ mod harness;
 
 use harness::acme::{lines_with, pair_matches, verified, wait_issued_for, Setup, NAMES};
 use harness::scrape::scrape;
-use harness::several::{holder_pid, relay, LeaseAt};
+use harness::several::{holder_pid, one_order_served_by_all, relay, LeaseAt};
 use harness::{poll_until, Gateway};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,33 +51,7 @@ async fn pebble_three_gateways_order_once_and_a_non_holder_answers_the_validatio
     )
     .await;
     // Every instance serves the issued chain (the non-holders within the poll interval).
-    let mut root = String::new();
-    for gw in &gws {
-        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
-    }
-    for gw in &gws {
-        for name in NAMES {
-            if let Err(e) = verified(gw.https, name, &root).await {
-                panic!("instance {} does not serve {name}: {e}", gw.pid());
-            }
-        }
-    }
-    assert_eq!(
-        orders(&acme),
-        1,
-        "one order across the three:\n{}",
-        acme.pebble.log()
-    );
-    let logs: Vec<String> = gws.iter().map(|g| g.stderr()).collect();
-    let issued: usize = logs
-        .iter()
-        .map(|l| lines_with(l, &["certificate issued and now served"]).len())
-        .sum();
-    assert_eq!(issued, 1, "{logs:#?}");
-    // The CA's requests were answered by instances that did not order.
-    let seen = relayed.relayed.lock().unwrap().clone();
-    assert!(!seen.is_empty(), "Pebble validated through the relay");
-    assert!(seen.iter().all(|(holder, pid)| holder != pid), "{seen:?}");
+    one_order_served_by_all(&acme, &gws, &relayed).await;
     // The holder is visible: `gateway certs` on each instance, and the gauge on one.
     let holder = holder_pid(acme.storage.path()).expect("the holder keeps its lease");
     let mut held = 0.0;

@@ -135,19 +135,8 @@ async fn doctor_checks_node_red_behind_a_stripping_and_a_keeping_route() {
     );
     let up = upstream::echo().await;
     let gw = Gateway::start(&harness::gateway::simple_config(up.addr, &routes)).await;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
-    cmd.args(["doctor", "--config"])
-        .arg(&gw.config)
-        .arg("--run-dir")
-        .arg(gw.run_dir());
-    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = |needle: &str| {
-        text.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle:?}:\n{text}"))
-            .to_owned()
-    };
+    let (_, text) = doctor_on(&gw).await;
+    let line = |needle: &str| line_with(&text, needle);
     assert!(
         line("app /nodered/").starts_with("OK app /nodered/: the Node-RED editor"),
         "{text}"
@@ -174,19 +163,8 @@ async fn doctor_checks_n8n_behind_a_stripping_a_keeping_and_a_wrong_route() {
     );
     let up = upstream::echo().await;
     let gw = Gateway::start(&harness::gateway::simple_config(up.addr, &routes)).await;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
-    cmd.args(["doctor", "--config"])
-        .arg(&gw.config)
-        .arg("--run-dir")
-        .arg(gw.run_dir());
-    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = |needle: &str| {
-        text.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle:?}:\n{text}"))
-            .to_owned()
-    };
+    let (out, text) = doctor_on(&gw).await;
+    let line = |needle: &str| line_with(&text, needle);
     let ok = line("app /n8n/:");
     assert!(
         ok.starts_with("OK app /n8n/: n8n with N8N_PATH=/n8n/") && ok.contains("https://example.com/n8n/"),
@@ -205,4 +183,24 @@ async fn doctor_checks_n8n_behind_a_stripping_a_keeping_and_a_wrong_route() {
         "{flows}"
     );
     assert!(!out.status.success(), "a FAIL exits 1");
+}
+
+/// `gateway doctor` against `gw`'s config and run directory: its output and stdout.
+async fn doctor_on(gw: &Gateway) -> (std::process::Output, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.args(["doctor", "--config"])
+        .arg(&gw.config)
+        .arg("--run-dir")
+        .arg(gw.run_dir());
+    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+/// The first line of `text` that contains `needle`.
+fn line_with(text: &str, needle: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?}:\n{text}"))
+        .to_owned()
 }

@@ -94,3 +94,42 @@ pub async fn relay(port: u16, at: LeaseAt, http_by_pid: HashMap<i32, SocketAddr>
         accepted,
     }
 }
+
+/// Every one of `gws` serves Pebble's certificate for [`super::acme::NAMES`], one order was
+/// placed across them and one of them issued it, and every validation the relay saw was
+/// answered by an instance that did not hold the lease. Returns Pebble's issuing root.
+pub async fn one_order_served_by_all(
+    acme: &super::acme::Setup,
+    gws: &[super::Gateway],
+    relay: &Relay,
+) -> String {
+    use super::acme::{lines_with, verified, wait_issued_for, NAMES};
+    let mut root = String::new();
+    for gw in gws {
+        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
+    }
+    for gw in gws {
+        for name in NAMES {
+            if let Err(e) = verified(gw.https, name, &root).await {
+                panic!("instance {} does not serve {name}: {e}", gw.pid());
+            }
+        }
+    }
+    let orders = acme.pebble.log().matches("Added order").count();
+    assert_eq!(
+        orders,
+        1,
+        "one order across the instances:\n{}",
+        acme.pebble.log()
+    );
+    let logs: Vec<String> = gws.iter().map(|g| g.stderr()).collect();
+    let issued: usize = logs
+        .iter()
+        .map(|l| lines_with(l, &["certificate issued and now served"]).len())
+        .sum();
+    assert_eq!(issued, 1, "{logs:#?}");
+    let seen = relay.relayed.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "Pebble validated through the relay");
+    assert!(seen.iter().all(|(holder, pid)| holder != pid), "{seen:?}");
+    root
+}
