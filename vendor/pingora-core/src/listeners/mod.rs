@@ -320,8 +320,8 @@ impl UninitializedStream {
         if let Some(ref callback) = self.pre_tls_callback {
             callback.process(&mut self.l4).await?;
         }
-        // gateway patch end
         if let Some(tls) = self.tls {
+            // gateway patch end
             let tls_stream = tls.tls_handshake(self.l4).await?;
             Ok(Box::new(tls_stream))
         } else {
