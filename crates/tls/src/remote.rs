@@ -55,6 +55,16 @@ pub enum RemoteAcquired {
     Taken(Record),
 }
 
+/// What [`Remote::pull_unit`] found.
+#[derive(Debug)]
+pub enum Pulled {
+    /// No `current` pointer: nothing stored (or the bucket was emptied).
+    Absent,
+    /// The unit read last time.
+    Same,
+    New(Unit),
+}
+
 /// An issuance read from the object storage.
 #[derive(Debug)]
 pub struct Unit {
@@ -230,9 +240,9 @@ impl Remote {
     }
 
     /// The unit `current` points at, unless it is `known` (the version read last time).
-    pub async fn pull_unit(&self, name: &str, known: Option<&str>) -> Result<Option<Unit>, RemoteError> {
+    pub async fn pull_unit(&self, name: &str, known: Option<&str>) -> Result<Pulled, RemoteError> {
         let Some((pointer, _)) = self.get(&format!("{name}/current")).await? else {
-            return Ok(None);
+            return Ok(Pulled::Absent);
         };
         let version = String::from_utf8_lossy(&pointer).trim().to_owned();
         if !version.starts_with("v-") || version.contains('/') {
@@ -245,12 +255,12 @@ impl Remote {
             ));
         }
         if known == Some(version.as_str()) {
-            return Ok(None);
+            return Ok(Pulled::Same);
         }
         let chain = self.get(&format!("{name}/{version}/fullchain.pem")).await?;
         let key = self.get(&format!("{name}/{version}/privkey.pem")).await?;
         match (chain, key) {
-            (Some((chain, _)), Some((key, _))) => Ok(Some(Unit { version, chain, key })),
+            (Some((chain, _)), Some((key, _))) => Ok(Pulled::New(Unit { version, chain, key })),
             _ => Err(self
                 .err(format!("{name}/current names {version}, which is incomplete"))(
                 object_store::Error::NotFound {

@@ -9,7 +9,7 @@
 //! served never changes because of it.
 
 use super::{AcmeManager, Job};
-use crate::remote::Remote;
+use crate::remote::{Pulled, Remote};
 use crate::storage;
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
@@ -115,16 +115,17 @@ impl AcmeManager {
                 .cloned();
             let local = Self::local_unit(job);
             match remote.pull_unit(name, known.as_deref()).await {
-                Ok(None) if known.is_none() && holds => {
-                    // Nothing stored yet: the holder's own certificate is the first unit.
+                Ok(Pulled::Absent) if holds => {
+                    // Nothing stored (yet, or any more: a bucket emptied or recreated): the
+                    // holder's own certificate is the unit.
                     if let Some((chain, key, _)) = local {
                         self.lock_unpushed().insert(name.clone(), (chain, key));
                         self.push(job, holds).await;
                     }
                     self.note_remote(name, None);
                 }
-                Ok(None) => self.note_remote(name, None),
-                Ok(Some(unit)) => {
+                Ok(Pulled::Absent | Pulled::Same) => self.note_remote(name, None),
+                Ok(Pulled::New(unit)) => {
                     self.note_remote(name, None);
                     match crate::pem::from_pem(&unit.chain, &unit.key) {
                         Ok(pulled) => {
