@@ -8,10 +8,12 @@
 
 mod harness;
 
-use harness::acme::{lines_with, verified, wait_issued_for, Setup, NAMES};
+use harness::acme::{lines_with, wait_issued_for, Setup, NAMES};
 use harness::s3::Moto;
 use harness::scrape::scrape;
-use harness::several::{holder, one_order_served_by_all, relay, LeaseAt};
+use harness::several::{
+    holder, issued_on_all, one_order_served_by_all, relay, serving_and_reporting_a_storage_fault, LeaseAt,
+};
 use harness::{poll_until, Gateway};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -152,29 +154,9 @@ async fn s3_a_stopped_storage_keeps_every_instance_serving_and_reported() {
     let gws = [a, b];
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
     let _relay = relay(acme.pebble.http_port, lease_at(&moto), http_by_pid).await;
-    let mut root = String::new();
-    for gw in &gws {
-        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
-    }
+    let root = issued_on_all(&acme, &gws).await;
     moto.stop();
-    for gw in &gws {
-        gw.wait_log(Duration::from_secs(30), "the lease error", |l| {
-            l.contains("cannot read or write the certificate's lease")
-        })
-        .await;
-        poll_until(Duration::from_secs(30), "storage errors counted", || async {
-            let n = scrape(gw.metrics)
-                .await
-                .value("gateway_acme_storage_errors_total", &[("certificate", "main")]);
-            (n >= 2.0).then_some(())
-        })
-        .await;
-        for name in NAMES {
-            if let Err(e) = verified(gw.https, name, &root).await {
-                panic!("instance {} stopped serving {name}: {e}", gw.pid());
-            }
-        }
-    }
+    serving_and_reporting_a_storage_fault(&gws, &root, Duration::from_secs(30)).await;
     assert_eq!(orders(&acme), 1, "nobody orders while the storage is away");
 }
 

@@ -8,9 +8,11 @@
 
 mod harness;
 
-use harness::acme::{lines_with, pair_matches, verified, wait_issued_for, Setup, NAMES};
+use harness::acme::{lines_with, pair_matches, wait_issued_for, Setup, NAMES};
 use harness::scrape::scrape;
-use harness::several::{holder_pid, one_order_served_by_all, relay, LeaseAt};
+use harness::several::{
+    holder_pid, issued_on_all, one_order_served_by_all, relay, serving_and_reporting_a_storage_fault, LeaseAt,
+};
 use harness::{poll_until, Gateway};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -157,32 +159,12 @@ async fn pebble_an_unreachable_storage_keeps_every_instance_serving_and_reported
     let http_by_pid: HashMap<i32, SocketAddr> = gws.iter().map(|g| (g.pid(), g.http)).collect();
     let storage = acme.storage.path().to_owned();
     let _relayed = relay(acme.pebble.http_port, LeaseAt::Dir(storage.clone()), http_by_pid).await;
-    let mut root = String::new();
-    for gw in &gws {
-        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
-    }
+    let root = issued_on_all(&acme, &gws).await;
     // The volume goes away: a file where the certificate's directory was.
     let moved = storage.with_extension("moved");
     std::fs::rename(storage.join("main"), &moved).unwrap();
     std::fs::write(storage.join("main"), "not a directory").unwrap();
-    for gw in &gws {
-        gw.wait_log(Duration::from_secs(20), "the lease error", |l| {
-            l.contains("cannot read or write the certificate's lease")
-        })
-        .await;
-        poll_until(Duration::from_secs(20), "storage errors counted", || async {
-            let n = scrape(gw.metrics)
-                .await
-                .value("gateway_acme_storage_errors_total", &[("certificate", "main")]);
-            (n >= 2.0).then_some(())
-        })
-        .await;
-        for name in NAMES {
-            if let Err(e) = verified(gw.https, name, &root).await {
-                panic!("instance {} stopped serving {name}: {e}", gw.pid());
-            }
-        }
-    }
+    serving_and_reporting_a_storage_fault(&gws, &root, Duration::from_secs(20)).await;
     let _ = std::fs::remove_file(storage.join("main"));
     let _ = std::fs::remove_dir_all(&moved);
 }

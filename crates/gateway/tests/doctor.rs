@@ -50,20 +50,9 @@ async fn doctor_reports_the_sub_path_apps_a_dead_upstream_and_the_running_gatewa
     let gw = Gateway::start(&cfg).await;
     harness::acme::wait_issued(&gw, &s.pebble).await;
     // Asynchronously: the stand-in upstreams run on this test's runtime.
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
-    cmd.args(["doctor", "--config"])
-        .arg(&gw.config)
-        .arg("--run-dir")
-        .arg(gw.run_dir());
-    let out = harness::run_cmd_async(cmd, Duration::from_secs(60)).await;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (out, text) = doctor_on(&gw).await;
     assert_eq!(out.status.code(), Some(1), "a FAIL exits 1:\n{text}");
-    let line = |needle: &str| {
-        text.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{text}"))
-            .to_owned()
-    };
+    let line = |needle: &str| line_with(&text, needle);
     assert!(
         line("listen.https").starts_with("OK listen.https:")
             && line("listen.https").contains("held by the running gateway"),

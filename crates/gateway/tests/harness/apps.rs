@@ -69,18 +69,12 @@ impl NodeRed {
         let log_path = dir.path().join("node-red.log");
         // Ready when the editor is served and its flows are started (`/flows/state`): before
         // that, Node-RED accepts connections but answers other paths differently.
-        let client = reqwest::Client::new();
-        super::poll_until(Duration::from_secs(60), "Node-RED's editor and flows", || {
-            let exited = process.try_wait();
-            let log_path = log_path.clone();
-            let client = client.clone();
-            async move {
-                if let Ok(Some(status)) = exited {
-                    panic!(
-                        "node-red exited ({status}):\n{}",
-                        std::fs::read_to_string(log_path).unwrap_or_default()
-                    );
-                }
+        until_ready(
+            &mut process,
+            "node-red",
+            &log_path,
+            Duration::from_secs(60),
+            |client| async move {
                 let page = client
                     .get(format!("http://{addr}/"))
                     .send()
@@ -96,8 +90,8 @@ impl NodeRed {
                     .ok()?
                     .status();
                 (page.contains("<title>Node-RED</title>") && missing == 404).then_some(())
-            }
-        })
+            },
+        )
         .await;
         NodeRed {
             _process: process,
@@ -189,17 +183,12 @@ impl N8n {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let mut process = ProcessGuard::spawn(&mut cmd, "n8n");
-        let client = reqwest::Client::new();
-        super::poll_until(Duration::from_secs(180), "n8n's editor", || {
-            let exited = process.try_wait();
-            let (client, log_path) = (client.clone(), log_path.clone());
-            async move {
-                if let Ok(Some(status)) = exited {
-                    panic!(
-                        "n8n exited ({status}):\n{}",
-                        std::fs::read_to_string(log_path).unwrap_or_default()
-                    );
-                }
+        until_ready(
+            &mut process,
+            "n8n",
+            &log_path,
+            Duration::from_secs(180),
+            |client| async move {
                 let page = client
                     .get(format!("http://{addr}/"))
                     .send()
@@ -209,8 +198,8 @@ impl N8n {
                     .await
                     .ok()?;
                 page.contains("n8n:config:rest-endpoint").then_some(())
-            }
-        })
+            },
+        )
         .await;
         N8n {
             _process: process,
@@ -218,4 +207,28 @@ impl N8n {
             addr,
         }
     }
+}
+
+/// Polls `ready` until it answers, panicking with the app's log if the process exits first.
+async fn until_ready<F, Fut>(
+    process: &mut ProcessGuard,
+    name: &str,
+    log: &std::path::Path,
+    limit: Duration,
+    ready: F,
+) where
+    F: Fn(reqwest::Client) -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    let client = reqwest::Client::new();
+    super::poll_until(limit, &format!("{name} to serve its pages"), || {
+        if let Ok(Some(status)) = process.try_wait() {
+            panic!(
+                "{name} exited ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        ready(client.clone())
+    })
+    .await;
 }

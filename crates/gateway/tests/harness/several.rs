@@ -103,11 +103,8 @@ pub async fn one_order_served_by_all(
     gws: &[super::Gateway],
     relay: &Relay,
 ) -> String {
-    use super::acme::{lines_with, verified, wait_issued_for, NAMES};
-    let mut root = String::new();
-    for gw in gws {
-        root = wait_issued_for(gw.https, &acme.pebble, &NAMES).await;
-    }
+    use super::acme::{lines_with, verified, NAMES};
+    let root = issued_on_all(acme, gws).await;
     for gw in gws {
         for name in NAMES {
             if let Err(e) = verified(gw.https, name, &root).await {
@@ -132,4 +129,38 @@ pub async fn one_order_served_by_all(
     assert!(!seen.is_empty(), "Pebble validated through the relay");
     assert!(seen.iter().all(|(holder, pid)| holder != pid), "{seen:?}");
     root
+}
+
+/// Pebble's certificate served by every one of `gws` (returns Pebble's issuing root).
+pub async fn issued_on_all(acme: &super::acme::Setup, gws: &[super::Gateway]) -> String {
+    let mut root = String::new();
+    for gw in gws {
+        root = super::acme::wait_issued_for(gw.https, &acme.pebble, &super::acme::NAMES).await;
+    }
+    root
+}
+
+/// After the storage went away: each of `gws` logs the lease error, counts storage errors
+/// and still serves the certificate chaining to `root`, within `limit` for each step.
+pub async fn serving_and_reporting_a_storage_fault(gws: &[super::Gateway], root: &str, limit: Duration) {
+    use super::acme::{verified, NAMES};
+    use super::scrape::scrape;
+    for gw in gws {
+        gw.wait_log(limit, "the lease error", |l| {
+            l.contains("cannot read or write the certificate's lease")
+        })
+        .await;
+        super::poll_until(limit, "storage errors counted", || async {
+            let n = scrape(gw.metrics)
+                .await
+                .value("gateway_acme_storage_errors_total", &[("certificate", "main")]);
+            (n >= 2.0).then_some(())
+        })
+        .await;
+        for name in NAMES {
+            if let Err(e) = verified(gw.https, name, root).await {
+                panic!("instance {} stopped serving {name}: {e}", gw.pid());
+            }
+        }
+    }
 }

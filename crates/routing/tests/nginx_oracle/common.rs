@@ -1,12 +1,14 @@
 //! What both nginx oracles share (the routing oracle, `nginx_oracle.rs`, and the importer's
 //! equivalence test, `crates/nginx-import/tests/equivalence.rs`, which includes this file
-//! with `#[path]`): finding and asking nginx, free ports, a raw HTTP/1.1 client, and the
-//! seeded generator with the target pieces both use.
+//! with `#[path]`): finding and asking nginx, free ports, recording upstreams, a raw HTTP/1.1
+//! client, and the seeded generator with the target pieces both use.
 
 use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -230,3 +232,95 @@ pub(crate) const QUERIES: &[&str] = &[
 
 #[rustfmt::skip]
 pub(crate) const FRAGMENTS: &[&str] = &["", "f", "/../x", "?q"];
+
+// ---------------------------------------------------------------------------------------
+// Recording upstreams
+
+/// A loopback HTTP/1.1 server named after an upstream (an `upstream` block's name, or the
+/// `host:port` of a `proxy_pass`): answers 200 with `X-Upstream: <name>`, the
+/// `X-Oracle-Location` it received, and the request-target as the body; counts requests.
+pub(crate) struct Recorder {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    pub(crate) fn start(name: &str) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a recording upstream");
+        let addr = listener.local_addr().expect("its address");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (log, own) = (Arc::clone(&seen), name.to_string());
+        // The threads end with the test process.
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (log, own) = (Arc::clone(&log), own.clone());
+                thread::spawn(move || serve_upstream(&own, conn, &log));
+            }
+        });
+        Recorder {
+            name: name.to_string(),
+            addr,
+            seen,
+        }
+    }
+
+    pub(crate) fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_upstream(name: &str, conn: TcpStream, seen: &AtomicUsize) {
+    let Ok(mut out) = conn.try_clone() else { return };
+    let mut rd = BufReader::new(conn);
+    loop {
+        let mut line = Vec::new();
+        if !matches!(rd.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            return;
+        }
+        // `GET <target> HTTP/1.1`: nginx never sends a raw space inside the target.
+        let mut parts = line.trim_ascii().split(|&b| b == b' ');
+        let (Some(_method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        let target = target.to_vec();
+        let mut close = version == b"HTTP/1.0";
+        let mut location = Vec::new();
+        loop {
+            let mut h = Vec::new();
+            if !matches!(rd.read_until(b'\n', &mut h), Ok(n) if n > 0) {
+                return;
+            }
+            let h = h.trim_ascii();
+            if h.is_empty() {
+                break;
+            }
+            let Some(colon) = h.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (key, value) = (&h[..colon], h[colon + 1..].trim_ascii());
+            if key.eq_ignore_ascii_case(b"x-oracle-location") {
+                location = value.to_vec();
+            } else if key.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close") {
+                close = true;
+            }
+        }
+        // nginx sends GET requests without a body.
+        seen.fetch_add(1, Ordering::SeqCst);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Upstream: {name}\r\nX-Oracle-Location: {}\r\nContent-Length: {}\r\n",
+            String::from_utf8_lossy(&location),
+            target.len()
+        );
+        let mut response = head.into_bytes();
+        if close {
+            response.extend_from_slice(b"Connection: close\r\n");
+        }
+        response.extend_from_slice(b"\r\n");
+        response.extend_from_slice(&target);
+        if out.write_all(&response).is_err() || close {
+            return;
+        }
+    }
+}
