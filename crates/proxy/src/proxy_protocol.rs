@@ -132,14 +132,6 @@ pub async fn read_header<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Res
     Ok(buf)
 }
 
-/// An IPv4-mapped IPv6 address (a dual-stack listener) as the IPv4 address it carries.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// At most [`LINES_PER_SECOND`] refusal lines a second (scanners on a public port would
 /// flood the log); the metric counts every refusal.
 const LINES_PER_SECOND: u64 = 10;
@@ -202,7 +194,8 @@ impl PreTlsProcess for ProxyProtocol {
         let snap = self.shared.snapshot.load();
         let trusted = &snap.config.forwarding.trusted_proxies;
         let Some(real) = peer.filter(|p| {
-            let ip = canonical(p.ip());
+            // An IPv4-mapped address (a dual-stack listener) as the IPv4 address it carries.
+            let ip = p.ip().to_canonical();
             trusted.iter().any(|n| n.contains(&ip))
         }) else {
             return Err(self.refuse(
@@ -276,7 +269,7 @@ pub fn header(version: gateway_config::SendProxy, client: SocketAddr, local: Soc
 }
 
 fn canonical_addr(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(canonical(a.ip()), a.port())
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 fn as_v6(a: SocketAddr) -> SocketAddr {

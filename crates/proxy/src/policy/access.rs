@@ -25,10 +25,7 @@ impl AccessList {
     /// socket's view of an IPv4 client) is matched as the IPv4 address. A client whose
     /// address is unknown is matched only by `all`.
     pub fn allows(&self, client: Option<IpAddr>) -> bool {
-        let client = client.map(|ip| match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        });
+        let client = client.map(|ip| ip.to_canonical());
         for (allow, net) in &self.rules {
             let hit = match (net, client) {
                 (None, _) => true,

@@ -113,12 +113,12 @@ impl AcmeManager {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(name)
                 .cloned();
-            let local = Self::local_unit(job);
+            // The local copy is read (and parsed) only when the storage has news.
             match remote.pull_unit(name, known.as_deref()).await {
                 Ok(Pulled::Absent) if holds => {
                     // Nothing stored (yet, or any more: a bucket emptied or recreated): the
                     // holder's own certificate is the unit.
-                    if let Some((chain, key, _)) = local {
+                    if let Some((chain, key, _)) = Self::local_unit(job) {
                         self.lock_unpushed().insert(name.clone(), (chain, key));
                         self.push(job, holds).await;
                     }
@@ -129,9 +129,10 @@ impl AcmeManager {
                     self.note_remote(name, None);
                     match crate::pem::from_pem(&unit.chain, &unit.key) {
                         Ok(pulled) => {
-                            let older = local.as_ref().is_some_and(|(_, _, na)| pulled.not_after <= *na);
-                            if older {
-                                if holds && local.as_ref().is_some_and(|(_, _, na)| pulled.not_after < *na) {
+                            let local = Self::local_unit(job);
+                            let local_after = local.as_ref().map(|(_, _, na)| *na);
+                            if local_after.is_some_and(|na| pulled.not_after <= na) {
+                                if holds && local_after.is_some_and(|na| pulled.not_after < na) {
                                     tracing::info!(certificate = %name, "the object storage holds an older certificate than this instance: writing this one");
                                     if let Some((chain, key, _)) = local {
                                         self.lock_unpushed().insert(name.clone(), (chain, key));
