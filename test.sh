@@ -4,7 +4,9 @@
 # The integration tests start real programs on loopback: Pebble (an ACME CA) and its
 # challenge server, BIND (`named`, the authoritative DNS server of the DNS-01 tests, and
 # `nsupdate`), Prometheus and promtool, nginx (the routing oracle), openssl and
-# fail2ban-regex (its shipped nginx filters read the access log). This
+# fail2ban-regex (its shipped nginx filters read the access log), python3 with venv (moto,
+# the local S3 server, installed from PyPI by the tests), g++ and make (n8n's sqlite3 driver,
+# built with node-gyp). This
 # script installs the Debian packages that provide the missing ones (with sudo when not
 # root), then runs `cargo test --workspace`; extra arguments go to cargo test.
 set -euo pipefail
@@ -26,6 +28,9 @@ tools=(
     "nsupdate bind9-dnsutils"
     "node nodejs"
     "npm npm"
+    "python3 python3"
+    "g++ g++"
+    "make make"
 )
 missing=()
 for entry in "${tools[@]}"; do
@@ -34,6 +39,12 @@ for entry in "${tools[@]}"; do
         case " ${missing[*]-} " in *" $package "*) ;; *) missing+=("$package") ;; esac
     fi
 done
+
+# moto (the local S3 server of the object-storage tests) is installed by the tests with
+# pip into a virtual environment: Debian's python3 needs python3-venv for that.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=("python3-venv")
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "test.sh: installing the Debian packages the tests use: ${missing[*]}" >&2
