@@ -320,7 +320,9 @@ pub fn renew(lease: &mut Lease, ttl: Duration) -> std::io::Result<bool> {
         return Ok(false);
     }
     let record = Record {
-        expires: now + ttl.as_millis() as u64,
+        // Strictly later than the record it replaces, even within one millisecond, so that
+        // every rewrite is told apart from the one before it (a stale handle never matches).
+        expires: (now + ttl.as_millis() as u64).max(lease.record.expires + 1),
         ..lease.record.clone()
     };
     write_own(lease, &record)?;
