@@ -14,7 +14,7 @@ Started here, on loopback only:
 Rounds alternate (nginx, haproxy, gateway, gateway, haproxy, nginx...) and ratios are
 computed within this run. Results: a table on stdout and JSON under target/bench/.
 
-Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,gzip,handshake,resume,resume12,ws,idle,sse,h1-log]
+Usage: benches/compare.sh [--secs 5] [--rounds 2] [--cases h1,h2,h2-t1,gzip,handshake,resume,resume12,ws,idle,sse,h1-log]
                           [--peers nginx,haproxy] [--logging on|off] [--bare] [--reuseport on|off]
        benches/compare.sh --serve   (start the proxies and wait: profile them by hand)
 Needs Debian's nginx-light, wrk, nghttp2-client (h2load) and haproxy; checked at start.
@@ -411,9 +411,9 @@ def run_wrk(url, secs, conns, headers=()):
     return r
 
 
-def run_h2load(url, secs, tmp):
+def run_h2load(url, secs, tmp, threads=2):
     log = os.path.join(tmp, "h2load.log")
-    cmd = ["h2load", "-c16", "-m16", "-t2", "-D", str(secs), f"--log-file={log}", url]
+    cmd = ["h2load", "-c16", "-m16", f"-t{threads}", "-D", str(secs), f"--log-file={log}", url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
     r = {}
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
@@ -461,7 +461,7 @@ def case_idle(tool, port, pid, conns):
 # The proxies the gateway is compared with (--peers), and the cases that need bench-tool.
 PEERS = ("nginx", "haproxy")
 TOOL_CASES = ("ws", "idle", "sse", "resume", "resume12")
-ALL_CASES = ("h1", "h1-auth", "h2", "gzip", "handshake", "resume", "resume12", "ws", "idle", "sse", "h1-log")
+ALL_CASES = ("h1", "h1-auth", "h2", "h2-t1", "gzip", "handshake", "resume", "resume12", "ws", "idle", "sse", "h1-log")
 
 
 def count_lines(path, offset):
@@ -632,6 +632,9 @@ def main():
             "h1-auth": ("1A: as 1, on a route with basic auth (bcrypt, cached after the first request); peers proxy it without auth",
                         lambda port, pid: run_wrk(base.format(port) + "/auth/json", s, 64, ["Authorization: Basic YmVuY2g6YmVuY2g="])),
             "h2": ("2: HTTP/2, 44 B JSON, 16 conns x 16 streams", lambda port, pid: run_h2load(base.format(port) + "/json", s, tmp)),
+            # One h2load thread: it saturates first, so the proxies get a lighter load that
+            # batches less (the cost per request, not the peak).
+            "h2-t1": ("2L: as 2, lighter offered load (h2load -t1)", lambda port, pid: run_h2load(base.format(port) + "/json", s, tmp, 1)),
             "gzip": ("3: 48 KB HTML, Accept-Encoding: gzip", lambda port, pid: run_wrk(base.format(port) + "/page.html", s, 64, ["Accept-Encoding: gzip"])),
             "handshake": ("4: new TLS connection per request", lambda port, pid: run_wrk(base.format(port) + "/json", max(2, s // 2), 16, ["Connection: close"])),
             "resume": ("4R: 5,000 returning clients, new TLS 1.3 connection per request (resumed)",
@@ -724,7 +727,7 @@ def fmt(v, digits=1):
 
 
 # Cases the stock proxy can serve: it sends every path to the static upstream, without gzip.
-BARE_CASES = ("h1", "h2", "handshake", "resume", "resume12", "idle")
+BARE_CASES = ("h1", "h2", "h2-t1", "handshake", "resume", "resume12", "idle")
 LABELS = {"nginx": "nginx", "haproxy": "HAProxy", "gateway": "gateway", "bare": "bare Pingora"}
 
 

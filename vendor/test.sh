@@ -92,6 +92,8 @@ pingora-core = { path = "pingora-core" }
 pingora-proxy = { path = "pingora-proxy" }
 pingora-runtime = { path = "pingora-runtime" }
 EOF
+# The gateway's rustls (vendor/rustls: release_empty_buffers, used by pingora-core's patch 0022).
+echo "rustls = { path = \"$ROOT/vendor/rustls\" }" >>"$WS/Cargo.toml"
 # The gateway's versions of everything shared; cargo adds the dev-dependencies.
 cp "$ROOT/Cargo.lock" "$WS/Cargo.lock"
 

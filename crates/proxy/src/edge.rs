@@ -84,6 +84,31 @@ fn refused(status: u16, head: &[u8]) -> Head {
     Head::Refused(status, crate::error_page::Format::of_raw_head(head))
 }
 
+/// How long a keep-alive connection waits for its next request before its empty TLS
+/// buffers are freed (rustls' 4 KiB receive buffer; OpenSSL's `SSL_MODE_RELEASE_BUFFERS`,
+/// which nginx sets, frees it at every empty read). Far above the gap between the requests
+/// of a busy connection, which so keep their buffer (benches/RESULTS.md, cases 1 and 6).
+pub const IDLE_RELEASE: Duration = Duration::from_millis(100);
+
+/// Waits up to `idle` for the first bytes of the next request into `buf`; `None` on timeout
+/// or a read error. After [`IDLE_RELEASE`] without a byte the stream's empty TLS buffers
+/// are freed (`Ssl::release_idle_buffers`, vendor/pingora-core patch 0022), once.
+///
+/// Pingora's shared coarse timers (10 ms resolution): a tokio timer per keep-alive wait
+/// woke the thread's own event loop through its eventfd on almost every request. A read
+/// given up at the first timer loses nothing: the TLS stream keeps any partial record.
+pub async fn wait_first_byte(stream: &mut Stream, buf: &mut BytesMut, idle: Duration) -> Option<usize> {
+    let first = IDLE_RELEASE.min(idle);
+    if let Ok(r) = fast_timeout(first, stream.read_buf(buf)).await {
+        return r.ok();
+    }
+    stream.release_idle_buffers();
+    match fast_timeout(idle - first, stream.read_buf(buf)).await {
+        Ok(r) => r.ok(),
+        Err(_) => None,
+    }
+}
+
 /// Reads one request head, starting with `carry` (bytes of a pipelined request already
 /// read with the previous one), and checks it (`framing::check_head`).
 async fn read_head(
@@ -111,13 +136,11 @@ async fn read_head(
             tokio::time::sleep(linger).await;
         };
         let first = tokio::select! {
-            // Pingora's shared coarse timers: a tokio timer per keepalive wait woke the
-            // thread's own event loop through its eventfd on almost every request.
-            r = fast_timeout(limits.idle, stream.read_buf(&mut buf)) => r,
+            r = wait_first_byte(stream, &mut buf, limits.idle) => r,
             _ = stopping => return Head::Closed,
         };
         match first {
-            Ok(Ok(n)) if n > 0 => {}
+            Some(n) if n > 0 => {}
             _ => return Head::Closed,
         }
     }
@@ -313,5 +336,99 @@ impl ServerApp for Edge {
         for proxy in self.proxies.iter() {
             ServerApp::cleanup(&**proxy).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The keep-alive wait over a real TLS connection on loopback (Pingora's acceptor, a
+    //! tokio-rustls client): an idle connection's TLS buffers are freed after
+    //! `IDLE_RELEASE`, a busy one keeps them.
+
+    use super::*;
+    use pingora_core::listeners::tls::Acceptor;
+    use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    /// A TLS server stream (as the edge gets it) and the client end, handshake done.
+    async fn pair() -> (Stream, tokio_rustls::client::TlsStream<tokio::net::TcpStream>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Acceptor::from_server_config(Arc::new(server));
+        let accept = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let tls = acceptor.tls_handshake(L4Stream::from(tcp)).await.unwrap();
+            Box::new(tls) as Stream
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(client))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap()
+        };
+        tokio::join!(accept, connect)
+    }
+
+    #[tokio::test]
+    async fn an_idle_keepalive_wait_frees_the_tls_buffers_and_a_busy_one_keeps_them() {
+        let (mut server, mut client) = pair().await;
+        // Busy: the request is there before IDLE_RELEASE; the receive buffer of that read
+        // is still allocated afterwards (the wait freed nothing), and freeing it now gives
+        // back at least rustls' 4 KiB.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = BytesMut::with_capacity(256);
+        let n = wait_first_byte(&mut server, &mut buf, Duration::from_secs(10)).await;
+        assert_eq!(n, Some(18));
+        assert!(server.release_idle_buffers() >= 4096);
+        // The next read works on a new buffer.
+        client.write_all(b"GET /2 HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = BytesMut::with_capacity(256);
+        let n = wait_first_byte(&mut server, &mut buf, Duration::from_secs(10)).await;
+        assert_eq!(&buf[..n.unwrap()], b"GET /2 HTTP/1.1\r\n\r\n");
+        // Idle past IDLE_RELEASE: the wait freed the buffers itself (nothing is left to free)
+        // and still reads the request that comes later.
+        let late = async {
+            tokio::time::sleep(IDLE_RELEASE * 3).await;
+            client.write_all(b"GET /3 HTTP/1.1\r\n\r\n").await.unwrap();
+            client
+        };
+        let mut buf = BytesMut::with_capacity(256);
+        let (n, _client) = tokio::join!(
+            async {
+                let r = wait_first_byte(&mut server, &mut buf, Duration::from_secs(10)).await;
+                (r, server.release_idle_buffers())
+            },
+            late
+        );
+        let (read, _) = n;
+        assert_eq!(&buf[..read.unwrap()], b"GET /3 HTTP/1.1\r\n\r\n");
+        // Idle until the keep-alive timeout: None, and the buffers were freed on the way.
+        let mut buf = BytesMut::with_capacity(256);
+        let n = wait_first_byte(&mut server, &mut buf, IDLE_RELEASE * 2).await;
+        assert_eq!(n, None);
+        assert_eq!(server.release_idle_buffers(), 0, "the idle wait freed the buffers");
     }
 }

@@ -68,6 +68,18 @@ pub trait Ssl {
     fn selected_alpn_proto(&self) -> Option<ALPN> {
         None
     }
+
+    // gateway patch: release-idle-tls-buffers
+    /// Frees the TLS buffers that hold nothing, for a connection that has been waiting for
+    /// its peer for a while (an HTTP keep-alive connection between requests): rustls' 4 KiB
+    /// receive buffer when no record is in it, and its empty queues (OpenSSL's
+    /// `SSL_MODE_RELEASE_BUFFERS`). The next read allocates a new buffer, so calling it
+    /// between busy reads costs an allocation each time. Returns the bytes freed; 0 for
+    /// streams without TLS and TLS back ends that do not support it.
+    fn release_idle_buffers(&mut self) -> usize {
+        0
+    }
+    // gateway patch end
 }
 
 /// The ability peek data before consuming it

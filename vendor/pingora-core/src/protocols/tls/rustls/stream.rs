@@ -258,6 +258,16 @@ impl<T> Ssl for TlsStream<T> {
             None
         }
     }
+
+    // gateway patch: release-idle-tls-buffers (vendor/rustls: `release_empty_buffers`)
+    fn release_idle_buffers(&mut self) -> usize {
+        match self.tls.stream.as_mut() {
+            Some(RusTlsStream::Server(s)) => s.get_mut().1.release_empty_buffers(),
+            Some(RusTlsStream::Client(c)) => c.get_mut().1.release_empty_buffers(),
+            None => 0,
+        }
+    }
+    // gateway patch end
 }
 
 /// Create a new TLS connection from the given `stream`
