@@ -408,27 +408,27 @@ mod tests {
         let mut buf = BytesMut::with_capacity(256);
         let n = wait_first_byte(&mut server, &mut buf, Duration::from_secs(10)).await;
         assert_eq!(&buf[..n.unwrap()], b"GET /2 HTTP/1.1\r\n\r\n");
-        // Idle past IDLE_RELEASE: the wait freed the buffers itself (nothing is left to free)
-        // and still reads the request that comes later.
+        // Idle past IDLE_RELEASE: the wait frees the buffers on the way and still reads the
+        // request that comes later.
         let late = async {
             tokio::time::sleep(IDLE_RELEASE * 3).await;
             client.write_all(b"GET /3 HTTP/1.1\r\n\r\n").await.unwrap();
             client
         };
         let mut buf = BytesMut::with_capacity(256);
-        let (n, _client) = tokio::join!(
-            async {
-                let r = wait_first_byte(&mut server, &mut buf, Duration::from_secs(10)).await;
-                (r, server.release_idle_buffers())
-            },
+        let (read, _client) = tokio::join!(
+            wait_first_byte(&mut server, &mut buf, Duration::from_secs(10)),
             late
         );
-        let (read, _) = n;
         assert_eq!(&buf[..read.unwrap()], b"GET /3 HTTP/1.1\r\n\r\n");
         // Idle until the keep-alive timeout: None, and the buffers were freed on the way.
         let mut buf = BytesMut::with_capacity(256);
         let n = wait_first_byte(&mut server, &mut buf, IDLE_RELEASE * 2).await;
         assert_eq!(n, None);
-        assert_eq!(server.release_idle_buffers(), 0, "the idle wait freed the buffers");
+        assert_eq!(
+            server.release_idle_buffers(),
+            0,
+            "the idle wait freed the buffers"
+        );
     }
 }

@@ -158,7 +158,10 @@ fn an_idle_connection_gives_its_receive_buffer_back() {
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     let change = region.change();
     let held = change.bytes_allocated as isize - change.bytes_deallocated as isize + change.bytes_reallocated;
-    assert!(held >= 0, "a read keeps its buffer; heap change: {held} bytes ({change:?})");
+    assert!(
+        held >= 0,
+        "a read keeps its buffer; heap change: {held} bytes ({change:?})"
+    );
     // Idle for a while: the caller frees the empty buffers.
     let region = Region::new(GLOBAL);
     let freed = server.release_empty_buffers();
@@ -174,7 +177,10 @@ fn an_idle_connection_gives_its_receive_buffer_back() {
     let err = server.read_tls(&mut Idle).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     let change = region.change();
-    assert_eq!(change.bytes_allocated, 0, "an empty read after the release allocates nothing ({change:?})");
+    assert_eq!(
+        change.bytes_allocated, 0,
+        "an empty read after the release allocates nothing ({change:?})"
+    );
     // The next request is read into a new buffer.
     client.writer().write_all(b"GET /next HTTP/1.1\r\n\r\n").unwrap();
     let mut wire = Vec::new();
@@ -202,7 +208,10 @@ fn a_partial_record_is_kept() {
     server.read_tls(&mut &wire[..half]).unwrap();
     server.process_new_packets().unwrap();
     let freed = server.release_empty_buffers();
-    assert!(freed < RECEIVE_BUFFER as usize, "the receive buffer holds half a record: kept (freed {freed})");
+    assert!(
+        freed < RECEIVE_BUFFER as usize,
+        "the receive buffer holds half a record: kept (freed {freed})"
+    );
     server.read_tls(&mut &wire[half..]).unwrap();
     server.process_new_packets().unwrap();
     let mut request = [0u8; 64];

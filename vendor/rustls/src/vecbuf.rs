@@ -33,7 +33,7 @@ impl ChunkVecBuffer {
         if !self.chunks.is_empty() {
             return 0;
         }
-        let freed = self.chunks.capacity() * mem::size_of::<Vec<u8>>();
+        let freed = self.chunks.capacity() * size_of::<Vec<u8>>();
         self.chunks = VecDeque::new();
         freed
     }
