@@ -246,7 +246,16 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                // gateway patch: a body that arrived whole with the head (most small
+                // responses) is never read into, so its buffer holds just those bytes instead
+                // of `body_buf_size` (64 KiB) of room per response.
+                if buf_to_rewind.len() >= cl {
+                    self.rewind_buf_len = buf_to_rewind.len();
+                    self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                } else {
+                    self.prepare_buf(buf_to_rewind);
+                }
+                // gateway patch end
                 self.body_state = PS::Partial(0, cl);
             }
         }
@@ -374,6 +383,13 @@ impl BodyReader {
         let body_buf_mut = self.body_buf.as_mut().expect("must have read body buf");
         // remove unused buffer
         body_buf_mut.truncate(total_read);
+        // gateway patch: nothing past the body (the usual case): no split, which would share
+        // the buffer (one more allocation per body) only to return an empty part.
+        if end_of_body >= body_buf_mut.len() {
+            self.body_buf_overread = None;
+            return;
+        }
+        // gateway patch end
         let overread_bytes = body_buf_mut.split_off(end_of_body);
         self.body_buf_overread = (!overread_bytes.is_empty()).then_some(overread_bytes);
     }
@@ -2146,6 +2162,29 @@ mod tests {
         assert_eq!(body_reader.get_body(&second), b"bc");
         assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
     }
+
+    // gateway patch: a body that came whole with the head gets a buffer of its own size.
+    #[tokio::test]
+    async fn a_body_read_whole_with_the_head_gets_a_buffer_of_its_size() {
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abc");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.body_state, ParseState::Complete(3));
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() < 64);
+        // Bytes past the body (a server that sent too much) are kept as before.
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abcde");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.take_body_overread().as_deref(), Some(&b"de"[..]));
+        // Part of the body with the head: room to read the rest, as before.
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"a");
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() >= BODY_BUFFER_SIZE);
+    }
+    // gateway patch end
 
     #[tokio::test]
     async fn read_with_body_content_length() {
