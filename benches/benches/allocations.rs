@@ -37,8 +37,10 @@ fn main() {
     if let Ok(config) = std::env::var("ALLOC_BENCH_GATEWAY") {
         gateway(&config);
     }
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing else we need.
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`, `--all-targets`)
+    // the 44,000 requests are not run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("allocations: run with `cargo bench -p gateway-benches --bench allocations`");
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -354,6 +356,8 @@ async fn load(port: u16, conns: Vec<Tls>, requests: usize) -> Vec<Tls> {
             // What wrk sends.
             let request = format!("GET /json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
             let mut buf = Vec::with_capacity(4096);
+            // A gateway that stops answering fails the bench instead of hanging it.
+            let patience = Duration::from_secs(10);
             for _ in 0..per {
                 tls.write_all(request.as_bytes()).await.expect("write request");
                 let (head, length) = loop {
@@ -367,10 +371,15 @@ async fn load(port: u16, conns: Vec<Tls>, requests: usize) -> Vec<Tls> {
                             .expect("Content-Length");
                         break (end + 4, length);
                     }
-                    assert!(tls.read_buf(&mut buf).await.expect("read response") > 0, "closed");
+                    let n = tokio::time::timeout(patience, tls.read_buf(&mut buf)).await;
+                    assert!(
+                        n.expect("no response within 10 s").expect("read response") > 0,
+                        "closed"
+                    );
                 };
                 while buf.len() < head + length {
-                    assert!(tls.read_buf(&mut buf).await.expect("read body") > 0, "closed");
+                    let n = tokio::time::timeout(patience, tls.read_buf(&mut buf)).await;
+                    assert!(n.expect("no body within 10 s").expect("read body") > 0, "closed");
                 }
                 buf.drain(..head + length);
             }

@@ -746,8 +746,11 @@ async fn an_upstream_with_proxy_protocol_v2_is_told_each_client() {
     harness::poll_until(
         secs(30),
         "the HTTPS listener after a PROXY header",
+        // Not `over_tls`, which panics on a refused connection: the listener may not be up yet.
         || async move {
-            let r = over_tls(https, V1.as_bytes(), true, &get("/ready", "")).await;
+            let conn = proxied(https, V1.as_bytes(), true).await.ok()?;
+            let mut tls = tls_over(conn, b"http/1.1").await.ok()?;
+            let r = wire::exchange(&mut tls, get("/ready", "").as_bytes()).await;
             (r.status == 200).then_some(())
         },
     )
