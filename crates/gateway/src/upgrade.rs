@@ -160,14 +160,29 @@ pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
         other => bail!("unexpected answer: {other:?}"),
     };
     let start = Instant::now();
+    // The successor answers on the control socket a moment before it writes the pid file
+    // (signal.rs): "now serves" is printed once both name it, so the pid file an admin reads
+    // next is the new one.
+    let pid_file = crate::run::pid_path(&a.run_dir);
+    let names_new = || std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == new.to_string());
+    let mut serving = false;
     loop {
-        match status(&a.run_dir, Duration::from_secs(2)) {
-            Ok(s) if s.pid == new => break,
-            _ if start.elapsed() > TAKEOVER_TIMEOUT => bail!(
-                "the new gateway ({new}) did not take over within {TAKEOVER_TIMEOUT:?}; process {old} got SIGQUIT: see the gateway's log and `gateway healthcheck`"
-            ),
-            _ => std::thread::sleep(POLL),
+        serving |= status(&a.run_dir, Duration::from_secs(2)).is_ok_and(|s| s.pid == new);
+        if serving && names_new() {
+            break;
         }
+        if start.elapsed() > TAKEOVER_TIMEOUT {
+            if serving {
+                bail!(
+                    "process {new} serves, but {} does not name it after {TAKEOVER_TIMEOUT:?}: see the gateway's log (cannot write the pid file)",
+                    pid_file.display()
+                );
+            }
+            bail!(
+                "the new gateway ({new}) did not take over within {TAKEOVER_TIMEOUT:?}; process {old} got SIGQUIT: see the gateway's log and `gateway healthcheck`"
+            );
+        }
+        std::thread::sleep(POLL);
     }
     println!(
         "gateway upgraded: process {new} now serves; process {old} accepts for {CLOSE_TIMEOUT_SECS} s more, finishes its requests within server.grace_period, and exits"
