@@ -72,57 +72,7 @@ enum Cmd {
 }
 
 fn tls_connector() -> tokio_rustls::TlsConnector {
-    tokio_rustls::TlsConnector::from(Arc::new(client_config(false)))
-}
-
-/// A client that accepts any certificate (the benchmark's own), with a session store of its own.
-fn client_config(tls12_only: bool) -> rustls::ClientConfig {
-    #[derive(Debug)]
-    struct Any;
-    impl rustls::client::danger::ServerCertVerifier for Any {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let builder = if tls12_only {
-        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
-    } else {
-        rustls::ClientConfig::builder()
-    };
-    let mut cfg = builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Any))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    cfg
+    tokio_rustls::TlsConnector::from(Arc::new(gateway_benches::client_config(false)))
 }
 
 async fn tls(addr: SocketAddr) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
@@ -331,7 +281,7 @@ async fn resume_once(addr: SocketAddr, client: &tokio_rustls::TlsConnector) -> s
 async fn resume_load(addr: SocketAddr, clients: usize, conns: usize, secs: u64, tls12: bool) {
     let pool: Arc<Vec<tokio_rustls::TlsConnector>> = Arc::new(
         (0..clients)
-            .map(|_| tokio_rustls::TlsConnector::from(Arc::new(client_config(tls12))))
+            .map(|_| tokio_rustls::TlsConnector::from(Arc::new(gateway_benches::client_config(tls12))))
             .collect(),
     );
     let next = Arc::new(AtomicU64::new(0));
