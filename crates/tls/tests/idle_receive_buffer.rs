@@ -15,6 +15,10 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// The counts are process-wide: the tests of this file run one at a time, so that one's
+/// allocations never land in another's measured region.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// rustls sizes its receive buffer to 4 KiB before each read.
 const RECEIVE_BUFFER: isize = 4096;
 
@@ -114,6 +118,7 @@ fn exchange(server: &mut ServerConnection, client: &mut ClientConnection) {
 
 #[test]
 fn an_idle_connection_gives_its_receive_buffer_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut server, mut client) = pair();
     exchange(&mut server, &mut client);
     // The keep-alive wait: the server reads, the socket has nothing; the buffer stays.
@@ -160,6 +165,7 @@ fn an_idle_connection_gives_its_receive_buffer_back() {
 
 #[test]
 fn a_partial_record_is_kept() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mut server, mut client) = pair();
     exchange(&mut server, &mut client);
     client.writer().write_all(b"GET /half HTTP/1.1\r\n\r\n").unwrap();
