@@ -3,11 +3,11 @@
 # the gateway patches, in a scratch workspace outside the gateway's: the vendored trees are
 # copied there and the dev-dependencies those tests use are put back into their Cargo.toml
 # (the vendored copies leave them out, patches/0001). Not part of ./test.sh or .ci/run by
-# default: it builds pingora-core, -proxy and -runtime a second time with extra
+# default: it builds pingora-core, -proxy, -runtime and -http a second time with extra
 # dev-dependencies (vendor/README.md, "Pingora's unit tests").
 #
-#   vendor/test.sh            core, proxy and runtime
-#   vendor/test.sh core       one of them (core, proxy, runtime)
+#   vendor/test.sh            core, proxy, runtime and http
+#   vendor/test.sh core       one of them (core, proxy, runtime, http)
 #   vendor/test.sh --prepare  only write the scratch workspace (no cargo)
 #
 # Environment: GATEWAY_VENDOR_TEST_DIR (default target/vendor-test: the workspace and its
@@ -28,6 +28,7 @@ declare -A DEV=(
     [pingora-core]="env_logger h2 reqwest rstest rustls tokio-stream"
     [pingora-proxy]="tokio-test"
     [pingora-runtime]=""
+    [pingora-http]=""
 )
 
 # Tests that need the Internet (1.1.1.1, one.one.one.one) are skipped.
@@ -51,7 +52,7 @@ CORE_SKIP+=(--skip test_from_server_config_handshake --skip test_handshake_compl
 
 rm -rf "$WS"
 mkdir -p "$WS"
-for crate in pingora-core pingora-proxy pingora-runtime; do
+for crate in pingora-core pingora-proxy pingora-runtime pingora-http; do
     mkdir -p "$WS/$crate"
     (cd "$VENDOR/$crate" && tar --exclude=./patches -cf - .) | (cd "$WS/$crate" && tar -xf -)
     "$VENDOR/rebuild.sh" --unpack "$crate" "$DIR/published-$crate.tmp"
@@ -84,13 +85,14 @@ done
 cat >"$WS/Cargo.toml" <<'EOF'
 # Written by vendor/test.sh: the vendored Pingora crates with their unit tests' dev-dependencies.
 [workspace]
-members = ["pingora-core", "pingora-proxy", "pingora-runtime"]
+members = ["pingora-core", "pingora-proxy", "pingora-runtime", "pingora-http"]
 resolver = "2"
 
 [patch.crates-io]
 pingora-core = { path = "pingora-core" }
 pingora-proxy = { path = "pingora-proxy" }
 pingora-runtime = { path = "pingora-runtime" }
+pingora-http = { path = "pingora-http" }
 EOF
 # The gateway's rustls (vendor/rustls: release_empty_buffers, used by pingora-core's patch 0022).
 echo "rustls = { path = \"$ROOT/vendor/rustls\" }" >>"$WS/Cargo.toml"
@@ -104,14 +106,15 @@ fi
 export CARGO_TARGET_DIR="$DIR/target"
 run() { echo "+ $*" >&2; (cd "$WS" && "$@"); }
 status=0
-for which in "${@:-core proxy runtime}"; do
+for which in "${@:-core proxy runtime http}"; do
     for w in $which; do
         case "$w" in
             core) run cargo test -p pingora-core --no-default-features --features rustls --lib -- \
                 "${CORE_FILTERS[@]}" "${CORE_SKIP[@]}" || status=1 ;;
             proxy) run cargo test -p pingora-proxy --no-default-features --features rustls --lib || status=1 ;;
             runtime) run cargo test -p pingora-runtime --lib || status=1 ;;
-            *) echo "vendor/test.sh: unknown crate $w (core, proxy, runtime)" >&2; exit 2 ;;
+            http) run cargo test -p pingora-http --lib || status=1 ;;
+            *) echo "vendor/test.sh: unknown crate $w (core, proxy, runtime, http)" >&2; exit 2 ;;
         esac
     done
 done

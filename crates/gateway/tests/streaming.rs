@@ -314,16 +314,26 @@ async fn websocket_is_copied_in_one_loop() {
 /// one with a message every 300 ms stays up three times as long. The body read timeout
 /// (what an upgraded connection would get otherwise) is 30 s here.
 ///
+/// The copy loop keeps one idle timer per connection, reset lazily, instead of a read timeout
+/// per read (vendor/pingora-proxy/PATCHED.md, "Upgraded connections: one idle timer"): each
+/// WebSocket logs that timer once.
+///
 /// To see it fail: make both timeouts of an upgraded connection ignore the route: in
 /// crates/proxy/src/proxy.rs, `request_filter` sets `body_read_timeout` for upgrades too and
 /// `upstream_peer` the upstream's `read_timeout` (the idle one then lives 30 s); or give
-/// upgrades a 200 ms timeout (the busy one is cut).
+/// upgrades a 200 ms timeout (the busy one is cut); or take patch 0003 of
+/// vendor/pingora-proxy away (the timer line is never logged).
 #[tokio::test]
 async fn a_websocket_idle_past_read_timeout_is_closed_and_a_busy_one_stays() {
     let ws_up = upstream::ws_echo().await;
     let limits = "[limits]\nbody_read_timeout = \"30s\"\n";
     let routes = limits.to_owned() + &ws_route(ws_up.addr, "read_timeout = \"1s\"\n");
-    let (_up, gw) = with_echo(&routes).await;
+    let up = upstream::echo().await;
+    let gw = Gateway::start_with_env(
+        &simple_config(up.addr, &routes),
+        &[("RUST_LOG", "info,pingora_proxy::proxy_h1::direct=debug")],
+    )
+    .await;
     let mut idle = p::wss(gw.https, "/ws/idle").await;
     let mut busy = p::wss(gw.https, "/ws/busy").await;
     p::round_trip(&mut idle, "hello")
@@ -363,6 +373,14 @@ async fn a_websocket_idle_past_read_timeout_is_closed_and_a_busy_one_stays() {
         .await
         .expect("the busy one still works");
     let _ = tokio::time::timeout(secs(5), busy.close(None)).await;
+    assert_eq!(
+        gw.stderr()
+            .matches("upgraded connection: one idle timer of 1s")
+            .count(),
+        2,
+        "one idle timer per WebSocket: {}",
+        gw.stderr()
+    );
 }
 
 /// `websocket = false` refuses the upgrade end to end: the upstream gets a plain request (no

@@ -11,9 +11,15 @@ use gateway_config::{Config, HostMatch, PathMatch, Route, Upstream};
 use gateway_routing::{Routable, RouteTable};
 use gateway_tls::CertStore;
 use http::{HeaderName, HeaderValue};
+use pingora_http::CaseHeaderName;
 use std::sync::Arc;
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// Header fields with their names as configured: Pingora writes a name in the case it was
+/// inserted with, and a `(HeaderName, CaseHeaderName)` pair is neither parsed nor copied on
+/// insert (vendor/pingora-http/PATCHED.md).
+pub type CasedHeaders = Vec<((HeaderName, CaseHeaderName), HeaderValue)>;
 
 /// One route as a request meets it: its settings, its upstream, its header blocks ready as
 /// `HeaderValue`s and its policies' filters, all resolved once per configuration load.
@@ -54,6 +60,9 @@ pub struct Snapshot {
     pub table: RouteTable<CompiledRoute>,
     /// Added to every response, errors included.
     pub security_headers: Headers,
+    /// The same fields with their names as configured, for proxied responses
+    /// (`response_filter`).
+    pub security_headers_cased: CasedHeaders,
     pub compression: CompressionPolicy,
     /// `[listen] metrics_policy`'s allow/deny rules, for the metrics listener.
     pub metrics_access: Option<crate::policy::access::AccessList>,
@@ -61,6 +70,20 @@ pub struct Snapshot {
     pub error_pages: crate::error_page::ErrorPages,
     /// One group per `[upstreams.NAME]`, in name order.
     pub groups: Vec<Arc<Group>>,
+}
+
+fn to_cased_headers(list: &[(String, String)]) -> CasedHeaders {
+    list.iter()
+        .filter_map(|(n, v)| {
+            Some((
+                (
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    CaseHeaderName::new(n.clone()),
+                ),
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn to_headers(list: &[(String, String)]) -> Headers {
@@ -108,6 +131,7 @@ impl Snapshot {
         Snapshot {
             table: RouteTable::from_routes(routes),
             security_headers: to_headers(&config.security_headers),
+            security_headers_cased: to_cased_headers(&config.security_headers),
             compression: CompressionPolicy::new(&config.compression),
             metrics_access,
             error_pages: crate::error_page::ErrorPages::load(config.error_pages.as_deref()),

@@ -153,6 +153,24 @@ where
         SV::CTX: Send + Sync,
     {
         debug!("upgraded connection: copied in one loop");
+        // PATCHED.md, "Upgraded connections: one idle timer".
+        // Each read below would arm its own read timeout (a boxed timer, a tokio one for the
+        // long timeouts WebSockets get) and the `select!` drops the other side's at every
+        // message. One timer per connection instead, reset lazily: a read only notes the time,
+        // and the timer, when it fires, either ends the connection or moves to the new
+        // deadline. As before, activity in either direction restarts the wait, and the
+        // shorter of the two read timeouts ends an idle connection, as that side's error.
+        let down_timeout = session.downstream_session.get_read_timeout();
+        let up_timeout = client_session.read_timeout;
+        let idle = upgraded_idle_timeout(down_timeout, up_timeout);
+        session.downstream_session.set_read_timeout(None);
+        client_session.read_timeout = None;
+        if let Some((t, side)) = idle {
+            debug!("upgraded connection: one idle timer of {t:?} ({side:?} read timeout)");
+        }
+        let mut last_read = time::Instant::now();
+        let idle_timer = time::sleep(idle.map_or(Duration::from_secs(86_400), |(t, _)| t));
+        tokio::pin!(idle_timer);
         let mut serve_from_cache = ServeFromCache::new();
         let mut range_body_filter = RangeBodyFilter::new();
         // A failed write upstream stops the client-to-upstream direction only: what the
@@ -163,6 +181,7 @@ where
             tokio::select! {
                 res = session.downstream_session.read_body_or_idle(false), if send_error.is_none() => {
                     let mut data = res.map_err(|e| e.into_down())?;
+                    last_read = time::Instant::now();
                     // The client closed its side: the upgraded exchange is over.
                     let end = data.is_none() || session.is_body_done();
                     session
@@ -200,6 +219,7 @@ where
                             break;
                         }
                     };
+                    last_read = time::Instant::now();
                     let end = task.is_end();
                     self.relay_response_task(session, task, ctx, &mut serve_from_cache, &mut range_body_filter)
                         .await?;
@@ -207,12 +227,75 @@ where
                         break;
                     }
                 }
+                // The idle timer (see above).
+                () = &mut idle_timer, if idle.is_some() => {
+                    let Some((t, side)) = idle else { continue };
+                    let deadline = last_read + t;
+                    if time::Instant::now() < deadline {
+                        idle_timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    // The error the shorter read timeout gave before: downstream, or upstream
+                    // passed on as the pipe passes it.
+                    let e = Error::explain(ReadTimedout, format!("upgraded connection idle for {t:?}"));
+                    match side {
+                        IdleSide::Downstream => return Err(e.into_down()),
+                        IdleSide::Upstream => {
+                            session
+                                .write_response_tasks(vec![HttpTask::Failed(e.into_up())])
+                                .await?;
+                            break;
+                        }
+                    }
+                }
             }
         }
+        // Neither connection is reused after an upgrade; put the timeouts back all the same.
+        session.downstream_session.set_read_timeout(down_timeout);
+        client_session.read_timeout = up_timeout;
         if let Err(e) = session.as_mut().finish_body().await {
             debug!("finishing the upgraded response downstream: {e}");
         }
         Ok(())
+    }
+}
+
+// PATCHED.md, "Upgraded connections: one idle timer".
+/// The side whose read timeout ends an idle upgraded connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleSide {
+    Downstream,
+    Upstream,
+}
+
+/// The idle timeout of an upgraded connection: the shorter of the downstream and the upstream
+/// read timeout (the one that fired first when each read armed its own), and its side; `None`
+/// when neither side has one.
+fn upgraded_idle_timeout(
+    downstream: Option<Duration>,
+    upstream: Option<Duration>,
+) -> Option<(Duration, IdleSide)> {
+    match (downstream, upstream) {
+        (Some(d), Some(u)) if u < d => Some((u, IdleSide::Upstream)),
+        (Some(d), _) => Some((d, IdleSide::Downstream)),
+        (None, Some(u)) => Some((u, IdleSide::Upstream)),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod upgraded_idle_tests {
+    use super::*;
+
+    #[test]
+    fn the_shorter_read_timeout_ends_an_idle_upgraded_connection() {
+        let s = Duration::from_secs;
+        assert_eq!(upgraded_idle_timeout(Some(s(5)), Some(s(9))), Some((s(5), IdleSide::Downstream)));
+        assert_eq!(upgraded_idle_timeout(Some(s(9)), Some(s(5))), Some((s(5), IdleSide::Upstream)));
+        assert_eq!(upgraded_idle_timeout(Some(s(5)), Some(s(5))), Some((s(5), IdleSide::Downstream)));
+        assert_eq!(upgraded_idle_timeout(None, Some(s(7))), Some((s(7), IdleSide::Upstream)));
+        assert_eq!(upgraded_idle_timeout(Some(s(7)), None), Some((s(7), IdleSide::Downstream)));
+        assert_eq!(upgraded_idle_timeout(None, None), None);
     }
 }
 // gateway patch end
