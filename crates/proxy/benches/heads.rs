@@ -1,5 +1,5 @@
 //! The heads of one proxied HTTP/1.1 exchange, piece by piece, as the gateway handles them
-//! (benches/RESULTS.md, "What stands in the way on case 1"): the edge's own read of the
+//! (benches/RESULTS.md, "What stands in the way on cases 1, 5 and 6"): the edge's own read of the
 //! request head, Pingora's second parse of it, the upstream request (clone, forwarding
 //! fields, serialising), the upstream response head read into a `ResponseHeader`, and the
 //! downstream response head (security fields, serialising). Beside each, `httparse` alone on

@@ -21,9 +21,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// A field the gateway sets, with the case it is written in (as nginx's `proxy_set_header`
-/// lines spell it). Pingora keeps each name's case in a second map; a name given with its
-/// case is neither parsed nor copied there (vendor/pingora-http/PATCHED.md), where a bare
-/// `HeaderName` costs a copy of its name and a string name a parse and two copies.
+/// lines spell it). For an HTTP/1.x request Pingora keeps each name's case in a second map;
+/// a name given with its case is neither parsed nor copied there
+/// (vendor/pingora-http/PATCHED.md), where a bare `HeaderName` costs a copy of its name and a
+/// string name a parse and two copies. A request that came over HTTP/2 has no case map: its
+/// fields go upstream lowercase, as HTTP/2 writes them.
 const fn field(name: &'static str, case: &'static str) -> (HeaderName, CaseHeaderName) {
     (HeaderName::from_static(name), CaseHeaderName::from_static(case))
 }

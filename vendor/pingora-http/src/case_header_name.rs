@@ -15,6 +15,7 @@
 use crate::*;
 use bytes::Bytes;
 use http::header;
+use http::header::InvalidHeaderName; // gateway patch
 
 #[derive(Debug, Clone)]
 pub struct CaseHeaderName(Bytes);
@@ -47,16 +48,17 @@ pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
 
     // gateway patch (PATCHED.md, "Header names inserted without a parse or a copy")
-    /// The name as a [HeaderName] and the case it is written in; `None` if it is not a valid
+    /// The name as a [HeaderName] and the case it is written in, or why it is not a valid
     /// header name. The default parses the case; a [HeaderName] is taken as it is (no parse,
-    /// no copy), and a `(HeaderName, CaseHeaderName)` pair as it is too.
-    fn into_names(self) -> Option<(HeaderName, CaseHeaderName)>
+    /// no copy), and a `(HeaderName, CaseHeaderName)` pair as it is too when both spell the
+    /// same name.
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName), InvalidHeaderName>
     where
         Self: Sized,
     {
         let case = self.into_case_header_name();
-        let name = HeaderName::from_bytes(case.as_slice()).ok()?;
-        Some((name, case))
+        let name = HeaderName::from_bytes(case.as_slice())?;
+        Ok((name, case))
     }
     // gateway patch end
 }
@@ -85,9 +87,9 @@ impl IntoCaseHeaderName for HeaderName {
     }
 
     // gateway patch: already parsed (PATCHED.md, "Header names inserted without a parse or a copy")
-    fn into_names(self) -> Option<(HeaderName, CaseHeaderName)> {
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName), InvalidHeaderName> {
         let case = CaseHeaderName(titled_header_name(&self));
-        Some((self, case))
+        Ok((self, case))
     }
     // gateway patch end
 }
@@ -98,8 +100,8 @@ impl IntoCaseHeaderName for &HeaderName {
     }
 
     // gateway patch: already parsed (PATCHED.md, "Header names inserted without a parse or a copy")
-    fn into_names(self) -> Option<(HeaderName, CaseHeaderName)> {
-        Some((self.clone(), CaseHeaderName(titled_header_name(self))))
+    fn into_names(self) -> Result<(HeaderName, CaseHeaderName), InvalidHeaderName> {
+        Ok((self.clone(), CaseHeaderName(titled_header_name(self))))
     }
     // gateway patch end
 }

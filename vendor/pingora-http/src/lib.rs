@@ -234,9 +234,10 @@ impl RequestHeader {
 
     // gateway patch (PATCHED.md, "Room for header fields in both maps")
     /// Makes room for `additional` more header fields in both of the header's maps (the
-    /// values and the case-preserving names), so that inserting that many grows neither map
-    /// field by field. Past `http`'s limit of 32,768 fields it does nothing (inserts then fail
-    /// as they did).
+    /// values and the case-preserving names), so that inserting that many does not grow either
+    /// map's index table field by field (`HeaderMap::try_reserve`; a map whose table already
+    /// has the room, as a clone's often has, still grows its entry list once on the next
+    /// insert). Past `http`'s limit of 32,768 fields it does nothing.
     pub fn reserve(&mut self, additional: usize) {
         let _ = self.base.headers.try_reserve(additional);
         if let Some(names) = self.header_name_map.as_mut() {
@@ -601,9 +602,10 @@ impl ResponseHeader {
 
     // gateway patch (PATCHED.md, "Room for header fields in both maps")
     /// Makes room for `additional` more header fields in both of the header's maps (the
-    /// values and the case-preserving names), so that inserting that many grows neither map
-    /// field by field. Past `http`'s limit of 32,768 fields it does nothing (inserts then fail
-    /// as they did).
+    /// values and the case-preserving names), so that inserting that many does not grow either
+    /// map's index table field by field (`HeaderMap::try_reserve`; a map whose table already
+    /// has the room, as a clone's often has, still grows its entry list once on the next
+    /// insert). Past `http`'s limit of 32,768 fields it does nothing.
     pub fn reserve(&mut self, additional: usize) {
         let _ = self.base.headers.try_reserve(additional);
         if let Some(names) = self.header_name_map.as_mut() {
@@ -880,9 +882,9 @@ fn append_header_value<T>(
     value: T,
 ) -> Result<bool> {
     // gateway patch: a name already parsed is not parsed again (PATCHED.md)
-    let Some((header_name, case_header_name)) = name.into_names() else {
-        return pingora_error::Error::e_explain(InvalidHTTPHeader, "invalid header name");
-    };
+    let (header_name, case_header_name) = name
+        .into_names()
+        .or_err(InvalidHTTPHeader, "invalid header name")?;
     // gateway patch end
     // store the original case in the map
     if let Some(name_map) = name_map {
@@ -909,9 +911,9 @@ fn insert_header_value<T>(
     value: T,
 ) -> Result<()> {
     // gateway patch: a name already parsed is not parsed again (PATCHED.md)
-    let Some((header_name, case_header_name)) = name.into_names() else {
-        return pingora_error::Error::e_explain(InvalidHTTPHeader, "invalid header name");
-    };
+    let (header_name, case_header_name) = name
+        .into_names()
+        .or_err(InvalidHTTPHeader, "invalid header name")?;
     // gateway patch end
     if let Some(name_map) = name_map {
         // store the original case in the map
@@ -2007,6 +2009,9 @@ mod gateway_insert_tests {
             req.insert_header((&XFF, &XFF_CASE), value.clone()).unwrap();
         });
         assert_eq!(pair, 0, "a (HeaderName, CaseHeaderName) insert is neither parsed nor copied");
+        let mut wire = vec![];
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"Host: example.com\r\nX-Forwarded-For: 192.0.2.1\r\n", "written in the pair's case");
         // A HeaderName alone is not parsed again (the published crate parsed a copy of its
         // case and cloned the result: 3); only its case, lowercase, is copied.
         let by_name = allocations_of(|| req.insert_header(XFF, value.clone()).unwrap());
@@ -2024,16 +2029,36 @@ mod gateway_insert_tests {
     #[test]
     fn a_header_name_is_not_parsed_again() {
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.reserve(2);
+        resp.reserve(4);
         let value = HeaderValue::from_static("nosniff");
-        // A standard name: no parse, and its titled case is static.
-        let n = allocations_of(|| resp.insert_header(http::header::CONTENT_TYPE, value.clone()).unwrap());
+        // A name outside `http`'s standard set: only its (lowercase) case is copied; the
+        // published crate also parsed that copy into a new name and cloned it (3).
+        const OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+        let n = allocations_of(|| resp.insert_header(OPTIONS, value.clone()).unwrap());
+        assert_eq!(n, 1);
+        // A standard name with a static titled case: nothing.
+        let n = allocations_of(|| resp.insert_header(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain")).unwrap());
         assert_eq!(n, 0);
         let mut wire = vec![];
         resp.header_to_h1_wire(&mut wire);
-        assert_eq!(wire, b"Content-Type: nosniff\r\n");
+        assert_eq!(wire, b"x-content-type-options: nosniff\r\nContent-Type: text/plain\r\n");
+    }
+
+    #[test]
+    fn a_pair_whose_case_spells_another_name_is_filed_under_the_case() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        let err = resp
+            .insert_header((XFF, CaseHeaderName::from_static("X-Forwarded-For\r\nEvil")), "x")
+            .unwrap_err();
+        assert_eq!(err.etype(), &InvalidHTTPHeader);
+        assert!(err.to_string().contains("invalid HTTP header name"), "the cause is kept: {err}");
+        resp.insert_header((XFF, CaseHeaderName::from_static("X-Other")), "1").unwrap();
+        assert!(resp.headers.get(&XFF).is_none());
+        assert_eq!(resp.headers.get("x-other").unwrap(), "1");
+        let mut wire = vec![];
+        resp.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"X-Other: 1\r\n");
         assert!(resp.insert_header("bad name", "x").is_err());
-        assert!(resp.insert_header((XFF, XFF_CASE), "x").is_ok());
     }
 
     #[test]

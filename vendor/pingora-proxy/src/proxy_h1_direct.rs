@@ -156,20 +156,24 @@ where
         // PATCHED.md, "Upgraded connections: one idle timer".
         // Each read below would arm its own read timeout (a boxed timer, a tokio one for the
         // long timeouts WebSockets get) and the `select!` drops the other side's at every
-        // message. One timer per connection instead, reset lazily: a read only notes the time,
-        // and the timer, when it fires, either ends the connection or moves to the new
-        // deadline. As before, activity in either direction restarts the wait, and the
-        // shorter of the two read timeouts ends an idle connection, as that side's error.
+        // message. One timer per connection instead, reset lazily: the loop notes when it
+        // last went back to waiting, and the timer, when it fires, either ends the connection
+        // or moves to the new deadline. As before, a wait starts when the loop waits again
+        // (time spent writing is not idle), activity in either direction restarts it, the
+        // shorter of the two read timeouts ends an idle connection as that side's error, and
+        // while the upstream is drained after a failed send only its timeout applies. The
+        // sessions' timeouts are not put back: neither connection is reused after an upgrade.
         let down_timeout = session.downstream_session.get_read_timeout();
         let up_timeout = client_session.read_timeout;
         let idle = upgraded_idle_timeout(down_timeout, up_timeout);
+        let draining_idle = up_timeout.map(|t| (t, IdleSide::Upstream));
         session.downstream_session.set_read_timeout(None);
         client_session.read_timeout = None;
         if let Some((t, side)) = idle {
             debug!("upgraded connection: one idle timer of {t:?} ({side:?} read timeout)");
         }
-        let mut last_read = time::Instant::now();
-        let idle_timer = time::sleep(idle.map_or(Duration::from_secs(86_400), |(t, _)| t));
+        let mut waiting_since = time::Instant::now();
+        let idle_timer = time::sleep(idle.map_or(IDLE_TIMER_PARKED, |(t, _)| t));
         tokio::pin!(idle_timer);
         let mut serve_from_cache = ServeFromCache::new();
         let mut range_body_filter = RangeBodyFilter::new();
@@ -178,10 +182,10 @@ where
         // `proxy_handle_upstream` keeps reading after a send error.
         let mut send_error: Option<Box<Error>> = None;
         loop {
+            let limit = if send_error.is_some() { draining_idle } else { idle };
             tokio::select! {
                 res = session.downstream_session.read_body_or_idle(false), if send_error.is_none() => {
                     let mut data = res.map_err(|e| e.into_down())?;
-                    last_read = time::Instant::now();
                     // The client closed its side: the upgraded exchange is over.
                     let end = data.is_none() || session.is_body_done();
                     session
@@ -201,12 +205,14 @@ where
                     if let Err(e) = sent {
                         warn!("send error, draining the upgraded upstream: {e}");
                         send_error = Some(e.into_up());
+                        waiting_since = time::Instant::now();
                         continue;
                     }
                     if upstream_end {
                         client_session.finish_body().await.map_err(|e| e.into_up())?;
                         break;
                     }
+                    waiting_since = time::Instant::now();
                 }
                 res = client_session.read_response_task() => {
                     let task = match res {
@@ -219,30 +225,34 @@ where
                             break;
                         }
                     };
-                    last_read = time::Instant::now();
                     let end = task.is_end();
                     self.relay_response_task(session, task, ctx, &mut serve_from_cache, &mut range_body_filter)
                         .await?;
                     if end {
                         break;
                     }
+                    waiting_since = time::Instant::now();
                 }
                 // The idle timer (see above).
-                () = &mut idle_timer, if idle.is_some() => {
-                    let Some((t, side)) = idle else { continue };
-                    let deadline = last_read + t;
-                    if time::Instant::now() < deadline {
-                        idle_timer.as_mut().reset(deadline);
+                () = &mut idle_timer, if limit.is_some() => {
+                    let Some((t, side)) = limit else { continue };
+                    let now = time::Instant::now();
+                    // A timeout too long to add (beyond tokio's ~30 years) never ends the wait.
+                    let deadline = waiting_since.checked_add(t);
+                    if deadline.is_none_or(|d| now < d) {
+                        let next = deadline.unwrap_or(now + IDLE_TIMER_PARKED);
+                        idle_timer.as_mut().reset(next);
                         continue;
                     }
                     // The error the shorter read timeout gave before: downstream, or upstream
-                    // passed on as the pipe passes it.
+                    // passed on as the pipe passes it (after a failed send, that error).
                     let e = Error::explain(ReadTimedout, format!("upgraded connection idle for {t:?}"));
                     match side {
                         IdleSide::Downstream => return Err(e.into_down()),
                         IdleSide::Upstream => {
+                            let e = send_error.take().unwrap_or(e.into_up());
                             session
-                                .write_response_tasks(vec![HttpTask::Failed(e.into_up())])
+                                .write_response_tasks(vec![HttpTask::Failed(e)])
                                 .await?;
                             break;
                         }
@@ -250,9 +260,6 @@ where
                 }
             }
         }
-        // Neither connection is reused after an upgrade; put the timeouts back all the same.
-        session.downstream_session.set_read_timeout(down_timeout);
-        client_session.read_timeout = up_timeout;
         if let Err(e) = session.as_mut().finish_body().await {
             debug!("finishing the upgraded response downstream: {e}");
         }
@@ -261,6 +268,10 @@ where
 }
 
 // PATCHED.md, "Upgraded connections: one idle timer".
+/// Where the idle timer waits when no timeout applies (its branch is then not polled) or the
+/// timeout is too long to add to an instant.
+const IDLE_TIMER_PARKED: Duration = Duration::from_secs(86_400);
+
 /// The side whose read timeout ends an idle upgraded connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IdleSide {
