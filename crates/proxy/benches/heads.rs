@@ -12,10 +12,9 @@
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use gateway_config::{Forwarding, HostHeader};
 use gateway_proxy::{framing, headers};
-use http::header::{HeaderName, HeaderValue};
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::v1::server::HttpSession as DownstreamSession;
-use pingora_http::{CaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{RequestHeader, ResponseHeader};
 use std::io::Cursor;
 
 /// What wrk sends in case 1 of benches/compare.py.
@@ -59,24 +58,18 @@ fn read_request(rt: &tokio::runtime::Runtime, head: &[u8]) -> DownstreamSession 
 }
 
 /// The default security fields (`[security]` without `headers`, as in the shipped proxy.toml
-/// and in case 1 of benches/compare.py), as the snapshot keeps them.
-fn security_fields() -> Vec<((HeaderName, CaseHeaderName), HeaderValue)> {
-    [
+/// and in case 1 of benches/compare.py), built as the snapshot builds them.
+fn security_fields() -> gateway_proxy::state::CasedHeaders {
+    let defaults = [
         ("X-Frame-Options", "SAMEORIGIN"),
         ("X-Content-Type-Options", "nosniff"),
         ("X-XSS-Protection", "1; mode=block"),
-    ]
-    .into_iter()
-    .map(|(n, v)| {
-        (
-            (
-                HeaderName::from_static(Box::leak(n.to_ascii_lowercase().into_boxed_str())),
-                CaseHeaderName::new(n.to_owned()),
-            ),
-            HeaderValue::from_static(v),
-        )
-    })
-    .collect()
+    ];
+    let list: Vec<(String, String)> = defaults
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    gateway_proxy::state::cased_headers(&list)
 }
 
 fn request_heads(c: &mut Criterion) {

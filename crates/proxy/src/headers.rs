@@ -29,7 +29,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const fn field(name: &'static str, case: &'static str) -> (HeaderName, CaseHeaderName) {
     (HeaderName::from_static(name), CaseHeaderName::from_static(case))
 }
-const X_FORWARDED_FOR_FIELD: (HeaderName, CaseHeaderName) = field("x-forwarded-for", "X-Forwarded-For");
+const X_FORWARDED_FOR_FIELD: (HeaderName, CaseHeaderName) =
+    (X_FORWARDED_FOR, CaseHeaderName::from_static("X-Forwarded-For"));
 const X_FORWARDED_HOST_FIELD: (HeaderName, CaseHeaderName) = field("x-forwarded-host", "X-Forwarded-Host");
 const X_FORWARDED_PROTO_FIELD: (HeaderName, CaseHeaderName) = field("x-forwarded-proto", "X-Forwarded-Proto");
 const X_REAL_IP_FIELD: (HeaderName, CaseHeaderName) = field("x-real-ip", "X-Real-IP");

@@ -534,16 +534,14 @@ impl ProxyHttp for Gateway {
             resp.remove_header(&header::CONTENT_LENGTH);
         }
         let snap = ctx.snap.clone();
+        let compiled = ctx.route.and_then(|i| snap.route(i));
         // Room for them and the route's fields in both of the header's maps at once.
-        let route_headers = ctx
-            .route
-            .and_then(|i| snap.route(i))
-            .map_or(0, |c| c.response_headers.len());
+        let route_headers = compiled.map_or(0, |c| c.response_headers.len());
         resp.reserve(snap.security_headers_cased.len() + route_headers);
         for ((n, case), v) in &snap.security_headers_cased {
             resp.insert_header((n, case), v.clone())?;
         }
-        if let Some(compiled) = ctx.route.and_then(|i| snap.route(i)) {
+        if let Some(compiled) = compiled {
             for (n, v) in &compiled.response_headers {
                 resp.insert_header(n.clone(), v.clone())?;
             }

@@ -72,7 +72,9 @@ pub struct Snapshot {
     pub groups: Vec<Arc<Group>>,
 }
 
-fn to_cased_headers(list: &[(String, String)]) -> CasedHeaders {
+/// `list`'s valid fields, parsed once, with their names as written (invalid ones are left
+/// out: `gateway check` refuses them first).
+pub fn cased_headers(list: &[(String, String)]) -> CasedHeaders {
     list.iter()
         .filter_map(|(n, v)| {
             Some((
@@ -86,15 +88,13 @@ fn to_cased_headers(list: &[(String, String)]) -> CasedHeaders {
         .collect()
 }
 
+/// [`cased_headers`] without the case.
+fn uncased(fields: &CasedHeaders) -> Headers {
+    fields.iter().map(|((n, _), v)| (n.clone(), v.clone())).collect()
+}
+
 fn to_headers(list: &[(String, String)]) -> Headers {
-    list.iter()
-        .filter_map(|(n, v)| {
-            Some((
-                HeaderName::from_bytes(n.as_bytes()).ok()?,
-                HeaderValue::from_str(v).ok()?,
-            ))
-        })
-        .collect()
+    uncased(&cased_headers(list))
 }
 
 impl Snapshot {
@@ -128,10 +128,11 @@ impl Snapshot {
             .as_deref()
             .and_then(|name| config.policy(name))
             .map(|p| crate::policy::access::AccessList::new(&p.access));
+        let security_headers_cased = cased_headers(&config.security_headers);
         Snapshot {
             table: RouteTable::from_routes(routes),
-            security_headers: to_headers(&config.security_headers),
-            security_headers_cased: to_cased_headers(&config.security_headers),
+            security_headers: uncased(&security_headers_cased),
+            security_headers_cased,
             compression: CompressionPolicy::new(&config.compression),
             metrics_access,
             error_pages: crate::error_page::ErrorPages::load(config.error_pages.as_deref()),
