@@ -1,6 +1,6 @@
 //! A recording proxy in front of Pebble for the ACME profile tests: Debian's Pebble (2.4)
 //! predates draft-ietf-acme-profiles, so this proxy adds `meta.profiles` to its directory
-//! and records the `profile` field of every newOrder payload, passing everything else
+//! and records the `profile` field of every newOrder payload Pebble accepted, passing everything else
 //! through unchanged. It terminates TLS with Pebble's own listener certificate (the
 //! gateway's `ca_root`) and forwards with the client's `Host`, so every URL Pebble writes
 //! points back at the proxy and Pebble's JWS `url` checks hold.
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 pub struct ProfilesProxy {
     pub addr: SocketAddr,
-    /// The `profile` of each newOrder, in order (`None`: the order named none).
+    /// The `profile` of each order Pebble created, in order (`None`: the order named none).
     pub orders: Arc<Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -118,11 +118,9 @@ async fn forward(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_owned();
-    if parts.method == hyper::Method::POST && path.starts_with("/order-plz") {
-        if let Some(p) = order_profile(&body) {
-            seen.lock().unwrap().push(p);
-        }
-    }
+    let profile = (parts.method == hyper::Method::POST && path.starts_with("/order-plz"))
+        .then(|| order_profile(&body))
+        .flatten();
     let mut out = client.request(
         parts.method.clone(),
         format!("https://127.0.0.1:{}{path}", upstream.port()),
@@ -139,6 +137,11 @@ async fn forward(
                 .unwrap())
         }
     };
+    // Only orders Pebble created count: a newOrder it refused with badNonce (5 % of
+    // requests by default) is sent again by the client, as RFC 8555 section 6.5 asks.
+    if let (Some(p), 201) = (profile, answer.status().as_u16()) {
+        seen.lock().unwrap().push(p);
+    }
     let mut rsp = hyper::Response::builder().status(answer.status().as_u16());
     for (name, value) in answer.headers() {
         if name != "content-length" && name != "transfer-encoding" {
