@@ -137,6 +137,28 @@ fn response_heads(c: &mut Criterion) {
             })
         })
     });
+    // What the proxy loops call: the head read and handed over as a task (before
+    // pingora-core patch 0024, a clone of it).
+    c.bench_function("heads/response/pingora_read_task", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut s = UpstreamSession::new(Box::new(Cursor::new(black_box(RESPONSE).to_vec())));
+                let task = s.read_response_task().await.expect("a response head");
+                (s, task)
+            })
+        })
+    });
+    // `read_resp_header_parts`: the head read and a copy returned, as `read_response_task`
+    // returned it before patch 0024.
+    c.bench_function("heads/response/pingora_read_copy", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut s = UpstreamSession::new(Box::new(Cursor::new(black_box(RESPONSE).to_vec())));
+                let head = s.read_resp_header_parts().await.expect("a response head");
+                (s, head)
+            })
+        })
+    });
     c.bench_function("heads/response/httparse", |b| {
         b.iter(|| {
             let mut fields = [httparse::EMPTY_HEADER; 64];

@@ -209,31 +209,62 @@ pub struct Entry<'a> {
 /// Writes the access line of `e` in `format` (nothing for `off`).
 pub fn log(format: &AccessLog, e: &Entry<'_>) {
     static COMBINED: OnceLock<AccessFormat> = OnceLock::new();
-    let line = match format {
+    let parts = match format {
         AccessLog::Off => return,
-        AccessLog::Combined => render(&COMBINED.get_or_init(AccessFormat::combined).parts, e),
-        AccessLog::Custom(f) => render(&f.parts, e),
-        AccessLog::Json => json(e),
+        AccessLog::Combined => &COMBINED.get_or_init(AccessFormat::combined).parts,
+        AccessLog::Custom(f) => &f.parts,
+        AccessLog::Json => return write_line(json(e).as_bytes()),
     };
+    // Rendered into this thread's buffer: the queue's copy is the line's one allocation.
+    LINE.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        render_into(&mut buf, parts, e);
+        write_line(buf.as_bytes());
+        if buf.capacity() > LINE_BUFFER_KEPT {
+            *buf = String::new();
+        }
+    });
+}
+
+thread_local! {
+    /// The line [`log`] renders a text format into, reused by each request of this thread.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A line buffer that grew past this (a request with huge logged fields) is not kept.
+const LINE_BUFFER_KEPT: usize = 16 << 10;
+
+fn write_line(line: &[u8]) {
     match WRITER.get() {
+        // The non-blocking writer copies the line into its queue.
         Some(w) => {
-            let _ = w.clone().write_all(line.as_bytes());
+            let _ = w.clone().write_all(line);
         }
         // Before `start_writer` (tests, benchmarks): straight to stdout.
         None => {
-            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            let _ = std::io::stdout().lock().write_all(line);
         }
     }
 }
 
-/// nginx's escaping of logged variables (`log_format ... escape=default`): `"`, `\`, control
-/// bytes and bytes above 0x7E as `\xHH`, so a quoted field always ends at its own quote.
-fn escape(v: &str) -> Cow<'_, str> {
+/// [`push_escaped`] into a new string.
+#[cfg(test)]
+fn escape(v: &str) -> String {
+    let mut out = String::new();
+    push_escaped(&mut out, v);
+    out
+}
+
+/// Appends `v` to `out` with nginx's escaping of logged variables (`log_format ...
+/// escape=default`): `"`, `\`, control bytes and bytes above 0x7E as `\xHH`, so a quoted
+/// field always ends at its own quote.
+fn push_escaped(out: &mut String, v: &str) {
     let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
     if v.bytes().all(plain) {
-        return v.into();
+        out.push_str(v);
+        return;
     }
-    let mut out = String::with_capacity(v.len() + 8);
     for b in v.bytes() {
         if plain(b) {
             out.push(b as char);
@@ -241,7 +272,6 @@ fn escape(v: &str) -> Cow<'_, str> {
             let _ = write!(out, "\\x{b:02X}");
         }
     }
-    out.into()
 }
 
 /// `$server_protocol`.
@@ -320,24 +350,62 @@ fn with_time<R>(now: SystemTime, f: impl FnOnce(&str, &str) -> R) -> R {
     })
 }
 
+#[cfg(test)]
 fn render(parts: &[LogPart], e: &Entry<'_>) -> String {
+    let mut out = String::new();
+    render_into(&mut out, parts, e);
+    out
+}
+
+/// Appends the line of `e` in `parts`, with its newline, to `out`: each variable escaped
+/// ([`push_escaped`]), an empty one as `-` (nginx's `log_format`).
+fn render_into(out: &mut String, parts: &[LogPart], e: &Entry<'_>) {
     let now = SystemTime::now();
-    let mut out = String::with_capacity(256);
     for part in parts {
         match part {
             LogPart::Text(t) => out.push_str(t),
             LogPart::Var(v) => {
-                let value = value(v, e, now);
-                if value.is_empty() {
+                let start = out.len();
+                write_var(out, v, e, now);
+                if out.len() == start {
                     out.push('-');
-                } else {
-                    out.push_str(&escape(&value));
                 }
             }
         }
     }
     out.push('\n');
-    out
+}
+
+/// Appends one variable, escaped, to `out` (nothing when it is empty). The variables of the
+/// combined format are written in place; the others go through [`value`].
+fn write_var(out: &mut String, v: &LogVar, e: &Entry<'_>, now: SystemTime) {
+    let req = e.req;
+    // Numbers, addresses and the time need no escaping.
+    let _ = match v {
+        LogVar::RemoteAddr => match e.client {
+            Some(c) => write!(out, "{}", c.ip()),
+            None => Ok(()),
+        },
+        LogVar::TimeLocal => {
+            with_time(now, |local, _| out.push_str(local));
+            Ok(())
+        }
+        LogVar::Request => {
+            push_escaped(out, req.method.as_str());
+            out.push(' ');
+            push_escaped(out, &origin_form(req));
+            out.push(' ');
+            out.push_str(protocol(req.version));
+            Ok(())
+        }
+        LogVar::Status => write!(out, "{}", e.status),
+        LogVar::BodyBytesSent => write!(out, "{}", e.bytes),
+        LogVar::RequestTime => write!(out, "{:.3}", e.duration.as_secs_f64()),
+        _ => {
+            push_escaped(out, &value(v, e, now));
+            Ok(())
+        }
+    };
 }
 
 /// The value of one variable; empty is written as `-`.

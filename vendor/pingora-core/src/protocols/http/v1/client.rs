@@ -53,6 +53,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    // gateway patch: what the session still reads of a head handed over (see `HandedOver`)
+    handed_over: Option<HandedOver>,
+    // gateway patch end
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -68,6 +71,21 @@ pub struct HttpSession {
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
 }
+
+// gateway patch: `read_response_task` hands the response head it read to its caller instead
+// of cloning it (a `Box`, the header map and the case map: 5 allocations and a copy per
+// response); the session keeps only what it reads of the head afterwards, for keepalive.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+
+#[derive(Debug)]
+struct HandedOver {
+    status: StatusCode,
+    version: Version,
+    connection: Option<HeaderValue>,
+    keep_alive: Option<HeaderValue>,
+    transfer_encoding: bool,
+}
+// gateway patch end
 
 /// HTTP 1.x client session
 impl HttpSession {
@@ -90,6 +108,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None, // gateway patch
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -456,7 +475,41 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
-    /// Return a reference of the [`ResponseHeader`] if the response is read
+    // gateway patch: see `HandedOver`
+    async fn read_resp_header_handed_over(&mut self) -> Result<Box<ResponseHeader>> {
+        self.read_response().await?;
+        let header = self.response_header.take().expect("just read");
+        let field = |name| header.headers.get(name).cloned();
+        self.handed_over = Some(HandedOver {
+            status: header.status,
+            version: header.version,
+            connection: field(header::CONNECTION),
+            keep_alive: field(KEEP_ALIVE),
+            transfer_encoding: header.headers.contains_key(header::TRANSFER_ENCODING),
+        });
+        Ok(header)
+    }
+
+    fn response_version(&self) -> Option<Version> {
+        match (&self.response_header, &self.handed_over) {
+            (Some(h), _) => Some(h.version),
+            (None, Some(h)) => Some(h.version),
+            (None, None) => None,
+        }
+    }
+
+    fn response_field(&self, name: &header::HeaderName) -> Option<&HeaderValue> {
+        match (&self.response_header, &self.handed_over) {
+            (Some(h), _) => h.headers.get(name),
+            (None, Some(h)) if *name == header::CONNECTION => h.connection.as_ref(),
+            (None, Some(h)) if *name == KEEP_ALIVE => h.keep_alive.as_ref(),
+            _ => None,
+        }
+    }
+    // gateway patch end
+
+    /// Return a reference of the [`ResponseHeader`] if the response is read (gateway patch:
+    /// and not handed over by [`Self::read_response_task`]; [`Self::get_status`] still answers)
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
@@ -464,7 +517,8 @@ impl HttpSession {
     /// Get the header value for the given header name from the response header
     /// If there are multiple headers under the same name, the first one will be returned
     /// Use `self.resp_header().header.get_all(name)` to get all the headers under the same name
-    /// Always return `None` if the response is not read yet.
+    /// Always return `None` if the response is not read yet (gateway patch: or was handed over
+    /// by [`Self::read_response_task`]).
     pub fn get_header(&self, name: impl AsHeaderName) -> Option<&HeaderValue> {
         self.response_header
             .as_ref()
@@ -478,7 +532,12 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        // gateway patch: also once handed over
+        match (&self.response_header, &self.handed_over) {
+            (Some(h), _) => Some(h.status),
+            (None, Some(h)) => Some(h.status),
+            (None, None) => None,
+        }
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -588,12 +647,13 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        // gateway patch: through the accessors that also read a handed-over head
+        let transfer_encoding = match (&self.response_header, &self.handed_over) {
+            (Some(h), _) => h.headers.contains_key(header::TRANSFER_ENCODING),
+            (None, Some(h)) => h.transfer_encoding,
+            (None, None) => false,
+        };
+        if self.response_version() == Some(Version::HTTP_10) && transfer_encoding {
             self.set_keepalive(None);
             return;
         }
@@ -608,7 +668,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if self.response_version() == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -629,7 +689,7 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => is_buf_keepalive(self.response_field(&header::CONNECTION)), // gateway patch
         }
     }
 
@@ -638,7 +698,7 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        let Some(keep_alive_header) = self.response_field(&KEEP_ALIVE) else {
             return (None, None);
         };
 
@@ -825,7 +885,7 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            let resp_header = self.read_resp_header_handed_over().await?; // gateway patch
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
@@ -2983,3 +3043,96 @@ mod test_sync {
         assert!(request_target_has_forbidden_byte(b"/a\r\nb")); // CR/LF
     }
 }
+
+// gateway patch: `read_response_task` hands the head over (see `HandedOver`)
+#[cfg(test)]
+mod tests_handed_over {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use tokio_test::io::Builder;
+
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: forwards to the system allocator; the counter is a thread-local `Cell`.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nDate: Tue, 08 Dec 2026 03:00:00 GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=7\r\n\r\n{}";
+
+    async fn allocations_of<F: std::future::Future>(f: F) -> (usize, F::Output) {
+        let before = ALLOCATIONS.with(Cell::get);
+        let out = f.await;
+        (ALLOCATIONS.with(Cell::get) - before, out)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_response_head_is_handed_over_not_cloned() {
+        let mut cloned = HttpSession::new(Box::new(Builder::new().read(HEAD).build()));
+        let mut handed = HttpSession::new(Box::new(Builder::new().read(HEAD).build()));
+        let (with_clone, head) = allocations_of(cloned.read_resp_header_parts()).await;
+        assert_eq!(head.unwrap().status, 200);
+        let (without, task) = allocations_of(handed.read_response_task()).await;
+        let HttpTask::Header(head, false) = task.unwrap() else {
+            panic!("a header with its body to come");
+        };
+        assert_eq!(head.headers.len(), 5);
+        // The published crate cloned it: a `Box`, the header map and the case map (2 each).
+        assert!(
+            without + 5 <= with_clone,
+            "{without} allocations handing the head over, {with_clone} cloning it"
+        );
+        assert!(handed.resp_header().is_none(), "the caller has it");
+        assert_eq!(handed.get_status(), Some(StatusCode::OK));
+        assert_eq!(handed.read_body_ref().await.unwrap(), Some(&b"{}"[..]));
+        assert!(handed.is_body_done());
+        handed.respect_keepalive();
+        assert_eq!(handed.get_keepalive_values(), (Some(7), None));
+        assert_eq!(
+            handed.keepalive_timeout,
+            KeepaliveStatus::Timeout(Duration::from_secs(7))
+        );
+    }
+
+    /// The keepalive rules still see a handed-over head: `Connection: close`, an HTTP/1.0
+    /// response without `Connection: keep-alive`, and Transfer-Encoding in HTTP/1.0 (RFC 9112
+    /// section 6.1) end reuse; an HTTP/1.1 response keeps it.
+    #[tokio::test]
+    async fn keepalive_is_decided_from_a_handed_over_head() {
+        async fn after(head: &str) -> KeepaliveStatus {
+            let mut s = HttpSession::new(Box::new(Builder::new().read(head.as_bytes()).build()));
+            assert!(matches!(s.read_response_task().await.unwrap(), HttpTask::Header(..)));
+            assert!(s.resp_header().is_none());
+            while s.read_body_ref().await.unwrap().is_some() {}
+            s.respect_keepalive();
+            s.keepalive_timeout
+        }
+        use KeepaliveStatus::*;
+        let cases = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Infinite),
+            ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", Off),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", Off),
+            ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", Infinite),
+            ("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Off),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Infinite),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(after(head).await, expected, "{head:?}");
+        }
+    }
+}
+// gateway patch end
