@@ -29,6 +29,11 @@ pub struct Gateway {
 /// `HttpPeer::group_key` of a retry: no pooled connection is ever kept under it.
 const RETRY_ON_A_NEW_CONNECTION: u64 = u64::MAX;
 
+/// The fields Pingora's HTTP/1.x server may add to a response head when it writes it
+/// (`prepare_response_header`): `Date`, `Connection`, and `Transfer-Encoding: chunked` when
+/// the proxy forwards a body of unknown length.
+const ADDED_WHEN_WRITTEN: usize = 3;
+
 /// Per-request state, typed.
 pub struct Ctx {
     pub snap: Arc<Snapshot>,
@@ -535,9 +540,12 @@ impl ProxyHttp for Gateway {
         }
         let snap = ctx.snap.clone();
         let compiled = ctx.route.and_then(|i| snap.route(i));
-        // Room for them and the route's fields in both of the header's maps at once.
+        // Room for them, the route's fields and those Pingora adds when it writes the head
+        // (`Date`, `Connection`, `Transfer-Encoding` for a body of unknown length) in both
+        // of the header's maps at once: the head read from the upstream has none, and each
+        // growth rebuilds both maps (2 allocations and 2 reallocations per request).
         let route_headers = compiled.map_or(0, |c| c.response_headers.len());
-        resp.reserve(snap.security_headers_cased.len() + route_headers);
+        resp.reserve(snap.security_headers_cased.len() + route_headers + ADDED_WHEN_WRITTEN);
         for ((n, case), v) in &snap.security_headers_cased {
             resp.insert_header((n, case), v.clone())?;
         }
