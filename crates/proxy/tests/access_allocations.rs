@@ -37,7 +37,11 @@ fn a_combined_line_is_written_without_allocating() {
         tls: None,
     };
     let custom = AccessLog::Custom(
-        AccessFormat::compile("t", "$remote_addr $status $body_bytes_sent $request_time \"$request\" $http_user_agent").unwrap(),
+        AccessFormat::compile(
+            "t",
+            "$remote_addr $status $body_bytes_sent $request_time \"$request\" $http_user_agent",
+        )
+        .unwrap(),
     );
     for format in [AccessLog::Combined, custom] {
         // The first line sizes the thread's buffer, stdout's and the clock's strings.
