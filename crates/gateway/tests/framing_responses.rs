@@ -6,7 +6,7 @@
 //! section 15.2): `100 Continue` and `103 Early Hints` (RFC 8297) from the upstream, on
 //! keep-alive and on closing upstream connections, for HTTP/1.1 and HTTP/2 clients. The
 //! final response and its body always arrive, and a keep-alive upstream connection serves
-//! the next request.
+//! the next request. A field value with obs-text is relayed as it came, trace logging on.
 //!
 //! What the client sees of the interim responses, as of Pingora 0.9.1:
 //! - HTTP/1.1: relayed, `100` and `103` alike (with the `Link` field of the hints; Pingora's
@@ -373,4 +373,41 @@ async fn interim_responses_h2_client_keepalive_upstream() {
 #[tokio::test]
 async fn interim_responses_h2_client_closing_upstream() {
     h2_client(true).await;
+}
+
+/// A field value with obs-text (RFC 9110 section 5.5: bytes 0x80-0xFF, here an ISO-8859-1
+/// file name) is relayed as it came, also with Pingora's trace records on, which log the raw
+/// upstream head (vendor/pingora-core patch 0025: that line panicked on bytes that are not
+/// UTF-8, and the client got no answer).
+///
+/// To see it fail: take patch 0025 away (`str::from_utf8(..).unwrap()` in
+/// `read_response_task`).
+#[tokio::test]
+async fn g_an_upstream_field_with_obs_text_is_relayed_with_trace_logging_on() {
+    const LATIN1: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+        Content-Disposition: attachment; filename=\"caf\xe9.txt\"\r\nContent-Length: 2\r\n\r\nok";
+    let rec = Scripted::start(script(|_, _, _: &[u8]| Answer::Send(LATIN1))).await;
+    let gw = Gateway::start_with_env(
+        &simple_config(rec.addr, ""),
+        &[("RUST_LOG", "info,pingora_core::protocols::http::v1::client=trace")],
+    )
+    .await;
+    let mut c = h1_connect(gw.https).await;
+    let r = exchange(
+        &mut c,
+        b"GET /file HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", text(&r.raw));
+    assert!(
+        find(&r.raw, b"filename=\"caf\xe9.txt\"").is_some(),
+        "{}",
+        text(&r.raw)
+    );
+    assert_eq!(r.body, b"ok");
+    assert!(
+        gw.stderr().contains("Raw Response header"),
+        "the trace line was written: {}",
+        gw.stderr()
+    );
 }

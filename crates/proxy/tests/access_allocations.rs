@@ -44,11 +44,17 @@ fn a_combined_line_is_written_without_allocating() {
         .unwrap(),
     );
     for format in [AccessLog::Combined, custom] {
-        // The first line sizes the thread's buffer, stdout's and the clock's strings.
+        // The first line sizes the thread's buffer, stdout's and the clock's strings. The
+        // clock formats `$time_local` again when a new second starts (two strings), so a
+        // line that straddles one is measured again: the fewest of three.
         access::log(&format, &e);
-        let region = Region::new(GLOBAL);
-        access::log(&format, &e);
-        let made = region.change().allocations;
-        assert_eq!(made, 0, "allocations for one line in {format:?}");
+        let made = (0..3)
+            .map(|_| {
+                let region = Region::new(GLOBAL);
+                access::log(&format, &e);
+                region.change().allocations
+            })
+            .min();
+        assert_eq!(made, Some(0), "allocations for one line in {format:?}");
     }
 }

@@ -888,10 +888,13 @@ impl HttpSession {
             let resp_header = self.read_resp_header_handed_over().await?; // gateway patch
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
+            // gateway patch: a head with a byte that is not UTF-8 (obs-text in a field value,
+            // RFC 9110 section 5.5) panicked the request here once trace logging was on.
             trace!(
                 "Raw Response header: {:?}",
-                str::from_utf8(self.get_headers_raw()).unwrap()
+                String::from_utf8_lossy(self.get_headers_raw())
             );
+            // gateway patch end
             Ok(HttpTask::Header(resp_header, end_of_body))
         } else if self.is_body_done() {
             // no body
@@ -3133,6 +3136,27 @@ mod tests_handed_over {
         for (head, expected) in cases {
             assert_eq!(after(head).await, expected, "{head:?}");
         }
+    }
+}
+// gateway patch end
+
+// gateway patch: tracing a response head that is not UTF-8
+#[cfg(test)]
+mod tests_trace_non_utf8 {
+    use super::*;
+    use tokio_test::io::Builder;
+
+    /// With trace records on (`RUST_LOG=trace`), the raw head is logged lossily: obs-text in
+    /// a field value (here ISO-8859-1 `é`) no longer panics the task.
+    #[tokio::test]
+    async fn a_response_head_that_is_not_utf8_is_traced_without_a_panic() {
+        log::set_max_level(log::LevelFilter::Trace);
+        let head = b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\nContent-Length: 0\r\n\r\n";
+        let mut s = HttpSession::new(Box::new(Builder::new().read(head).build()));
+        let HttpTask::Header(h, true) = s.read_response_task().await.unwrap() else {
+            panic!("a header that ends the response");
+        };
+        assert_eq!(h.headers.get("x-name").unwrap().as_bytes(), b"caf\xe9");
     }
 }
 // gateway patch end
