@@ -310,6 +310,50 @@ async fn websocket_is_copied_in_one_loop() {
     );
 }
 
+/// Time the gateway spends blocked writing to a client that does not read is not idle time
+/// (vendor/pingora-proxy patch 0003: the idle wait restarts when the copy loop waits again):
+/// a 12 MiB echo that the client leaves unread for 2.5 s, past the route's 1 s
+/// `read_timeout`, arrives whole, and the WebSocket still answers afterwards. The client's
+/// receive buffer is 16 KiB, so the gateway's write blocks well before the echo is through.
+///
+/// To see it fail: in vendor/pingora-proxy/src/proxy_h1_direct.rs, drop the
+/// `waiting_since = time::Instant::now();` after `relay_response_task` in the upgraded loop
+/// (the blocked write then counts as idle and the connection is cut).
+#[tokio::test]
+async fn a_websocket_write_blocked_past_read_timeout_is_not_idle() {
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_up = upstream::ws_echo().await;
+    let routes = "[limits]\nbody_read_timeout = \"30s\"\n".to_owned()
+        + &ws_route(ws_up.addr, "read_timeout = \"1s\"\n");
+    let up = upstream::echo().await;
+    let gw = Gateway::start(&simple_config(up.addr, &routes)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = harness::within(STEP, "connecting", socket.connect(gw.https))
+        .await
+        .expect("connect");
+    let (tls, _) = client::tls_over(tcp, "localhost").await;
+    let url = format!("wss://localhost:{}/ws/slow", gw.https.port());
+    let (mut ws, resp) = harness::within(STEP, "the handshake", tokio_tungstenite::client_async(url, tls))
+        .await
+        .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let big: Vec<u8> = (0..12 << 20).map(|i| (i % 251) as u8).collect();
+    harness::within(STEP, "sending", ws.send(Message::binary(big.clone())))
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let echoed = harness::within(secs(20), "the echo", ws.next())
+        .await
+        .expect("still open")
+        .expect("a message");
+    assert!(echoed == Message::binary(big), "the echo came back whole");
+    p::round_trip(&mut ws, "still here")
+        .await
+        .expect("the WebSocket still works after the blocked write");
+    let _ = harness::within(STEP, "closing", ws.close(None)).await;
+}
+
 /// A WebSocket idle for longer than its route's `read_timeout` (1 s) is closed by the gateway;
 /// one with a message every 300 ms stays up three times as long. The body read timeout
 /// (what an upgraded connection would get otherwise) is 30 s here.

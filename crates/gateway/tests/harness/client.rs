@@ -95,6 +95,14 @@ pub fn connector(
 
 /// Opens a TLS connection with `sni` (HTTP/1.1 ALPN) and returns it with the server's certificate.
 pub async fn tls(addr: SocketAddr, sni: &str) -> (TlsStream<TcpStream>, CertificateDer<'static>) {
+    let tcp = super::within(STEP, "connecting", TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    tls_over(tcp, sni).await
+}
+
+/// [`tls`] over a TCP connection the caller opened (with its own socket options).
+pub async fn tls_over(tcp: TcpStream, sni: &str) -> (TlsStream<TcpStream>, CertificateDer<'static>) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let capture = Arc::new(Capture::default());
     let mut cfg = rustls::ClientConfig::builder()
@@ -103,9 +111,6 @@ pub async fn tls(addr: SocketAddr, sni: &str) -> (TlsStream<TcpStream>, Certific
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = super::within(STEP, "connecting", TcpStream::connect(addr))
-        .await
-        .expect("connect");
     let name = ServerName::try_from(sni.to_owned()).expect("server name");
     let stream = super::within(STEP, "the TLS handshake", connector.connect(name, tcp))
         .await
