@@ -545,8 +545,8 @@ impl ProxyHttp for Gateway {
         // of the header's maps at once: the head read from the upstream has none, and each
         // growth rebuilds both maps (2 allocations and 2 reallocations per request).
         let route_headers = compiled.map_or(0, |c| c.response_headers.len());
-        resp.reserve(snap.security_headers_cased.len() + route_headers + ADDED_WHEN_WRITTEN);
-        for ((n, case), v) in &snap.security_headers_cased {
+        resp.reserve(snap.security_headers.len() + route_headers + ADDED_WHEN_WRITTEN);
+        for ((n, case), v) in &snap.security_headers {
             resp.insert_header((n, case), v.clone())?;
         }
         if let Some(compiled) = compiled {

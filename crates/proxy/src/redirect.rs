@@ -93,7 +93,7 @@ impl ServeHttp for Redirect {
                 .header(http::header::CACHE_CONTROL, "no-store")
                 .header(crate::respond::REQUEST_ID, format!("{request_id:032x}"));
         }
-        for (n, v) in &snap.security_headers {
+        for ((n, _), v) in &snap.security_headers {
             b = b.header(n, v);
         }
         if let Some(l) = location {

@@ -5,7 +5,7 @@
 
 use crate::error_page::{self, ErrorPages, Format};
 use crate::proxy::Ctx;
-use crate::state::{Headers, Snapshot};
+use crate::state::{CasedHeaders, Snapshot};
 use bytes::Bytes;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
@@ -35,15 +35,16 @@ pub fn reason(status: u16) -> &'static str {
         .unwrap_or("Error")
 }
 
-/// A small response header with the security headers; `body_len` sets Content-Length.
-pub fn header(status: u16, body_len: usize, security: &Headers) -> ResponseHeader {
+/// A small response header with the security headers (inserted by name); `body_len` sets
+/// Content-Length.
+pub fn header(status: u16, body_len: usize, security: &CasedHeaders) -> ResponseHeader {
     let mut h = ResponseHeader::build(status, Some(6 + security.len())).unwrap_or_else(|_| {
         // Not a status (outside 100-999): never built by the gateway; a 500, not a panic.
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = http::StatusCode::INTERNAL_SERVER_ERROR;
         ResponseHeader::from(parts)
     });
-    for (n, v) in security {
+    for ((n, _), v) in security {
         let _ = h.append_header(n.clone(), v.clone());
     }
     let _ = h.insert_header(http::header::CONTENT_LENGTH, body_len.to_string());
@@ -56,11 +57,11 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 /// Whom a response the gateway makes is for: the snapshot's security headers and error
 /// pages, and the request id. `From<&Ctx>` for a request of the HTTPS listener (its
-/// `$request_id` and snapshot); `From<&Headers>` for an answer outside a request (a fresh
+/// `$request_id` and snapshot); `From<&CasedHeaders>` for an answer outside a request (a fresh
 /// id, the built-in pages).
 #[derive(Clone, Copy)]
 pub struct Reply<'a> {
-    pub security: &'a Headers,
+    pub security: &'a CasedHeaders,
     pub pages: Option<&'a ErrorPages>,
     pub request_id: u128,
     /// The 503 of a route in maintenance: the maintenance page.
@@ -75,8 +76,8 @@ impl Reply<'_> {
     }
 }
 
-impl<'a> From<&'a Headers> for Reply<'a> {
-    fn from(security: &'a Headers) -> Self {
+impl<'a> From<&'a CasedHeaders> for Reply<'a> {
+    fn from(security: &'a CasedHeaders) -> Self {
         Reply {
             security,
             pages: None,
@@ -186,7 +187,7 @@ pub fn raw_error(status: u16, format: Format, snap: &Snapshot) -> Vec<u8> {
         page.content_type,
         page.body.len()
     );
-    for (n, v) in &snap.security_headers {
+    for ((n, _), v) in &snap.security_headers {
         if let Ok(v) = v.to_str() {
             head.push_str(&format!("{n}: {v}\r\n"));
         }

@@ -58,11 +58,9 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// The routes, compiled: `decide` returns the one a request gets.
     pub table: RouteTable<CompiledRoute>,
-    /// Added to every response, errors included.
-    pub security_headers: Headers,
-    /// The same fields with their names as configured, for proxied responses
-    /// (`response_filter`).
-    pub security_headers_cased: CasedHeaders,
+    /// Added to every response, errors included; proxied responses write the names as
+    /// configured (`response_filter`), the gateway's own answers by name.
+    pub security_headers: CasedHeaders,
     pub compression: CompressionPolicy,
     /// `[listen] metrics_policy`'s allow/deny rules, for the metrics listener.
     pub metrics_access: Option<crate::policy::access::AccessList>,
@@ -89,12 +87,11 @@ pub fn cased_headers(list: &[(String, String)]) -> CasedHeaders {
 }
 
 /// [`cased_headers`] without the case.
-fn uncased(fields: &CasedHeaders) -> Headers {
-    fields.iter().map(|((n, _), v)| (n.clone(), v.clone())).collect()
-}
-
 fn to_headers(list: &[(String, String)]) -> Headers {
-    uncased(&cased_headers(list))
+    cased_headers(list)
+        .into_iter()
+        .map(|((n, _), v)| (n, v))
+        .collect()
 }
 
 impl Snapshot {
@@ -128,11 +125,9 @@ impl Snapshot {
             .as_deref()
             .and_then(|name| config.policy(name))
             .map(|p| crate::policy::access::AccessList::new(&p.access));
-        let security_headers_cased = cased_headers(&config.security_headers);
         Snapshot {
             table: RouteTable::from_routes(routes),
-            security_headers: uncased(&security_headers_cased),
-            security_headers_cased,
+            security_headers: cased_headers(&config.security_headers),
             compression: CompressionPolicy::new(&config.compression),
             metrics_access,
             error_pages: crate::error_page::ErrorPages::load(config.error_pages.as_deref()),
