@@ -377,7 +377,8 @@ fn render_into(out: &mut String, parts: &[LogPart], e: &Entry<'_>) {
 }
 
 /// Appends one variable, escaped, to `out` (nothing when it is empty). The variables of the
-/// combined format are written in place; the others go through [`value`].
+/// combined format are written in place (their only definition: [`value`] renders them
+/// here); the others go through [`value`].
 fn write_var(out: &mut String, v: &LogVar, e: &Entry<'_>, now: SystemTime) {
     let req = e.req;
     // Numbers, addresses and the time need no escaping.
@@ -412,28 +413,34 @@ fn write_var(out: &mut String, v: &LogVar, e: &Entry<'_>, now: SystemTime) {
 fn value<'a>(v: &LogVar, e: &Entry<'a>, now: SystemTime) -> Cow<'a, str> {
     let req = e.req;
     match v {
-        LogVar::RemoteAddr => e.client.map_or("".into(), |c| c.ip().to_string().into()),
+        // Written in place by `write_var`, which never asks `value` for them; as it writes
+        // them, so the request line comes escaped.
+        LogVar::RemoteAddr
+        | LogVar::TimeLocal
+        | LogVar::Request
+        | LogVar::Status
+        | LogVar::BodyBytesSent
+        | LogVar::RequestTime => {
+            let mut out = String::new();
+            write_var(&mut out, v, e, now);
+            out.into()
+        }
         LogVar::RemotePort => e.client.map_or("".into(), |c| c.port().to_string().into()),
         LogVar::RemoteUser => match e.remote_user {
             Some(u) => u.into(),
             None => basic_user(req).map_or("".into(), Cow::Owned),
         },
-        LogVar::TimeLocal => with_time(now, |local, _| local.to_owned()).into(),
         LogVar::TimeIso8601 => with_time(now, |_, iso| iso.to_owned()).into(),
         LogVar::Msec => {
             let d = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
             format!("{}.{:03}", d.as_secs(), d.subsec_millis()).into()
         }
-        LogVar::Request => format!("{} {} {}", req.method, origin_form(req), protocol(req.version)).into(),
         LogVar::RequestMethod => req.method.as_str().into(),
         LogVar::RequestUri => origin_form(req),
         LogVar::Uri => req.uri.path().into(),
         LogVar::Args => req.uri.query().unwrap_or("").into(),
         LogVar::IsArgs => (if req.uri.query().is_some() { "?" } else { "" }).into(),
         LogVar::ServerProtocol => protocol(req.version).into(),
-        LogVar::Status => e.status.to_string().into(),
-        LogVar::BodyBytesSent => e.bytes.to_string().into(),
-        LogVar::RequestTime => format!("{:.3}", e.duration.as_secs_f64()).into(),
         LogVar::Host => crate::headers::request_host(req).map_or("".into(), gateway_routing::normalize_host),
         LogVar::Scheme => e.scheme.into(),
         LogVar::Http(name) => header(req, name),
