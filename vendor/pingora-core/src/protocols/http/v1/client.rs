@@ -53,8 +53,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
-    // gateway patch: what the session still reads of a head handed over (see `HandedOver`)
-    handed_over: Option<HandedOver>,
+    // gateway patch: what the session reads of the last head, also once handed over
+    // (see `HeadFacts`)
+    head_facts: Option<HeadFacts>,
     // gateway patch end
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
@@ -74,16 +75,31 @@ pub struct HttpSession {
 
 // gateway patch: `read_response_task` hands the response head it read to its caller instead
 // of cloning it (a `Box`, the header map and the case map: 5 allocations and a copy per
-// response); the session keeps only what it reads of the head afterwards, for keepalive.
+// response). What the session reads of a head after reading it (the status, and for
+// keepalive the version, `Connection`, `Keep-Alive`, Transfer-Encoding present) is noted
+// when the head is read, so it reads the same whether or not the head was handed over.
 const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
 
 #[derive(Debug)]
-struct HandedOver {
+struct HeadFacts {
     status: StatusCode,
     version: Version,
     connection: Option<HeaderValue>,
     keep_alive: Option<HeaderValue>,
     transfer_encoding: bool,
+}
+
+impl HeadFacts {
+    fn of(head: &ResponseHeader) -> Self {
+        let field = |name| head.headers.get(name).cloned();
+        HeadFacts {
+            status: head.status,
+            version: head.version,
+            connection: field(header::CONNECTION),
+            keep_alive: field(KEEP_ALIVE),
+            transfer_encoding: head.headers.contains_key(header::TRANSFER_ENCODING),
+        }
+    }
 }
 // gateway patch end
 
@@ -108,7 +124,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
-            handed_over: None, // gateway patch
+            head_facts: None, // gateway patch
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -362,6 +378,7 @@ impl HttpSession {
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
+                        self.head_facts = Some(HeadFacts::of(&response_header)); // gateway patch
                         self.response_header = Some(response_header);
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
@@ -475,36 +492,14 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
-    // gateway patch: see `HandedOver`
+    // gateway patch: see `HeadFacts`
     async fn read_resp_header_handed_over(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        let header = self.response_header.take().expect("just read");
-        let field = |name| header.headers.get(name).cloned();
-        self.handed_over = Some(HandedOver {
-            status: header.status,
-            version: header.version,
-            connection: field(header::CONNECTION),
-            keep_alive: field(KEEP_ALIVE),
-            transfer_encoding: header.headers.contains_key(header::TRANSFER_ENCODING),
-        });
-        Ok(header)
+        Ok(self.response_header.take().expect("just read"))
     }
 
     fn response_version(&self) -> Option<Version> {
-        match (&self.response_header, &self.handed_over) {
-            (Some(h), _) => Some(h.version),
-            (None, Some(h)) => Some(h.version),
-            (None, None) => None,
-        }
-    }
-
-    fn response_field(&self, name: &header::HeaderName) -> Option<&HeaderValue> {
-        match (&self.response_header, &self.handed_over) {
-            (Some(h), _) => h.headers.get(name),
-            (None, Some(h)) if *name == header::CONNECTION => h.connection.as_ref(),
-            (None, Some(h)) if *name == KEEP_ALIVE => h.keep_alive.as_ref(),
-            _ => None,
-        }
+        self.head_facts.as_ref().map(|h| h.version)
     }
     // gateway patch end
 
@@ -532,12 +527,7 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        // gateway patch: also once handed over
-        match (&self.response_header, &self.handed_over) {
-            (Some(h), _) => Some(h.status),
-            (None, Some(h)) => Some(h.status),
-            (None, None) => None,
-        }
+        self.head_facts.as_ref().map(|h| h.status) // gateway patch: also once handed over
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -647,13 +637,10 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        // gateway patch: through the accessors that also read a handed-over head
-        let transfer_encoding = match (&self.response_header, &self.handed_over) {
-            (Some(h), _) => h.headers.contains_key(header::TRANSFER_ENCODING),
-            (None, Some(h)) => h.transfer_encoding,
-            (None, None) => false,
-        };
+        // gateway patch: from the facts noted when the head was read (see `HeadFacts`)
+        let transfer_encoding = self.head_facts.as_ref().is_some_and(|h| h.transfer_encoding);
         if self.response_version() == Some(Version::HTTP_10) && transfer_encoding {
+            // gateway patch end
             self.set_keepalive(None);
             return;
         }
@@ -668,7 +655,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.response_version() == Some(Version::HTTP_11) {
+        } else if self.response_version() == Some(Version::HTTP_11) { // gateway patch
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -689,7 +676,9 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.response_field(&header::CONNECTION)), // gateway patch
+            // gateway patch: see `HeadFacts`
+            _ => is_buf_keepalive(self.head_facts.as_ref().and_then(|h| h.connection.as_ref())),
+            // gateway patch end
         }
     }
 
@@ -698,9 +687,12 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.response_field(&KEEP_ALIVE) else {
+        // gateway patch: see `HeadFacts`
+        let Some(keep_alive_header) = self.head_facts.as_ref().and_then(|h| h.keep_alive.as_ref())
+        else {
             return (None, None);
         };
+        // gateway patch end
 
         let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
             return (None, None);
@@ -3047,7 +3039,7 @@ mod test_sync {
     }
 }
 
-// gateway patch: `read_response_task` hands the head over (see `HandedOver`)
+// gateway patch: `read_response_task` hands the head over (see `HeadFacts`)
 #[cfg(test)]
 mod tests_handed_over {
     use super::*;
